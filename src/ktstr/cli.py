@@ -1,0 +1,229 @@
+"""The ``ktstr`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ktstr import __version__, doctor, paths
+from ktstr.errors import KtstrError
+from ktstr.kernel import debian, store
+from ktstr.kernel.image import KernelInfo
+from ktstr.topology import Topology
+from ktstr.vm import accel as accel_mod
+
+log = logging.getLogger("ktstr")
+
+
+def _yes(value: bool | None) -> str:
+    return "unknown" if value is None else ("yes" if value else "no")
+
+
+def _kernel_lines(info: KernelInfo) -> list[str]:
+    return [
+        f"release:    {info.release}",
+        f"sched_ext:  {_yes(info.sched_ext)}",
+        f"BTF:        {_yes(info.btf)}",
+        f"SCHEDSTATS: {_yes(info.schedstats)}",
+        f"boot:       {info.boot_method} ({info.boot_path})",
+        f"size:       {info.size / 2**20:.1f} MiB",
+        f"config:     {info.config_path or 'not found'}",
+    ]
+
+
+def cmd_kernel_fetch(args: argparse.Namespace) -> int:
+    fetched = debian.fetch(args.flavour, args.suite, args.mirror, args.force)
+    state = "already cached" if fetched.cached else "fetched"
+    info = store.cached_info(fetched.entry)
+    print(f"{state}: {fetched.release} in {fetched.entry} (sched_ext {_yes(info.sched_ext)})")
+    return 0
+
+
+def cmd_kernel_list(args: argparse.Namespace) -> int:
+    infos = [store.cached_info(d) for d in store.cached_dirs()]
+    if args.json:
+        print(json.dumps([i.as_dict() for i in infos], indent=2))
+        return 0
+    if not infos:
+        print(f"no kernels cached under {paths.kernels_dir()}; {store.FETCH_HINT}")
+        return 0
+    print(f"{'release':<34} {'sched_ext':<9} {'BTF':<4} {'SCHEDSTATS':<10} {'boot':<8} size")
+    for i in infos:
+        print(
+            f"{i.release:<34} {_yes(i.sched_ext):<9} {_yes(i.btf):<4} {_yes(i.schedstats):<10} "
+            f"{i.boot_method:<8} {i.size / 2**20:.1f} MiB"
+        )
+    return 0
+
+
+def cmd_kernel_info(args: argparse.Namespace) -> int:
+    info = store.resolve(args.kernel)
+    if args.json:
+        print(json.dumps(info.as_dict(), indent=2))
+    else:
+        print("\n".join(_kernel_lines(info)))
+    return 0
+
+
+def cmd_vm_probe(args: argparse.Namespace) -> int:
+    from ktstr.probe import render, run_probe
+
+    topology = Topology.parse(args.topology, args.memory)
+    result = run_probe(topology, args.kernel, args.accel, args.timeout)
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2))
+    else:
+        print(render(result))
+    return 0 if result.match else 1
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from ktstr.vm.boot import boot
+
+    topology = Topology.parse(args.topology, args.memory)
+    info = store.resolve(args.kernel)
+    chosen = accel_mod.choose(args.accel, info.boot_path)
+    print(f"{chosen.line()}; kernel {info.release}; topology {topology.name}", file=sys.stderr)
+    run_dir = paths.new_run_dir(f"shell-{topology.name}")
+    boot(
+        topology, info, chosen, run_dir, {"mode": "shell"}, timeout_s=args.timeout, interactive=True
+    )
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    results = doctor.checks()
+    print(doctor.render(results))
+    return 0 if all(c.ok or not c.required for c in results) else 1
+
+
+def _vm_options(p: argparse.ArgumentParser, timeout: float | None = None) -> None:
+    p.add_argument(
+        "--topology",
+        "-t",
+        default="1n2l2c1t",
+        help="CPU topology as <N>n<L>l<C>c<T>t: NUMA nodes, LLCs, cores per LLC, "
+        "threads per core (default: %(default)s)",
+    )
+    p.add_argument(
+        "--memory",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="guest RAM in MiB (default: 512 + 16 per vCPU)",
+    )
+    p.add_argument(
+        "--kernel",
+        "-k",
+        default=None,
+        help="bzImage/vmlinux path, kernel build tree, or cached release "
+        "(default: $KTSTR_KERNEL, else the newest cached kernel with sched_ext)",
+    )
+    p.add_argument(
+        "--accel",
+        choices=accel_mod.CHOICES,
+        default=None,
+        help="accelerator (default: $KTSTR_ACCEL, else auto: KVM only if it really "
+        "works here, else TCG)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=timeout,
+        metavar="S",
+        help="kill the VM after S seconds (default: scaled to the topology)",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="ktstr",
+        description="Test Linux process schedulers (sched_ext and EEVDF) in QEMU VMs whose "
+        "CPU topology is declared in code.",
+        epilog="Caches live under $KTSTR_CACHE_DIR (default ~/.cache/ktstr); run output under "
+        "$KTSTR_RUNS_DIR (default ./runs).",
+    )
+    top.add_argument("--version", action="version", version=f"ktstr {__version__}")
+    top.add_argument("-v", "--verbose", action="store_true", help="debug output")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    kernel = sub.add_parser("kernel", help="fetch, list and inspect kernels")
+    ksub = kernel.add_subparsers(dest="kernel_command", metavar="ACTION", required=True)
+    fetch = ksub.add_parser(
+        "fetch",
+        help="download Debian's sched_ext kernel into the cache",
+        description="Download the kernel a Debian meta package points at "
+        "(plus its modules), verify it against the apt index "
+        "and unpack it, with an ELF vmlinux for direct boot.",
+    )
+    fetch.add_argument(
+        "--flavour",
+        choices=sorted(debian.FLAVOURS),
+        default="cloud",
+        help="kernel flavour (default: %(default)s, the smallest)",
+    )
+    fetch.add_argument(
+        "--suite",
+        default="unstable",
+        help="Debian suite (default: %(default)s, whose kernels have sched_ext)",
+    )
+    fetch.add_argument(
+        "--mirror",
+        default=None,
+        help="Debian archive URL (default: $KTSTR_MIRROR, else the one this machine's apt uses)",
+    )
+    fetch.add_argument("--force", action="store_true", help="fetch again even if cached")
+    fetch.set_defaults(func=cmd_kernel_fetch)
+    klist = ksub.add_parser("list", help="list cached kernels")
+    klist.add_argument("--json", action="store_true")
+    klist.set_defaults(func=cmd_kernel_list)
+    kinfo = ksub.add_parser("info", help="show a kernel's release, sched_ext, BTF, boot method")
+    kinfo.add_argument("kernel", help="cached release or path to a bzImage/vmlinux")
+    kinfo.add_argument("--json", action="store_true")
+    kinfo.set_defaults(func=cmd_kernel_info)
+
+    vm = sub.add_parser("vm", help="boot VMs")
+    vsub = vm.add_subparsers(dest="vm_command", metavar="ACTION", required=True)
+    probe = vsub.add_parser(
+        "probe",
+        help="boot a topology and compare what the guest sees",
+        description="Boot the topology, print requested vs guest-observed "
+        "layout side by side; exit 1 on any difference.",
+    )
+    _vm_options(probe)
+    probe.add_argument("--json", action="store_true", help="print one JSON object")
+    probe.set_defaults(func=cmd_vm_probe)
+
+    shell = sub.add_parser(
+        "shell",
+        help="interactive shell in a VM, for debugging",
+        description="Boot the topology and open a busybox shell on the "
+        "console; exiting the shell powers the VM off.",
+    )
+    _vm_options(shell, timeout=24 * 3600)
+    shell.set_defaults(func=cmd_shell)
+
+    doc = sub.add_parser("doctor", help="check this host and say how to fix what is missing")
+    doc.set_defaults(func=cmd_doctor)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="ktstr: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except KtstrError as err:
+        print(f"ktstr: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("ktstr: interrupted; the VM was shut down", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

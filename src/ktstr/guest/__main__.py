@@ -1,0 +1,3 @@
+from ktstr.guest.agent import main
+
+main()

@@ -1,0 +1,65 @@
+"""Thin wrappers over the syscalls the agent needs (mount, reboot) via libc."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_RB_POWER_OFF = 0x4321FEDC
+
+# (source, target, fstype, options); order matters (sysfs before its children).
+MOUNTS = [
+    ("proc", "/proc", "proc", ""),
+    ("sysfs", "/sys", "sysfs", ""),
+    ("devtmpfs", "/dev", "devtmpfs", ""),
+    ("tmpfs", "/tmp", "tmpfs", ""),
+    ("tmpfs", "/run", "tmpfs", ""),
+    ("cgroup2", "/sys/fs/cgroup", "cgroup2", "nsdelegate"),
+    ("debugfs", "/sys/kernel/debug", "debugfs", ""),
+    ("tracefs", "/sys/kernel/tracing", "tracefs", ""),
+]
+
+
+def mount(source: str, target: str, fstype: str, options: str = "") -> None:
+    os.makedirs(target, exist_ok=True)
+    rc = _libc.mount(source.encode(), target.encode(), fstype.encode(), 0, options.encode() or None)
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+
+
+def mount_all() -> list[str]:
+    """Mount the pseudo filesystems; return the failures instead of stopping."""
+    failures = []
+    for source, target, fstype, options in MOUNTS:
+        try:
+            mount(source, target, fstype, options)
+        except OSError as err:
+            failures.append(str(err))
+    return failures
+
+
+def enable_controllers(root: str = "/sys/fs/cgroup") -> list[str]:
+    """Enable every available cgroup v2 controller for the root's children."""
+    try:
+        with open(f"{root}/cgroup.controllers") as f:
+            available = f.read().split()
+    except OSError:
+        return []
+    enabled = []
+    for name in available:
+        try:
+            with open(f"{root}/cgroup.subtree_control", "w") as f:
+                f.write(f"+{name}")
+            enabled.append(name)
+        except OSError:
+            pass
+    return enabled
+
+
+def power_off() -> None:
+    """Flush and power the VM off now; never returns on success."""
+    os.sync()
+    _libc.reboot(_RB_POWER_OFF)
+    os.execv("/bin/busybox", ["poweroff", "-f"])

@@ -1,0 +1,42 @@
+"""Where ktstr keeps caches and run output; overridable by environment."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Root of downloaded and built artefacts (``KTSTR_CACHE_DIR``)."""
+    env = os.environ.get("KTSTR_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "ktstr"
+
+
+def kernels_dir() -> Path:
+    return cache_dir() / "kernels"
+
+
+def runs_dir() -> Path:
+    """Root of run output directories (``KTSTR_RUNS_DIR``, default ``./runs``)."""
+    return Path(os.environ.get("KTSTR_RUNS_DIR", "runs"))
+
+
+def new_run_dir(label: str) -> Path:
+    """Create a fresh, uniquely named run directory for one VM run."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1000):
+        suffix = f"-{n}" if n else ""
+        path = root / f"{stamp}-{label}{suffix}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"could not create a run directory under {root}")

@@ -1,0 +1,119 @@
+"""Boot the guest agent once: kernel + accelerator + image -> a finished VM.
+
+Shared by every job that needs a VM (probe, shell, later scenario runs),
+so kernel resolution, image assembly and end-of-VM errors live in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ktstr import wire
+from ktstr.errors import VmError
+from ktstr.initramfs.image import base_image, write_initrd
+from ktstr.kernel.image import KernelInfo
+from ktstr.topology import Topology
+from ktstr.vm import lifecycle
+from ktstr.vm.accel import Accel
+from ktstr.vm.qemu import VmConfig
+
+log = logging.getLogger(__name__)
+
+
+def default_timeout(topology: Topology, accel: Accel) -> float:
+    """Generous: TCG boots slow down with vCPU count on a small host."""
+    if accel.name == "kvm":
+        return 60.0
+    return 90.0 + 4.0 * topology.cpus
+
+
+@dataclass
+class Boot:
+    result: lifecycle.VmResult
+    kernel: KernelInfo
+    accel: Accel
+    topology: Topology
+    image_build_s: float
+
+
+def boot(
+    topology: Topology,
+    kernel: KernelInfo,
+    accel: Accel,
+    run_dir: Path,
+    spec: dict[str, Any],
+    timeout_s: float | None = None,
+    interactive: bool = False,
+    on_message: Callable[[dict[str, Any]], None] | None = None,
+) -> Boot:
+    """Run the agent with ``spec`` in a fresh VM; raise VmError on an abnormal end."""
+    base = base_image()
+    if base.built:
+        log.info("built the guest base image (%.1f MiB) in %.2f s", base.size / 2**20, base.build_s)
+    initrd = write_initrd(run_dir / "initrd.cpio", base, spec)
+    cfg = VmConfig(
+        kernel=kernel.boot_path,
+        initrd=str(initrd),
+        topology=topology,
+        accel=accel.name,
+        interactive=interactive,
+    )
+    try:
+        result = lifecycle.run_vm(
+            cfg, run_dir, timeout_s or default_timeout(topology, accel), on_message
+        )
+    finally:
+        initrd.unlink(missing_ok=True)
+    check_end(result)
+    return Boot(result, kernel, accel, topology, base.build_s)
+
+
+def check_end(result: lifecycle.VmResult) -> None:
+    """Turn an abnormal VM end, or an agent error, into one clear sentence."""
+    where = result.run_dir
+    error = result.first(wire.ERROR)
+    if error:
+        (where / "agent-traceback.txt").write_text(error.get("traceback", ""))
+        raise VmError(
+            f"the guest agent failed: {error.get('message')}",
+            f"see {where / 'agent-traceback.txt'} and {where / 'console.log'}",
+        )
+    if result.end == lifecycle.PANIC:
+        raise VmError(
+            f"the guest kernel panicked ({result.panic_line or 'pvpanic'})",
+            f"see {where / 'console.log'}",
+        )
+    if result.end == lifecycle.TIMEOUT:
+        seen = "the agent never reported" if not result.messages else "the agent stopped reporting"
+        raise VmError(
+            f"the VM timed out after {result.exited_s:.0f} s and {seen}",
+            f"see {where / 'console.log'}; raise --timeout if the host is slow",
+        )
+    if result.end == lifecycle.QEMU_FAILED:
+        tail = result.stderr_tail.strip().splitlines()
+        raise VmError(
+            f"QEMU failed (exit {result.exit_code}): {tail[-1] if tail else 'no output'}",
+            f"see {where / 'qemu.stderr.log'}",
+        )
+    if result.first(wire.DONE) is None:
+        raise VmError(
+            "the VM powered off before the agent finished", f"see {where / 'console.log'}"
+        )
+
+
+def timings(result: lifecycle.VmResult) -> dict[str, float]:
+    """QEMU start -> agent ready -> power-off, in seconds since QEMU started."""
+    hello = result.first(wire.HELLO)
+    done = result.first(wire.DONE)
+    out = {
+        "qemu_start_to_agent_ready": hello["host_s"] if hello else None,
+        "agent_ready_to_done": (done["host_s"] - hello["host_s"]) if hello and done else None,
+        "total": round(result.exited_s, 3),
+    }
+    if hello:
+        out["guest_uptime_at_ready"] = hello.get("uptime_s")
+    return {k: round(v, 3) for k, v in out.items() if v is not None}

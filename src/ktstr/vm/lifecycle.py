@@ -1,0 +1,200 @@
+"""The one place that owns a VM's lifetime: start, stream, time out, kill, classify.
+
+QEMU's stdout is the guest console (ttyS0), copied line by line to
+``console.log``; the virtio-serial channel arrives on one end of a
+socketpair and is copied to ``channel.jsonl`` as it comes.  QEMU gets
+PR_SET_PDEATHSIG so it cannot outlive us, even if we are SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ktstr import wire
+from ktstr.vm.qemu import VmConfig, build_argv
+
+log = logging.getLogger(__name__)
+
+PANIC_MARKERS = ("Kernel panic - not syncing", "kernel BUG at")
+# How the VM ended.
+POWEROFF, PANIC, TIMEOUT, QEMU_FAILED, INTERRUPTED = (
+    "poweroff",
+    "panic",
+    "timeout",
+    "qemu_failed",
+    "interrupted",
+)
+_PR_SET_PDEATHSIG = 1
+_KILL_GRACE_S = 3.0
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class VmResult:
+    end: str  # one of POWEROFF, PANIC, TIMEOUT, QEMU_FAILED, INTERRUPTED
+    exit_code: int | None
+    run_dir: Path
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    bad_lines: list[str] = field(default_factory=list)
+    panic_line: str | None = None
+    stderr_tail: str = ""
+    started: float = 0.0  # host monotonic at QEMU start
+    first_message_s: float | None = None  # seconds after start
+    exited_s: float = 0.0
+
+    def first(self, kind: str) -> dict[str, Any] | None:
+        return next((m for m in self.messages if m["kind"] == kind), None)
+
+    @property
+    def console_path(self) -> Path:
+        return self.run_dir / "console.log"
+
+
+class _Console(threading.Thread):
+    """Copies the console to a file and remembers the first panic line."""
+
+    def __init__(self, stream, path: Path) -> None:
+        super().__init__(daemon=True, name="ktstr-console")
+        self.stream, self.path = stream, path
+        self.panic_line: str | None = None
+        self.saw_output = False
+
+    def run(self) -> None:
+        with open(self.path, "wb") as out:
+            for raw in iter(self.stream.readline, b""):
+                out.write(raw)
+                out.flush()
+                self.saw_output = True
+                if self.panic_line is None:
+                    text = raw.decode(errors="replace")
+                    if any(m in text for m in PANIC_MARKERS):
+                        self.panic_line = text.strip()
+
+
+class _Channel(threading.Thread):
+    """Copies channel lines to ``channel.jsonl`` and decodes them as they arrive."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        path: Path,
+        started: float,
+        on_message: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        super().__init__(daemon=True, name="ktstr-channel")
+        self.sock, self.path, self.started = sock, path, started
+        self.on_message = on_message
+        self.messages: list[dict[str, Any]] = []
+        self.bad_lines: list[str] = []
+        self.first_at: float | None = None
+
+    def run(self) -> None:
+        with open(self.path, "wb") as out, self.sock.makefile("rb") as stream:
+            for raw in stream:
+                now = time.monotonic()
+                out.write(raw)
+                out.flush()
+                try:
+                    msg = wire.decode(raw)
+                except wire.WireError as err:
+                    self.bad_lines.append(f"{err}: {raw[:200]!r}")
+                    continue
+                msg["host_s"] = round(now - self.started, 6)
+                if self.first_at is None:
+                    self.first_at = now - self.started
+                self.messages.append(msg)
+                if self.on_message:
+                    self.on_message(msg)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(_KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_vm(
+    cfg: VmConfig,
+    run_dir: Path,
+    timeout_s: float,
+    on_message: Callable[[dict[str, Any]], None] | None = None,
+) -> VmResult:
+    """Boot, stream, and wait for the VM to end; never leaves QEMU running."""
+    host_end, guest_end = socket.socketpair()
+    cfg.channel_fd = guest_end.fileno()
+    argv = build_argv(cfg)
+    (run_dir / "qemu.argv").write_text("\n".join(argv) + "\n")
+    stderr_path = run_dir / "qemu.stderr.log"
+    started = time.monotonic()
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(
+            argv,
+            stdin=None if cfg.interactive else subprocess.DEVNULL,
+            stdout=None if cfg.interactive else subprocess.PIPE,
+            stderr=stderr,
+            pass_fds=[guest_end.fileno()],
+            preexec_fn=_die_with_parent,
+            start_new_session=not cfg.interactive,
+        )
+    guest_end.close()
+    console = None
+    if not cfg.interactive:
+        console = _Console(proc.stdout, run_dir / "console.log")
+        console.start()
+    channel = _Channel(host_end, run_dir / "channel.jsonl", started, on_message)
+    channel.start()
+    end = None
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        end = TIMEOUT
+    except KeyboardInterrupt:
+        end = INTERRUPTED
+        raise
+    finally:
+        _stop(proc)
+        exited = time.monotonic() - started
+        if console:
+            console.join(5)
+        channel.join(5)
+        host_end.close()
+    stderr_tail = stderr_path.read_text(errors="replace")[-2000:]
+    panic_line = console.panic_line if console else None
+    if end is None:
+        if panic_line or proc.returncode == 1 and console and console.saw_output:
+            end = PANIC
+        elif proc.returncode == 0:
+            end = POWEROFF
+        else:
+            end = QEMU_FAILED
+    log.debug("VM ended: %s (exit %s) after %.2f s", end, proc.returncode, exited)
+    return VmResult(
+        end=end,
+        exit_code=proc.returncode,
+        run_dir=run_dir,
+        messages=channel.messages,
+        bad_lines=channel.bad_lines,
+        panic_line=panic_line,
+        stderr_tail=stderr_tail,
+        started=started,
+        first_message_s=channel.first_at,
+        exited_s=exited,
+    )

@@ -1,0 +1,93 @@
+"""The one place that builds QEMU's argv, from a topology and VM options."""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+from ktstr import wire
+from ktstr.errors import EnvironmentProblem
+from ktstr.topology import Topology
+
+QEMU = "qemu-system-x86_64"
+# Kernel options that shorten a boot under emulation and keep the console useful:
+# loglevel=5 prints warnings and worse (WARN splats) but not the info chatter;
+# panic=-1 reboots at once on panic, which -no-reboot turns into a QEMU exit.
+BASE_CMDLINE = (
+    "console=ttyS0 panic=-1 loglevel=5 rdinit=/init no_timer_check tsc=reliable "
+    "i8042.noaux i8042.nokbd i8042.nopnp mitigations=off"
+)
+
+
+def qemu_binary() -> str:
+    path = shutil.which(QEMU)
+    if not path:
+        raise EnvironmentProblem(
+            f"{QEMU} is not installed", "install it with: sudo apt-get install qemu-system-x86"
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def qemu_version() -> str:
+    out = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"version (\S+)", out)
+    return match.group(1) if match else "unknown"
+
+
+@dataclass
+class VmConfig:
+    """What one VM is: kernel, initrd, topology, accelerator, console mode."""
+
+    kernel: str
+    initrd: str
+    topology: Topology
+    accel: str  # "kvm" or "tcg"
+    cmdline: list[str] = field(default_factory=list)
+    interactive: bool = False  # console on the user's terminal
+    channel_fd: int | None = None  # host end is ours; this one goes to QEMU
+
+
+def accel_args(accel: str, topology: Topology) -> list[str]:
+    if accel == "kvm":
+        return ["-accel", "kvm", "-cpu", "host"]
+    # topoext lets the AMD-flavoured 'max' CPU model expose SMT siblings.
+    cpu = "max,+topoext" if topology.threads_per_core > 1 else "max"
+    return ["-accel", "tcg,thread=multi", "-cpu", cpu]
+
+
+def build_argv(cfg: VmConfig) -> list[str]:
+    argv = [
+        qemu_binary(),
+        "-M",
+        "pc",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        cfg.kernel,
+        "-initrd",
+        cfg.initrd,
+        "-append",
+        " ".join([BASE_CMDLINE, *cfg.cmdline]),
+    ]
+    argv += accel_args(cfg.accel, cfg.topology)
+    argv += cfg.topology.qemu_args()
+    signal = "on" if not cfg.interactive else "off"
+    argv += ["-chardev", f"stdio,id=console0,signal={signal}", "-serial", "chardev:console0"]
+    if cfg.channel_fd is not None:
+        argv += [
+            "-device",
+            "virtio-serial-pci,id=vser0",
+            "-chardev",
+            f"socket,id=ktstr0,fd={cfg.channel_fd}",
+            "-device",
+            f"virtserialport,bus=vser0.0,chardev=ktstr0,name={wire.PORT_NAME}",
+        ]
+    argv += ["-device", "pvpanic", "-action", "panic=exit-failure"]
+    return argv
