@@ -129,9 +129,11 @@ def render(result: ProbeResult) -> str:
     t = result.timings_s
     lines += [
         "",
-        f"kernel: {result.kernel_release} (guest reports {result.guest_release}); sched_ext {scx_text}",
+        f"kernel: {result.kernel_release} (guest reports {result.guest_release}); "
+        f"sched_ext {scx_text}",
         f"{result.accel.line()}",
-        "timings: qemu start -> agent ready {:.2f} s, agent -> done {:.2f} s, total {:.2f} s".format(
+        "timings: qemu start -> agent ready {:.2f} s, agent -> done {:.2f} s, "
+        "total {:.2f} s".format(
             t.get("qemu_start_to_agent_ready", float("nan")),
             t.get("agent_ready_to_done", float("nan")),
             t.get("total", float("nan")),

@@ -8,6 +8,7 @@ reported with its traceback, and power-off follows in all cases.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import subprocess
@@ -75,10 +76,8 @@ def main() -> None:
         text = traceback.format_exc()
         console(f"agent failed: {err!r}\n{text}")
         if channel is not None:
-            try:
+            with contextlib.suppress(OSError):
                 channel.send(wire.ERROR, message=repr(err), traceback=text)
-            except OSError:
-                pass
     finally:
         sys.stdout.flush()
         system.power_off()

@@ -128,7 +128,8 @@ def inspect(
         boot_path, method = path, "PVH ELF" if has_pvh_note(path) else "ELF (no PVH note)"
         if method != "PVH ELF":
             raise KernelError(
-                f"{path} is an ELF kernel without a PVH entry note, which QEMU cannot boot directly",
+                f"{path} is an ELF kernel without a PVH entry note, "
+                "which QEMU cannot boot directly",
                 "build with CONFIG_PVH=y or pass the bzImage instead",
             )
         btf = _has_btf(path)
