@@ -45,6 +45,24 @@ def interactive_shell() -> None:
     subprocess.call(["/bin/busybox", "setsid", "cttyhack", "/bin/sh", "-l"])
 
 
+def _fail() -> None:
+    raise RuntimeError("failure requested by the spec (debug mode 'fail')")
+
+
+def _panic() -> None:
+    with open("/proc/sysrq-trigger", "w") as f:
+        f.write("c")
+
+
+def _hang() -> None:
+    while True:
+        time.sleep(3600)
+
+
+# Deliberate failures, so the host's handling of each VM ending can be tested for real.
+DEBUG_MODES = {"fail": _fail, "panic": _panic, "hang": _hang}
+
+
 def run(channel: Channel, spec: dict[str, Any], mount_failures: list[str]) -> None:
     channel.send(
         wire.HELLO,
@@ -59,6 +77,8 @@ def run(channel: Channel, spec: dict[str, Any], mount_failures: list[str]) -> No
     mode = spec.get("mode", "probe")
     if mode == "shell":
         interactive_shell()
+    elif mode in DEBUG_MODES:
+        DEBUG_MODES[mode]()
     elif mode != "probe":
         raise ValueError(f"unknown agent mode {mode!r}")
     channel.send(wire.DONE, uptime_s=_uptime())

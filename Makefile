@@ -1,0 +1,60 @@
+# Two entry points: `make demo` (the main job) and `make test` (the suite).
+# Both run `setup` first, which is idempotent: it installs only what is missing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Guest and VM runtime, then the toolchain that builds the kernel's example schedulers.
+RUNTIME_PKGS   := qemu-system-x86 busybox-static cpio python3-venv binutils
+TOOLCHAIN_PKGS := clang-19 llvm-19 libelf-dev zlib1g-dev make pkg-config
+DEMO_TOPOLOGY  ?= 2n4l2c1t
+
+.PHONY: setup system-packages venv kernel demo test test-unit test-vm lint bench clean
+
+setup: system-packages venv kernel
+
+system-packages:
+	@missing=""; \
+	for p in $(RUNTIME_PKGS) $(TOOLCHAIN_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+kernel: venv
+	$(BIN)/ktstr kernel fetch
+
+demo: setup
+	$(BIN)/ktstr vm probe --topology $(DEMO_TOPOLOGY)
+
+test: setup
+	$(BIN)/pytest
+
+test-unit: venv
+	$(BIN)/pytest -m "not vm"
+
+test-vm: setup
+	$(BIN)/pytest -m vm
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+bench: setup
+	$(BIN)/python bench/boot.py
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

@@ -1,0 +1,113 @@
+"""Every way a VM can end is classified, explained, and leaves nothing behind."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ktstr import paths, wire
+from ktstr.errors import VmError
+from ktstr.kernel.store import resolve
+from ktstr.topology import Topology
+from ktstr.vm import lifecycle
+from ktstr.vm.accel import choose
+from ktstr.vm.boot import boot
+from tests.vm.conftest import qemu_pids_for
+
+TINY = Topology.parse("1n1l1c1t")
+RUN_FILES = {"console.log", "channel.jsonl", "qemu.argv", "qemu.stderr.log"}
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return resolve()
+
+
+@pytest.fixture(scope="module")
+def accel(kernel):
+    return choose(None, kernel.boot_path)
+
+
+def run(kernel, accel, mode: str, **kw):
+    run_dir = paths.new_run_dir(f"test-{mode}")
+    return run_dir, lambda: boot(kw.pop("topology", TINY), kernel, accel, run_dir,
+                                 {"mode": mode}, **kw)
+
+
+def assert_clean(run_dir: Path) -> None:
+    assert not qemu_pids_for(str(run_dir)), "QEMU left running"
+    leftovers = {p.name for p in run_dir.iterdir()} - RUN_FILES - {"agent-traceback.txt"}
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+
+
+def test_clean_probe_streams_channel_and_console(kernel, accel):
+    run_dir, go = run(kernel, accel, "probe")
+    done = go()
+    assert done.result.end == lifecycle.POWEROFF
+    kinds = [m["kind"] for m in done.result.messages]
+    assert kinds == [wire.HELLO, wire.TOPOLOGY, wire.SCHED_EXT, wire.DONE]
+    lines = (run_dir / "channel.jsonl").read_text().splitlines()
+    assert [wire.decode(ln)["kind"] for ln in lines] == kinds
+    assert "ktstr-agent: done" in (run_dir / "console.log").read_text()
+    assert_clean(run_dir)
+
+
+def test_agent_exception_reported_with_traceback(kernel, accel):
+    run_dir, go = run(kernel, accel, "fail")
+    with pytest.raises(VmError, match="the guest agent failed: RuntimeError") as err:
+        go()
+    assert "agent-traceback.txt" in str(err.value)
+    trace = (run_dir / "agent-traceback.txt").read_text()
+    assert "Traceback" in trace and "debug mode 'fail'" in trace
+    assert "Kernel panic" not in (run_dir / "console.log").read_text()
+    assert_clean(run_dir)
+
+
+def test_guest_panic_classified(kernel, accel):
+    run_dir, go = run(kernel, accel, "panic")
+    with pytest.raises(VmError, match="panicked") as err:
+        go()
+    assert "Kernel panic - not syncing" in str(err.value)
+    assert "console.log" in str(err.value)
+    assert_clean(run_dir)
+
+
+def test_timeout_kills_qemu(kernel, accel):
+    run_dir, go = run(kernel, accel, "hang", timeout_s=15)
+    with pytest.raises(VmError, match="timed out"):
+        go()
+    assert_clean(run_dir)
+
+
+def test_qemu_failure_carries_its_stderr(kernel, accel):
+    huge = Topology(1, 1, 1, 1, memory_mib=64 * 2**20)  # 64 TiB of guest RAM
+    run_dir, go = run(kernel, accel, "probe", topology=huge)
+    with pytest.raises(VmError, match="QEMU failed") as err:
+        go()
+    assert "qemu.stderr.log" in str(err.value)
+    assert (run_dir / "qemu.stderr.log").read_text().strip()
+    assert_clean(run_dir)
+
+
+def test_sigint_stops_the_vm_and_keeps_logs(tmp_path):
+    env = dict(os.environ, KTSTR_RUNS_DIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "ktstr.cli", "vm", "probe", "-t", "1n2l1c1t"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    console = None
+    for _ in range(600):
+        found = list(tmp_path.glob("*/console.log"))
+        if found and found[0].stat().st_size > 0:
+            console = found[0]
+            break
+        time.sleep(0.1)
+    assert console is not None, "the VM never started writing its console"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert console.read_text()
+    assert_clean(console.parent)
