@@ -7,8 +7,13 @@ import sys
 
 def ktstr(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the CLI in a child process, as a user would."""
-    return subprocess.run([sys.executable, "-m", "ktstr.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=os.environ.copy())
+    return subprocess.run(
+        [sys.executable, "-m", "ktstr.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
 
 
 def assert_one_sentence(proc: subprocess.CompletedProcess, *needles: str, code: int = 2) -> str:

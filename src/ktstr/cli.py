@@ -6,13 +6,19 @@ import argparse
 import json
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-from ktstr import __version__, doctor, paths
+from ktstr import __version__, paths
 from ktstr.errors import KtstrError
-from ktstr.kernel import debian, store
-from ktstr.kernel.image import KernelInfo
 from ktstr.topology import Topology
-from ktstr.vm import accel as accel_mod
+
+# Subcommands import what they need when they run, so --help and quick
+# commands do not pay for ELF parsing and compression libraries.
+if TYPE_CHECKING:
+    from ktstr.kernel.image import KernelInfo
+
+ACCEL_CHOICES = ("auto", "kvm", "tcg")
+FLAVOURS = ("cloud", "generic")
 
 log = logging.getLogger("ktstr")
 
@@ -34,6 +40,8 @@ def _kernel_lines(info: KernelInfo) -> list[str]:
 
 
 def cmd_kernel_fetch(args: argparse.Namespace) -> int:
+    from ktstr.kernel import debian, store
+
     fetched = debian.fetch(args.flavour, args.suite, args.mirror, args.force)
     state = "already cached" if fetched.cached else "fetched"
     info = store.cached_info(fetched.entry)
@@ -42,6 +50,8 @@ def cmd_kernel_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_kernel_list(args: argparse.Namespace) -> int:
+    from ktstr.kernel import store
+
     infos = [store.cached_info(d) for d in store.cached_dirs()]
     if args.json:
         print(json.dumps([i.as_dict() for i in infos], indent=2))
@@ -59,6 +69,8 @@ def cmd_kernel_list(args: argparse.Namespace) -> int:
 
 
 def cmd_kernel_info(args: argparse.Namespace) -> int:
+    from ktstr.kernel import store
+
     info = store.resolve(args.kernel)
     if args.json:
         print(json.dumps(info.as_dict(), indent=2))
@@ -80,6 +92,8 @@ def cmd_vm_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
+    from ktstr.kernel import store
+    from ktstr.vm import accel as accel_mod
     from ktstr.vm.boot import boot
 
     topology = Topology.parse(args.topology, args.memory)
@@ -94,6 +108,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from ktstr import doctor
+
     results = doctor.checks()
     print(doctor.render(results))
     return 0 if all(c.ok or not c.required for c in results) else 1
@@ -123,7 +139,7 @@ def _vm_options(p: argparse.ArgumentParser, timeout: float | None = None) -> Non
     )
     p.add_argument(
         "--accel",
-        choices=accel_mod.CHOICES,
+        choices=ACCEL_CHOICES,
         default=None,
         help="accelerator (default: $KTSTR_ACCEL, else auto: KVM only if it really "
         "works here, else TCG)",
@@ -160,7 +176,7 @@ def parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument(
         "--flavour",
-        choices=sorted(debian.FLAVOURS),
+        choices=FLAVOURS,
         default="cloud",
         help="kernel flavour (default: %(default)s, the smallest)",
     )

@@ -12,8 +12,11 @@ def test_uneven_topology():
 
 
 def test_nonexistent_kernel_path():
-    assert_one_sentence(ktstr("vm", "probe", "--kernel", "/nonexistent/bzImage"),
-                        "/nonexistent/bzImage", "does not exist")
+    assert_one_sentence(
+        ktstr("vm", "probe", "--kernel", "/nonexistent/bzImage"),
+        "/nonexistent/bzImage",
+        "does not exist",
+    )
 
 
 def test_kernel_info_of_missing_path():
@@ -26,3 +29,12 @@ def test_help_explains_commands():
         assert word in out
     probe_help = ktstr("vm", "probe", "--help").stdout
     assert "KTSTR_KERNEL" in probe_help and "TCG" in probe_help
+
+
+def test_cli_choices_agree_with_the_modules():
+    from ktstr import cli
+    from ktstr.kernel import debian
+    from ktstr.vm import accel
+
+    assert set(cli.FLAVOURS) == set(debian.FLAVOURS)
+    assert cli.ACCEL_CHOICES == accel.CHOICES

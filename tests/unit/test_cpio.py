@@ -57,8 +57,13 @@ def test_gnu_cpio_lists_and_extracts(tmp_path):
     listing = subprocess.run(["cpio", "-t", "--quiet"], input=data, capture_output=True, check=True)
     names = listing.stdout.decode().split()
     assert {"bin/tool", "bin/sh", "etc/motd", "dev/console"} <= set(names)
-    subprocess.run(["cpio", "-id", "--quiet", "--no-absolute-filenames"], input=data,
-                   cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(
+        ["cpio", "-id", "--quiet", "--no-absolute-filenames"],
+        input=data,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
     assert (tmp_path / "etc/motd").read_bytes() == b"hello\n"
     assert (tmp_path / "bin/sh").is_symlink()
 

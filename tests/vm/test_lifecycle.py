@@ -34,8 +34,9 @@ def accel(kernel):
 
 def run(kernel, accel, mode: str, **kw):
     run_dir = paths.new_run_dir(f"test-{mode}")
-    return run_dir, lambda: boot(kw.pop("topology", TINY), kernel, accel, run_dir,
-                                 {"mode": mode}, **kw)
+    return run_dir, lambda: boot(
+        kw.pop("topology", TINY), kernel, accel, run_dir, {"mode": mode}, **kw
+    )
 
 
 def assert_clean(run_dir: Path) -> None:
@@ -95,8 +96,13 @@ def test_qemu_failure_carries_its_stderr(kernel, accel):
 
 def test_sigint_stops_the_vm_and_keeps_logs(tmp_path):
     env = dict(os.environ, KTSTR_RUNS_DIR=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-m", "ktstr.cli", "vm", "probe", "-t", "1n2l1c1t"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ktstr.cli", "vm", "probe", "-t", "1n2l1c1t"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     console = None
     for _ in range(600):
         found = list(tmp_path.glob("*/console.log"))

@@ -14,7 +14,7 @@ def test_probe_matches(topology):
     proc = ktstr("vm", "probe", "--topology", topology, "--json")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     result = json.loads(proc.stdout)
-    assert result["match"] is True
+    assert result["match"] is True, proc.stdout
     assert result["accel"] in ("kvm", "tcg")
     expected = Topology.parse(topology).layout()
     assert result["requested"] == expected
@@ -39,8 +39,7 @@ def test_kernel_without_sched_ext_reported(no_sched_ext_kernel):
     assert json.loads(info.stdout)["sched_ext"] is False
     text = ktstr("kernel", "info", no_sched_ext_kernel).stdout
     assert "sched_ext:  no" in text
-    proc = ktstr("vm", "probe", "--kernel", no_sched_ext_kernel, "--topology", "1n1l2c1t",
-                 "--json")
+    proc = ktstr("vm", "probe", "--kernel", no_sched_ext_kernel, "--topology", "1n1l2c1t", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["sched_ext"] == {"present": False}

@@ -3,4 +3,11 @@
 Standard library only, and nothing from the host side of ktstr except
 ``ktstr.wire``: the guest image packs just this package and the wire
 module.
+
+The image holds only the stdlib modules the agent imports, found by
+importing it; so import at module top, and list in ``LAZY_IMPORTS``
+any module imported later (on a rare path) to keep start-up cheap.
 """
+
+# json.decoder: the C JSON scanner imports it to raise its error type.
+LAZY_IMPORTS = ["traceback", "json.decoder"]

@@ -8,14 +8,9 @@ reported with its traceback, and power-off follows in all cases.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import platform
-import subprocess
+import os
 import sys
 import time
-import traceback
-from typing import Any
 
 from ktstr import wire
 from ktstr.guest import system, topo
@@ -31,18 +26,24 @@ def _uptime() -> float:
         return float(f.read().split()[0])
 
 
-def load_spec() -> dict[str, Any]:
+def load_spec() -> dict[str, object]:
     try:
         with open(wire.SPEC_PATH) as f:
-            return json.load(f)
+            spec = wire.loads(f.read())
     except FileNotFoundError:
         return {"mode": "probe"}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{wire.SPEC_PATH} is not a JSON object")
+    return spec
 
 
 def interactive_shell() -> None:
     """A shell on the console with job control, for ``ktstr shell``."""
     console("interactive shell; exit it to power the VM off")
-    subprocess.call(["/bin/busybox", "setsid", "cttyhack", "/bin/sh", "-l"])
+    pid = os.fork()
+    if pid == 0:
+        os.execv("/bin/busybox", ["setsid", "cttyhack", "/bin/sh", "-l"])
+    os.waitpid(pid, 0)
 
 
 def _fail() -> None:
@@ -63,13 +64,15 @@ def _hang() -> None:
 DEBUG_MODES = {"fail": _fail, "panic": _panic, "hang": _hang}
 
 
-def run(channel: Channel, spec: dict[str, Any], mount_failures: list[str]) -> None:
+def run(channel: Channel, spec: dict[str, object], mount_failures: list[str]) -> None:
     channel.send(
         wire.HELLO,
-        release=platform.release(),
+        release=os.uname().release,
         uptime_s=_uptime(),
-        python=platform.python_version(),
+        python=sys.version.split()[0],
         mount_failures=mount_failures,
+        boot_marks=topo.boot_marks(),
+        agent_start_uptime_s=AGENT_START_UPTIME,
         cgroup_controllers=system.enable_controllers(),
     )
     channel.send(wire.TOPOLOGY, **topo.observed_topology())
@@ -84,20 +87,29 @@ def run(channel: Channel, spec: dict[str, Any], mount_failures: list[str]) -> No
     channel.send(wire.DONE, uptime_s=_uptime())
 
 
+AGENT_START_UPTIME = 0.0
+
+
 def main() -> None:
+    global AGENT_START_UPTIME
     started = time.monotonic()
     channel: Channel | None = None
     try:
         failures = system.mount_all()
+        AGENT_START_UPTIME = _uptime()
         channel = Channel(find_port())
         run(channel, load_spec(), failures)
         console(f"done in {time.monotonic() - started:.2f} s")
     except BaseException as err:  # PID 1 must report and power off, whatever happened
+        import traceback  # lazy: only failures pay for it; LAZY_IMPORTS packs it
+
         text = traceback.format_exc()
         console(f"agent failed: {err!r}\n{text}")
         if channel is not None:
-            with contextlib.suppress(OSError):
+            try:
                 channel.send(wire.ERROR, message=repr(err), traceback=text)
+            except OSError:
+                console("could not report the failure over the channel")
     finally:
         sys.stdout.flush()
         system.power_off()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from ktstr import wire
 
@@ -33,7 +32,7 @@ class Channel:
     def __init__(self, path: str) -> None:
         self._fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
 
-    def send(self, kind: str, **payload: Any) -> None:
+    def send(self, kind: str, **payload: object) -> None:
         data = wire.encode(kind, **payload)
         view = memoryview(data)
         while view:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 _CPU = "/sys/devices/system/cpu"
 _NODE = "/sys/devices/system/node"
@@ -51,7 +50,7 @@ def _llc_of(cpu: int) -> list[int]:
     return parse_cpulist(shared) if shared else [cpu]
 
 
-def observed_topology() -> dict[str, Any]:
+def observed_topology() -> dict[str, object]:
     """The topology in the wire form: cpus, numa_nodes, llcs, smt_siblings (+ distances)."""
     online = parse_cpulist(_read(f"{_CPU}/online") or "0")
     smt = [
@@ -84,11 +83,11 @@ def observed_topology() -> dict[str, Any]:
     }
 
 
-def sched_ext_state() -> dict[str, Any]:
+def sched_ext_state() -> dict[str, object]:
     """Whether the kernel has sched_ext and, if so, its state and counters."""
     if not os.path.isdir(_SCX):
         return {"present": False}
-    info: dict[str, Any] = {"present": True}
+    info: dict[str, object] = {"present": True}
     for key in ("state", "switch_all", "nr_rejected", "hotplug_seq", "enable_seq"):
         value = _read(f"{_SCX}/{key}")
         if value is not None:
@@ -97,3 +96,35 @@ def sched_ext_state() -> dict[str, Any]:
     if ops is not None:
         info["ops"] = ops
     return info
+
+
+# Kernel log lines that split the boot into phases, by name.
+_MARKS = {
+    "initramfs_unpack_start": "Trying to unpack rootfs image as initramfs",
+    "initramfs_unpacked": "Freeing initrd memory",
+    "init_started": "Run /init as init process",
+}
+
+
+def boot_marks(path: str = "/dev/kmsg") -> dict[str, float]:
+    """Seconds since boot at which the kernel logged each phase of the boot."""
+    marks: dict[str, float] = {}
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return marks
+    try:
+        while len(marks) < len(_MARKS):
+            try:
+                record = os.read(fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                break
+            except OSError:  # EPIPE: a record was overwritten; keep reading
+                continue
+            head, _, text = record.partition(";")
+            for name, needle in _MARKS.items():
+                if name not in marks and text.startswith(needle):
+                    marks[name] = int(head.split(",")[2]) / 1e6
+    finally:
+        os.close(fd)
+    return marks

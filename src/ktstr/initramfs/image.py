@@ -23,6 +23,7 @@ from typing import Any
 
 from ktstr import paths, wire
 from ktstr.errors import EnvironmentProblem
+from ktstr.guest import LAZY_IMPORTS
 from ktstr.initramfs import elfdeps
 from ktstr.initramfs.cpio import Archive
 from ktstr.initramfs.pyruntime import PythonRuntime, compile_sourceless, pyc_path, stdlib_modules
@@ -110,7 +111,7 @@ def build_base(runtime: PythonRuntime, busybox: str) -> Archive:
             archive.add_symlink(f"bin/{applet}", "busybox")
 
     sources = guest_sources()
-    stdlib_files = stdlib_modules(runtime, _PKG_ROOT, GUEST_ENTRY_MODULES)
+    stdlib_files = stdlib_modules(runtime, _PKG_ROOT, GUEST_ENTRY_MODULES + LAZY_IMPORTS)
     elves = [runtime.executable]
     for path in stdlib_files:
         if path.endswith(".py"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -112,10 +113,42 @@ def extracted_vmlinux(bzimage: Path, data: bytes) -> Path | None:
     return target if has_pvh_note(target) else None
 
 
+def _stat_key(*files: Path | None) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        if f is not None and f.exists():
+            st = f.stat()
+            h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns};".encode())
+        else:
+            h.update(f"{f};".encode())
+    return h.hexdigest()[:20]
+
+
 def inspect(
     path: Path, config_path: Path | None = None, modules_dir: Path | None = None
 ) -> KernelInfo:
-    """Inspect a bzImage or an ELF vmlinux (with its config when one is known)."""
+    """Inspect a bzImage or an ELF vmlinux (with its config when one is known).
+
+    Reading a 60 MiB image takes a noticeable fraction of a second, so the
+    answer is cached by the files' identity (path, size, mtime).
+    """
+    if path.is_file():
+        key = _stat_key(path, config_path, modules_dir)
+        memo = paths.cache_dir() / "kernel-info" / f"{key}.json"
+        if memo.is_file():
+            try:
+                return KernelInfo(**json.loads(memo.read_text()))
+            except (ValueError, TypeError):
+                pass  # an older format: inspect again
+    info = _inspect(path, config_path, modules_dir)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(info.as_dict()))
+    os.replace(tmp, memo)
+    return info
+
+
+def _inspect(path: Path, config_path: Path | None, modules_dir: Path | None) -> KernelInfo:
     if not path.is_file():
         raise KernelError(
             f"kernel {path} does not exist",
