@@ -33,11 +33,21 @@ def test_tcg_requested_skips_probing():
     assert accel.choose("tcg") == accel.Accel("tcg", "requested")
 
 
-def test_argv_is_a_list_with_topology_channel_and_panic_device():
+def test_tcg_thread_mode_override(monkeypatch):
+    topo = Topology.parse("1n1l1c1t")
+    monkeypatch.setenv("KTSTR_TCG_THREAD", "multi")
+    assert "tcg,thread=multi" in build_argv(VmConfig("/k", "/i", topo, "tcg"))
+    monkeypatch.setenv("KTSTR_TCG_THREAD", "bogus")
+    with pytest.raises(ConfigError, match="KTSTR_TCG_THREAD"):
+        build_argv(VmConfig("/k", "/i", topo, "tcg"))
+
+
+def test_argv_is_a_list_with_topology_channel_and_panic_device(monkeypatch):
+    monkeypatch.delenv("KTSTR_TCG_THREAD", raising=False)
     cfg = VmConfig("/k", "/i", Topology.parse("1n2l2c2t"), "tcg", channel_fd=7)
     argv = build_argv(cfg)
     assert argv[argv.index("-kernel") + 1] == "/k"
-    assert "tcg,thread=multi" in argv and "max,+topoext" in argv
+    assert "tcg,thread=single" in argv and "max,+topoext" in argv
     assert "8,sockets=2,cores=2,threads=2" in argv
     assert "socket,id=ktstr0,fd=7" in argv
     assert any(wire.PORT_NAME in a for a in argv)
