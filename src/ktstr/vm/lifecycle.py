@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import select
 import signal
 import socket
 import subprocess
@@ -120,6 +122,28 @@ class _Channel(threading.Thread):
                     self.on_message(msg)
 
 
+def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait for QEMU to exit; True if it did within the timeout.
+
+    A pidfd wakes us the moment QEMU exits (Popen.wait polls every 50 ms).
+    """
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout_s)
+    finally:
+        os.close(pidfd)
+    if ready:
+        proc.wait()
+    return bool(ready)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
@@ -163,9 +187,8 @@ def run_vm(
     channel.start()
     end = None
     try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        end = TIMEOUT
+        if not _wait(proc, timeout_s):
+            end = TIMEOUT
     except KeyboardInterrupt:
         end = INTERRUPTED
         raise
