@@ -107,6 +107,46 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from ktstr.scenario.catalog import CATALOG
+
+    width = max(map(len, CATALOG))
+    for name, scenario in CATALOG.items():
+        print(f"{name:<{width}}  {scenario.description}")
+    return 0
+
+
+EXIT_FOR_VERDICT = {"pass": 0, "skip": 0, "fail": 1, "inconclusive": 2}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ktstr.results.terminal import run_summary
+    from ktstr.runner import run_scenario
+    from ktstr.scenario.catalog import get
+
+    scenario = get(args.scenario)
+    topology = Topology.parse(args.topology, args.memory)
+    record, run_dir = run_scenario(
+        scenario, topology, args.kernel, args.accel, args.duration, args.timeout
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+    print(run_summary(record, str(run_dir)))
+    return EXIT_FOR_VERDICT[record["verdict"]]
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ktstr.checks import parse_overrides
+    from ktstr.results.terminal import run_summary
+    from ktstr.runner import apply_verdict, judge_record, load
+
+    record, run_dir = load(args.run)
+    apply_verdict(record, judge_record(record, parse_overrides(args.set)))
+    print(run_summary(record, str(run_dir)))
+    return EXIT_FOR_VERDICT[record["verdict"]]
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ktstr import doctor
 
@@ -220,6 +260,45 @@ def parser() -> argparse.ArgumentParser:
     )
     _vm_options(shell, timeout=24 * 3600)
     shell.set_defaults(func=cmd_shell)
+
+    run = sub.add_parser(
+        "run",
+        help="run a scenario in a VM and judge it",
+        description="Boot the topology, run the scenario's cgroups and workers, judge the "
+        "record (not_stuck, fairness, isolation, kernel_health) and print the verdict. Exit "
+        "0 pass, 1 fail, 2 inconclusive or error. The record is saved as record.json in the "
+        "run directory.",
+    )
+    run.add_argument("scenario", help="scenario name (see 'ktstr scenarios')")
+    _vm_options(run)
+    run.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="scenario duration in seconds (default: the scenario's, 12)",
+    )
+    run.add_argument("--json", default=None, metavar="FILE", help="also write the record here")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser(
+        "check",
+        help="re-judge a stored run without booting",
+        description="Load runs/<dir>/record.json and judge it again, optionally with other "
+        "thresholds (--set not_stuck.max_gap_ms=500).",
+    )
+    check.add_argument("run", help="run directory (or its record.json)")
+    check.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="CHECK.KEY=VALUE",
+        help="override a threshold; repeatable",
+    )
+    check.set_defaults(func=cmd_check)
+
+    scen = sub.add_parser("scenarios", help="list the canned scenarios")
+    scen.set_defaults(func=cmd_scenarios)
 
     doc = sub.add_parser("doctor", help="check this host and say how to fix what is missing")
     doc.set_defaults(func=cmd_doctor)

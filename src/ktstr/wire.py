@@ -26,8 +26,16 @@ TOPOLOGY = "topology"  # what the guest really sees
 SCHED_EXT = "sched_ext"  # sched_ext presence and state
 ERROR = "error"  # agent exception: message + traceback
 DONE = "done"  # agent finished its work; power-off follows
+# Scenario runs.
+CALIBRATION = "calibration"  # seconds a fixed CPU loop took in the guest
+EVENT = "event"  # an op applied (or the start), at scenario time at_s
+SAMPLE = "sample"  # per-CPU utilization and schedstat at a fixed interval
+WORKER = "worker"  # one worker's result at the end
+SCENARIO_END = "scenario_end"
 
-KINDS = frozenset({HELLO, TOPOLOGY, SCHED_EXT, ERROR, DONE})
+KINDS = frozenset(
+    {HELLO, TOPOLOGY, SCHED_EXT, ERROR, DONE, CALIBRATION, EVENT, SAMPLE, WORKER, SCENARIO_END}
+)
 
 
 class WireError(ValueError):

@@ -15,6 +15,7 @@ import time
 from ktstr import wire
 from ktstr.guest import system, topo
 from ktstr.guest.channel import Channel, find_port
+from ktstr.guest.scenario import Runner
 
 
 def console(message: str) -> None:
@@ -80,6 +81,8 @@ def run(channel: Channel, spec: dict[str, object], mount_failures: list[str]) ->
     mode = spec.get("mode", "probe")
     if mode == "shell":
         interactive_shell()
+    elif mode == "scenario":
+        Runner(channel, spec).run()
     elif mode in DEBUG_MODES:
         DEBUG_MODES[mode]()
     elif mode != "probe":

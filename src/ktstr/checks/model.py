@@ -1,0 +1,45 @@
+"""Findings and verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+PASS, FAIL, INCONCLUSIVE, SKIP = "pass", "fail", "inconclusive", "skip"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One judgement: what, where, the value and the limit."""
+
+    check: str
+    status: str  # pass | fail | inconclusive | skip
+    kind: str  # e.g. "stuck", "no_progress", "unfair", "escaped_cpuset", "oops"
+    message: str
+    worker: int | None = None
+    cgroup: str | None = None
+    cpu: int | None = None
+    at_s: float | None = None
+    value: float | None = None
+    limit: float | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str
+    findings: tuple[Finding, ...]
+
+    @staticmethod
+    def of(findings: list[Finding]) -> Verdict:
+        statuses = {f.status for f in findings}
+        if FAIL in statuses:
+            status = FAIL
+        elif INCONCLUSIVE in statuses:
+            status = INCONCLUSIVE
+        elif statuses and statuses <= {SKIP}:
+            status = SKIP
+        else:
+            status = PASS
+        return Verdict(status, tuple(findings))

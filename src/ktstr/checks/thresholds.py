@@ -1,0 +1,45 @@
+"""Check thresholds as data, with documented defaults and ``--set`` overrides."""
+
+from __future__ import annotations
+
+from ktstr.errors import ConfigError
+
+DEFAULTS: dict[str, float] = {
+    # not_stuck: every worker progressed, and no gap between progress stamps was longer.
+    "not_stuck.max_gap_ms": 2000.0,
+    # fairness: spread (max - min, percentage points) of off-CPU share among equal workers.
+    "fairness.max_spread_pct": 15.0,
+    "fairness.min_workers": 2.0,
+    # fairness across sibling cgroups with different cpu.weight: allowed deviation of the
+    # measured CPU-time ratio from the weight ratio, in percent.
+    "fairness.weight_tolerance_pct": 25.0,
+    # isolation: how long after a cpuset change a worker may still be seen on an old CPU.
+    "isolation.grace_ms": 250.0,
+    # optional checks; 0 disables them.
+    "max_migration_ratio.limit": 0.0,  # migrations per unit of work
+    "max_p99_wake_latency_us.limit": 0.0,
+    "min_work_rate.limit": 0.0,  # work units per second per worker
+}
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, float]:
+    """``["not_stuck.max_gap_ms=500"]`` -> {"not_stuck.max_gap_ms": 500.0}, validated."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in DEFAULTS:
+            raise ConfigError(
+                f"unknown threshold {key!r}", f"use one of: {', '.join(sorted(DEFAULTS))}"
+            )
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"threshold {key}={raw!r} is not a number", "give a number") from None
+        if value != value or value < 0:
+            raise ConfigError(f"threshold {key}={raw} must be a number >= 0", "give 0 or more")
+        out[key] = value
+    return out
+
+
+def merged(overrides: dict[str, float] | None) -> dict[str, float]:
+    return {**DEFAULTS, **(overrides or {})}

@@ -1,0 +1,98 @@
+"""Per-worker facts over time, rebuilt from the record's event log."""
+
+from __future__ import annotations
+
+import math
+
+
+def finite(*values: object) -> bool:
+    return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+
+
+def worker_paths(record: dict) -> dict[int, list[tuple[float, str]]]:
+    """worker id -> [(since_s, cgroup path)] from spawn and move events."""
+    out: dict[int, list[tuple[float, str]]] = {}
+    for ev in record.get("events", []):
+        if ev["op"] == "spawn":
+            for wid in ev.get("ids", []):
+                out[wid] = [(ev["at_s"], ev["path"])]
+        elif ev["op"] == "move_tasks":
+            for paths in out.values():
+                if paths[-1][1] == ev["path"]:
+                    paths.append((ev["at_s"], ev["dst"]))
+        elif ev["op"] == "debug_escape_cpuset":
+            paths = out.get(ev.get("worker"))
+            if paths:  # still judged against the cgroup it escaped from
+                paths.append((ev["at_s"], paths[-1][1]))
+    return out
+
+
+def path_at(paths: list[tuple[float, str]], t: float) -> str:
+    current = paths[0][1]
+    for since, path in paths:
+        if since <= t:
+            current = path
+    return current
+
+
+def cpuset_changes(record: dict, ncpus: int) -> dict[str, list[tuple[float, frozenset[int]]]]:
+    """cgroup path -> [(since_s, allowed CPUs)] from add/set_cpuset events (effective CPUs)."""
+    out: dict[str, list[tuple[float, frozenset[int]]]] = {}
+    for ev in record.get("events", []):
+        if ev["op"] in ("add_cgroup", "set_cpuset") and ev.get("cpus") is not None:
+            cpus = frozenset(ev["cpus"]) or frozenset(range(ncpus))
+            out.setdefault(ev["path"], []).append((ev["at_s"], cpus))
+    return out
+
+
+def affinity_changes(record: dict) -> dict[str, list[tuple[float, frozenset[int]]]]:
+    out: dict[str, list[tuple[float, frozenset[int]]]] = {}
+    for ev in record.get("events", []):
+        if ev["op"] == "set_affinity":
+            out.setdefault(ev["path"], []).append((ev["at_s"], frozenset(ev["cpus"])))
+    return out
+
+
+def allowed_between(
+    changes: list[tuple[float, frozenset[int]]],
+    start: float,
+    end: float,
+    everything: frozenset[int],
+) -> frozenset[int]:
+    """Union of the CPUs allowed at any moment in [start, end]."""
+    allowed: set[int] = set()
+    current = everything
+    for since, cpus in changes:
+        if since <= start:
+            current = cpus
+    allowed |= current
+    for since, cpus in changes:
+        if start < since <= end:
+            allowed |= cpus
+    return frozenset(allowed)
+
+
+def windows(record: dict, start_op: str, end_op: str, duration: float) -> dict[str, list]:
+    """path -> [(from_s, to_s)] for paired ops such as freeze/unfreeze."""
+    out: dict[str, list[list[float]]] = {}
+    for ev in record.get("events", []):
+        if ev["op"] == start_op:
+            out.setdefault(ev["path"], []).append([ev["at_s"], duration])
+        elif ev["op"] == end_op and out.get(ev["path"]):
+            out[ev["path"]][-1][1] = ev["at_s"]
+    return out
+
+
+def stopped_at(record: dict) -> dict[int, float]:
+    """worker id -> when an op stopped it (stop_workers, remove_cgroup)."""
+    out: dict[int, float] = {}
+    paths = worker_paths(record)
+    for ev in record.get("events", []):
+        if ev["op"] == "stop_workers":
+            for wid in ev.get("ids", []):
+                out.setdefault(wid, ev["at_s"])
+        elif ev["op"] == "remove_cgroup":
+            for wid, p in paths.items():
+                if p[-1][1] == ev["path"] or p[-1][1].startswith(ev["path"] + "/"):
+                    out.setdefault(wid, ev["at_s"])
+    return out

@@ -1,0 +1,363 @@
+"""Workers: processes that do one kind of work in a loop and record what happened.
+
+Each worker stamps progress after every unit of work: the clock, the CPU
+it ran on.  From the stamps it keeps the longest gaps (when and where),
+the CPUs visited and migrations; sleeping kinds also time their wakeups.
+At the end it reads its schedstat and writes one JSON result file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import mmap
+import os
+import signal
+import struct
+import time
+
+from ktstr import wire
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYS_FUTEX = 202
+_FUTEX_WAIT, _FUTEX_WAKE = 0, 1
+TOP_GAPS = 5
+MAX_RESIDENCY = 20000
+SPIN_CHUNK = 2000
+_TS = struct.Struct("<d")
+
+
+def getcpu() -> int:
+    return _libc.sched_getcpu()
+
+
+class Stop(Exception):
+    """Raised inside the work loop when the worker must stop."""
+
+
+class Recorder:
+    """Progress stamps -> gaps, CPUs, migrations, wake latencies."""
+
+    def __init__(self, t0: float, deadline: float) -> None:
+        self.t0, self.deadline = t0, deadline
+        self.stopping = False
+        self.units = 0
+        self.last = time.monotonic()
+        self.cpu = getcpu()
+        self.cpus: dict[int, int] = {self.cpu: 1}
+        self.migrations = 0
+        self.residency = [[round(self.last - t0, 6), self.cpu]]
+        self.gaps: list[list[float]] = []  # [gap_s, at_s (start of gap), cpu]
+        self.wakes: list[float] = []
+        self.started = self.last
+
+    def stamp(self, n: int = 1) -> None:
+        now = time.monotonic()
+        cpu = getcpu()
+        gap = now - self.last
+        if len(self.gaps) < TOP_GAPS or gap > self.gaps[-1][0]:
+            self.gaps.append([gap, self.last - self.t0, cpu])
+            self.gaps.sort(key=lambda g: -g[0])
+            del self.gaps[TOP_GAPS:]
+        if cpu != self.cpu:
+            self.migrations += 1
+            self.cpu = cpu
+            if len(self.residency) < MAX_RESIDENCY:
+                self.residency.append([round(now - self.t0, 6), cpu])
+        self.cpus[cpu] = self.cpus.get(cpu, 0) + 1
+        self.units += n
+        self.last = now
+        if self.stopping or now >= self.deadline:
+            raise Stop
+
+    def wake(self, latency_s: float) -> None:
+        self.wakes.append(latency_s)
+
+
+def _spin(n: int = SPIN_CHUNK) -> None:
+    for _ in range(n):
+        pass
+
+
+def _spin_for(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        _spin(200)
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+# Each kind: fn(rec, params, group) loops until rec.stamp() raises Stop.
+
+
+def k_spin(rec: Recorder, p: dict, g: dict) -> None:
+    while True:
+        _spin()
+        rec.stamp()
+
+
+def k_yield_heavy(rec: Recorder, p: dict, g: dict) -> None:
+    while True:
+        for _ in range(10):
+            os.sched_yield()
+        rec.stamp()
+
+
+def k_mixed(rec: Recorder, p: dict, g: dict) -> None:
+    while True:
+        _spin_for(p["spin_us"] / 1e6)
+        os.sched_yield()
+        rec.stamp()
+
+
+def k_bursty(rec: Recorder, p: dict, g: dict) -> None:
+    while True:
+        _spin_for(p["burst_ms"] / 1e3)
+        want = time.monotonic() + p["sleep_ms"] / 1e3
+        time.sleep(p["sleep_ms"] / 1e3)
+        rec.wake(time.monotonic() - want)
+        rec.stamp()
+
+
+def _send_ts(fd: int) -> None:
+    os.write(fd, _TS.pack(time.monotonic()))
+
+
+def _recv_ts(fd: int) -> float:
+    data = os.read(fd, _TS.size)
+    if len(data) < _TS.size:
+        raise Stop
+    return time.monotonic() - _TS.unpack(data)[0]
+
+
+def k_pipe_pingpong(rec: Recorder, p: dict, g: dict) -> None:
+    rd, wr = g["pipes"][g["rank"]][0], g["pipes"][1 - g["rank"]][1]
+    if g["rank"] == 0:
+        _send_ts(wr)
+    while True:
+        rec.wake(_recv_ts(rd))
+        _spin(200)
+        _send_ts(wr)
+        rec.stamp()
+
+
+def _futex(addr: int, op: int, val: int) -> None:
+    timeout = (ctypes.c_long * 2)(0, 50_000_000)  # 50 ms: a partner that left cannot wedge us
+    _libc.syscall(_SYS_FUTEX, ctypes.c_void_p(addr), op, val, timeout, None, 0)
+
+
+def k_futex_pingpong(rec: Recorder, p: dict, g: dict) -> None:
+    shm: mmap.mmap = g["shm"]
+    turn = ctypes.c_int.from_buffer(shm, 0)
+    stamp = ctypes.c_double.from_buffer(shm, 8)
+    addr = ctypes.addressof(turn)
+    me = g["rank"]
+    while True:
+        while turn.value != me:
+            _futex(addr, _FUTEX_WAIT, 1 - me)
+            if rec.stopping or time.monotonic() >= rec.deadline:
+                raise Stop
+        if stamp.value:
+            rec.wake(time.monotonic() - stamp.value)
+        _spin(200)
+        stamp.value = time.monotonic()
+        turn.value = 1 - me
+        _futex(addr, _FUTEX_WAKE, 1)
+        rec.stamp()
+
+
+def k_fan_out(rec: Recorder, p: dict, g: dict) -> None:
+    if g["rank"] == 0:
+        while True:
+            for _, wr in g["pipes"][1:]:
+                _send_ts(wr)
+            time.sleep(0.002)
+            rec.stamp()
+    rd = g["pipes"][g["rank"]][0]
+    while True:
+        rec.wake(_recv_ts(rd))
+        _spin(500)
+        rec.stamp()
+
+
+def k_cache_pressure(rec: Recorder, p: dict, g: dict) -> None:
+    buf = bytearray(p["kb"] * 1024)
+    stride = p["stride"]
+    zeros = bytes(len(buf[0::stride]))
+    ones = bytes([1]) * len(zeros)
+    while True:
+        buf[0::stride] = ones
+        buf[0::stride] = zeros
+        rec.stamp()
+
+
+def k_fork_exit(rec: Recorder, p: dict, g: dict) -> None:
+    while True:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        rec.stamp()
+
+
+def k_nice_sweep(rec: Recorder, p: dict, g: dict) -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    step = 0
+    while True:
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, base + step % 20))
+        _spin()
+        step += 1
+        rec.stamp()
+
+
+def k_affinity_churn(rec: Recorder, p: dict, g: dict) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    state = os.getpid()
+    while True:
+        state = (state * 1103515245 + 12345) & 0x7FFFFFFF  # an LCG: no `random` import
+        os.sched_setaffinity(0, {allowed[state % len(allowed)]})
+        _spin()
+        rec.stamp()
+
+
+def k_policy_churn(rec: Recorder, p: dict, g: dict) -> None:
+    policies = [os.SCHED_OTHER, os.SCHED_BATCH, os.SCHED_OTHER, os.SCHED_IDLE]
+    param = os.sched_param(0)
+    step = 0
+    while True:
+        os.sched_setscheduler(0, policies[step % len(policies)], param)
+        _spin()
+        step += 1
+        rec.stamp()
+
+
+def k_page_fault_churn(rec: Recorder, p: dict, g: dict) -> None:
+    size = p["kb"] * 1024
+    page = mmap.PAGESIZE
+    while True:
+        region = mmap.mmap(-1, size)
+        for offset in range(0, size, page):
+            region[offset] = 1
+        region.close()
+        rec.stamp()
+
+
+def k_mutex_contention(rec: Recorder, p: dict, g: dict) -> None:
+    fd = os.open(g["lock_path"], os.O_RDWR | os.O_CREAT, 0o600)
+    while True:
+        want = time.monotonic()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        rec.wake(time.monotonic() - want)
+        _spin(300)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        rec.stamp()
+
+
+def k_io_sync(rec: Recorder, p: dict, g: dict) -> None:
+    path = os.path.join(p["path"], f"ktstr-io-{os.getpid()}")
+    data = b"k" * (p["kb"] * 1024)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while True:
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, data)
+            os.fsync(fd)
+            rec.stamp()
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def k_sequence(rec: Recorder, p: dict, g: dict) -> None:
+    phases = p["phases"]
+    span = max(0.05, (rec.deadline - time.monotonic()) / len(phases))
+    final = rec.deadline
+    for index, phase in enumerate(phases):
+        rec.deadline = final if index == len(phases) - 1 else time.monotonic() + span
+        try:
+            KINDS[phase["kind"]](rec, phase["params"], g)
+        except Stop:
+            if rec.stopping or index == len(phases) - 1:
+                raise
+    raise Stop
+
+
+KINDS = {name[2:]: fn for name, fn in list(globals().items()) if name.startswith("k_")}
+
+
+def _schedstat() -> dict[str, int]:
+    try:
+        with open("/proc/self/schedstat") as f:
+            run_ns, wait_ns, slices = (int(x) for x in f.read().split()[:3])
+    except (OSError, ValueError):
+        return {}
+    return {"cpu_time_ns": run_ns, "wait_ns": wait_ns, "timeslices": slices}
+
+
+def _cgroup() -> str:
+    try:
+        with open("/proc/self/cgroup") as f:
+            return f.read().strip().rpartition(":")[2]
+    except OSError:
+        return "?"
+
+
+def result(wid: int, kind: str, rec: Recorder, error: str | None) -> dict:
+    wakes = sorted(rec.wakes)
+    return {
+        "id": wid,
+        "work": kind,
+        "pid": os.getpid(),
+        "units": rec.units,
+        "start_s": round(rec.started - rec.t0, 6),
+        "end_s": round(rec.last - rec.t0, 6),
+        "gaps": [[round(g, 6), round(a, 6), c] for g, a, c in rec.gaps],
+        "cpus": {str(c): n for c, n in sorted(rec.cpus.items())},
+        "migrations": rec.migrations,
+        "residency": rec.residency,
+        "wake": {
+            "n": len(wakes),
+            "p50_us": round(_percentile(wakes, 0.5) * 1e6, 1),
+            "p99_us": round(_percentile(wakes, 0.99) * 1e6, 1),
+            "max_us": round(wakes[-1] * 1e6, 1),
+        }
+        if wakes
+        else None,
+        "cgroup": _cgroup(),
+        "error": error,
+        **_schedstat(),
+    }
+
+
+def run(
+    wid: int, work: dict, group: dict, gate_fd: int, t0: float, deadline: float, result_path: str
+) -> None:
+    """Worker body, in the forked child: wait at the gate, work, write the result."""
+    holder: list[Recorder] = []
+
+    def on_term(signum: int, frame: object) -> None:
+        if holder:
+            holder[0].stopping = True
+        else:
+            raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    if gate_fd >= 0:
+        os.read(gate_fd, 1)  # returns at EOF, when the agent opens the gate
+        os.close(gate_fd)
+    rec = Recorder(t0, deadline)
+    holder.append(rec)
+    error = None
+    try:
+        KINDS[work["kind"]](rec, work["params"], group)
+    except Stop:
+        pass
+    except Exception as err:  # recorded here, judged on the host
+        error = f"{type(err).__name__}: {err}"
+    tmp = result_path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(wire.dumps(result(wid, work["kind"], rec, error)))
+    os.rename(tmp, result_path)

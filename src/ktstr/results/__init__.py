@@ -1,0 +1,1 @@
+"""Run records: building, storing and showing them."""

@@ -1,0 +1,106 @@
+"""Plain-text tables for a run: the verdict per check, and per-cgroup statistics."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def _num(value: object, fmt: str = "{:.0f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def verdict_table(record: dict) -> str:
+    """One row per check: status, worst value, limit; then the failing findings."""
+    rows = [("check", "status", "worst", "limit", "detail")]
+    by_check: dict[str, list[dict]] = defaultdict(list)
+    for f in record.get("findings", []):
+        by_check[f["check"]].append(f)
+    order = {"fail": 0, "inconclusive": 1, "pass": 2, "skip": 3}
+    for check, findings in by_check.items():
+        worst = min(findings, key=lambda f: order.get(f["status"], 9))
+        rows.append(
+            (
+                check,
+                worst["status"].upper(),
+                _num(worst.get("value"), "{:g}"),
+                _num(worst.get("limit"), "{:g}"),
+                worst["message"][:90],
+            )
+        )
+    lines = [
+        f"scenario {record.get('scenario')} on {record.get('topology')}: "
+        f"{record.get('verdict', '?').upper()}",
+        "",
+    ]
+    lines += _table(rows)
+    failing = [f for f in record.get("findings", []) if f["status"] == "fail"]
+    if failing:
+        lines += ["", "findings:"] + [
+            f"  - [{f['check']}/{f['kind']}] {f['message']}" for f in failing
+        ]
+    return "\n".join(lines)
+
+
+def cgroup_table(record: dict) -> str:
+    """Per cgroup: workers, work rate, CPU share, longest gap, migrations, p99 wake."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for w in record.get("workers", []):
+        groups[w.get("cgroup_path", "?")].append(w)
+    if not groups:
+        return ""
+    rows = [
+        (
+            "cgroup",
+            "workers",
+            "kind",
+            "units/s",
+            "cpu share",
+            "max gap ms",
+            "migrations",
+            "p99 wake us",
+        )
+    ]
+    for path, ws in sorted(groups.items()):
+        walls = [max(1e-9, w.get("end_s", 0) - w.get("start_s", 0)) for w in ws]
+        rate = sum(w.get("units", 0) / wall for w, wall in zip(ws, walls, strict=True)) / len(ws)
+        share = sum(
+            w.get("cpu_time_ns", 0) / 1e9 / wall for w, wall in zip(ws, walls, strict=True)
+        ) / len(ws)
+        gap = max((g[0] for w in ws for g in w.get("gaps", [])), default=0) * 1000
+        wakes = [w["wake"]["p99_us"] for w in ws if w.get("wake")]
+        rows.append(
+            (
+                path,
+                str(len(ws)),
+                ",".join(sorted({w.get("work", "?") for w in ws})),
+                f"{rate:.0f}",
+                f"{share:.0%}",
+                f"{gap:.0f}",
+                str(sum(w.get("migrations", 0) for w in ws)),
+                f"{max(wakes):.0f}" if wakes else "-",
+            )
+        )
+    return "\n".join(_table(rows))
+
+
+def run_summary(record: dict, run_dir: str) -> str:
+    cal = record.get("calibration", {})
+    parts = [verdict_table(record)]
+    table = cgroup_table(record)
+    if table:
+        parts.append(table)
+    info = [
+        f"kernel {record.get('kernel', {}).get('release', '?')}",
+        f"accelerator {record.get('accel', {}).get('name', '?')}",
+    ]
+    if cal.get("dilation"):
+        info.append(f"guest/host CPU dilation {cal['dilation']}x")
+    parts.append("; ".join(info) + f"\nrun dir: {run_dir}")
+    return "\n\n".join(parts)

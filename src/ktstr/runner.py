@@ -1,0 +1,175 @@
+"""One scenario, end to end: compile, boot, collect, judge -> a RunRecord on disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+from ktstr import __version__, paths, wire
+from ktstr.checks import judge
+from ktstr.checks.model import FAIL, Finding, Verdict
+from ktstr.errors import ConfigError, VmError
+from ktstr.guest.scenario import calibrate
+from ktstr.kernel.store import resolve
+from ktstr.scenario.model import Scenario
+from ktstr.scenario.plan import compile_plan
+from ktstr.topology import Topology
+from ktstr.vm import accel as accel_mod
+from ktstr.vm import lifecycle
+from ktstr.vm.boot import boot, check_end, default_timeout, timings
+from ktstr.vm.qemu import qemu_version
+
+log = logging.getLogger(__name__)
+RECORD_SCHEMA = 1
+MAX_CONSOLE_LINES = 5000
+
+
+def _payload(msg: dict) -> dict:
+    return {k: v for k, v in msg.items() if k not in ("v", "kind", "t")}
+
+
+def host_calibration() -> float:
+    """The guest's calibration loop, on the host (best of three)."""
+    return min(calibrate() for _ in range(3))
+
+
+def build_record(
+    scenario: Scenario, topology: Topology, plan: dict, result, kernel, accel, duration: float
+) -> dict:
+    msgs = result.messages
+    by_kind: dict[str, list[dict]] = {}
+    for m in msgs:
+        by_kind.setdefault(m["kind"], []).append(_payload(m))
+    calib = (by_kind.get(wire.CALIBRATION) or [{}])[0]
+    host_loop = host_calibration()
+    console = result.console_path.read_text(errors="replace").splitlines()[-MAX_CONSOLE_LINES:]
+    topo_msg = (by_kind.get(wire.TOPOLOGY) or [{}])[0]
+    record = {
+        "schema": RECORD_SCHEMA,
+        "ktstr_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "topology": topology.name,
+        "duration_s": duration,
+        "scheduler": "eevdf",
+        "plan": plan,
+        "observed_topology": {
+            k: topo_msg.get(k)
+            for k in ("cpus", "numa_nodes", "llcs", "smt_siblings", "numa_distances")
+        },
+        "kernel": {"release": kernel.release, "path": kernel.boot_path},
+        "qemu_version": qemu_version(),
+        "accel": {"name": accel.name, "reason": accel.reason},
+        "host": platform.node(),
+        "calibration": {
+            "guest_loop_s": calib.get("loop_s"),
+            "host_loop_s": host_loop,
+            "dilation": round(calib["loop_s"] / host_loop, 2) if calib.get("loop_s") else None,
+        },
+        "workers": sorted(by_kind.get(wire.WORKER, []), key=lambda w: w["id"]),
+        "events": by_kind.get(wire.EVENT, []),
+        "timeline": by_kind.get(wire.SAMPLE, []),
+        "sched_ext": (by_kind.get(wire.SCHED_EXT) or [{}])[0],
+        "console": console,
+        "vm_end": result.end,
+        "timings_s": timings(result),
+        "thresholds": scenario.checks.thresholds,
+    }
+    steal = [sum(s.get("steal", {}).values()) for s in record["timeline"]]
+    record["calibration"]["steal_ticks"] = (steal[-1] - steal[0]) if len(steal) > 1 else 0
+    return record
+
+
+def judge_record(record: dict, overrides: dict[str, float] | None = None) -> Verdict:
+    verdict = judge(record, overrides, record.get("checks_enabled"))
+    extra = []
+    if record.get("vm_end") not in (None, lifecycle.POWEROFF):
+        extra.append(
+            Finding(
+                "vm",
+                FAIL,
+                record["vm_end"],
+                f"the VM ended by {record['vm_end']} before the scenario finished",
+            )
+        )
+    return Verdict.of(list(verdict.findings) + extra) if extra else verdict
+
+
+def apply_verdict(record: dict, verdict: Verdict) -> dict:
+    record["verdict"] = verdict.status
+    record["findings"] = [f.as_dict() for f in verdict.findings]
+    return record
+
+
+def save(record: dict, run_dir: Path) -> Path:
+    path = run_dir / "record.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def run_scenario(
+    scenario: Scenario,
+    topology: Topology,
+    kernel: str | None = None,
+    accel: str | None = None,
+    duration_s: float | None = None,
+    timeout_s: float | None = None,
+) -> tuple[dict, Path]:
+    """Boot, run, judge; the record is saved in the run directory and returned."""
+    duration = float(duration_s or scenario.duration_s)
+    run_dir = paths.new_run_dir(f"{scenario.name}-{topology.name}")
+    reason = scenario.requires.reason(topology.layout())
+    if reason:
+        record = {
+            "schema": RECORD_SCHEMA,
+            "scenario": scenario.name,
+            "topology": topology.name,
+            "skipped": f"{scenario.name} {reason}",
+        }
+        apply_verdict(record, judge_record(record))
+        save(record, run_dir)
+        return record, run_dir
+    plan = compile_plan(scenario, topology, duration)
+    info = resolve(kernel)
+    if info.sched_ext is False:
+        log.info("kernel %s has no sched_ext; running under EEVDF only", info.release)
+    chosen = accel_mod.choose(accel, info.boot_path)
+    log.info("%s", chosen.line())
+    timeout = timeout_s or default_timeout(topology, chosen) + 2 * duration + 30
+    done = boot(topology, info, chosen, run_dir, plan, timeout, strict=False)
+    result = done.result
+    if result.end == lifecycle.QEMU_FAILED:
+        check_end(result)
+    error = result.first(wire.ERROR)
+    if error and result.end != lifecycle.PANIC:
+        (run_dir / "agent-traceback.txt").write_text(error.get("traceback", ""))
+        raise VmError(
+            f"the guest agent failed: {error.get('message')}",
+            f"see {run_dir / 'agent-traceback.txt'}",
+        )
+    record = build_record(scenario, topology, plan, result, info, chosen, duration)
+    apply_verdict(record, judge_record(record))
+    save(record, run_dir)
+    return record, run_dir
+
+
+def load(run: str | Path) -> tuple[dict, Path]:
+    """A stored record by run directory or record.json path."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / "record.json"
+    if not path.is_file():
+        raise ConfigError(f"no record at {path}", "pass a run directory made by 'ktstr run'")
+    record = json.loads(path.read_text())
+    if record.get("schema") != RECORD_SCHEMA:
+        raise ConfigError(
+            f"{path} has record schema {record.get('schema')!r}, this ktstr reads {RECORD_SCHEMA}",
+            "re-run the scenario",
+        )
+    return record, path.parent

@@ -1,0 +1,231 @@
+"""Canned scenarios: ``ktstr scenarios`` lists them, ``ktstr run NAME`` runs one."""
+
+from __future__ import annotations
+
+from ktstr.errors import ConfigError
+from ktstr.scenario.cpuset import CpusetSpec as C
+from ktstr.scenario.model import CgroupDef, HoldSpec, Op, Requires, Scenario, Step
+from ktstr.scenario.work import (
+    bursty,
+    cache_pressure,
+    fan_out,
+    io_sync,
+    mixed,
+    pipe_pingpong,
+    spin,
+    yield_heavy,
+)
+
+
+def _hold(frac: float) -> HoldSpec:
+    return HoldSpec(frac=frac)
+
+
+def _build() -> dict[str, Scenario]:
+    two = [CgroupDef("cg_0", workers=2), CgroupDef("cg_1", workers=2)]
+    scenarios = [
+        Scenario(
+            "steady",
+            "two cgroups of two spinners each, held for the whole run",
+            [Step([Op.add_cgroup(d) for d in two])],
+        ),
+        Scenario(
+            "steady_llc",
+            "one cgroup of spinners per LLC, each confined to its LLC",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(CgroupDef("llc_0", workers=2, cpuset=C.llc(0))),
+                        Op.add_cgroup(CgroupDef("llc_1", workers=2, cpuset=C.llc(1))),
+                    ]
+                )
+            ],
+            requires=Requires(min_llcs=2),
+        ),
+        Scenario(
+            "oversubscribed",
+            "two spinners per CPU in one cgroup",
+            [Step([Op.add_cgroup(CgroupDef("cg_0", workers=0, workers_pct=2.0))])],
+        ),
+        Scenario(
+            "cpuset_apply",
+            "two cgroups start unrestricted, then get disjoint cpusets",
+            [
+                Step([Op.add_cgroup(d) for d in two], _hold(0.5)),
+                Step(
+                    [
+                        Op.set_cpuset("cg_0", C.disjoint(0, 2)),
+                        Op.set_cpuset("cg_1", C.disjoint(1, 2)),
+                    ],
+                    _hold(0.5),
+                ),
+            ],
+            requires=Requires(min_cpus=2),
+        ),
+        Scenario(
+            "cpuset_clear",
+            "disjoint cpusets, then cleared halfway",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(CgroupDef("cg_0", cpuset=C.disjoint(0, 2))),
+                        Op.add_cgroup(CgroupDef("cg_1", cpuset=C.disjoint(1, 2))),
+                    ],
+                    _hold(0.5),
+                ),
+                Step([Op.clear_cpuset("cg_0"), Op.clear_cpuset("cg_1")], _hold(0.5)),
+            ],
+            requires=Requires(min_cpus=2),
+        ),
+        Scenario(
+            "cpuset_resize",
+            "a cgroup's cpuset shrinks to a quarter, then grows back",
+            [
+                Step([Op.add_cgroup(CgroupDef("cg_0", workers=4, cpuset=C.all()))], _hold(0.3)),
+                Step([Op.set_cpuset("cg_0", C.range(0, 0.25))], _hold(0.4)),
+                Step([Op.set_cpuset("cg_0", C.all())], _hold(0.3)),
+            ],
+        ),
+        Scenario(
+            "cgroup_add",
+            "a second cgroup of spinners joins halfway",
+            [Step([Op.add_cgroup(two[0])], _hold(0.5)), Step([Op.add_cgroup(two[1])], _hold(0.5))],
+        ),
+        Scenario(
+            "cgroup_remove",
+            "one of two cgroups is removed halfway",
+            [
+                Step([Op.add_cgroup(d) for d in two], _hold(0.5)),
+                Step([Op.remove_cgroup("cg_1")], _hold(0.5)),
+            ],
+        ),
+        Scenario(
+            "affinity_change",
+            "workers' affinity narrows to the first half of the CPUs",
+            [
+                Step([Op.add_cgroup(CgroupDef("cg_0", workers=4))], _hold(0.5)),
+                Step([Op.set_affinity("cg_0", C.range(0, 0.5))], _hold(0.5)),
+            ],
+            requires=Requires(min_cpus=2),
+        ),
+        Scenario(
+            "affinity_pinned",
+            "each of two cgroups pinned to one CPU",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(CgroupDef("cg_0", affinity=C.exact({0}))),
+                        Op.add_cgroup(CgroupDef("cg_1", affinity=C.exact({1}))),
+                    ]
+                )
+            ],
+            requires=Requires(min_cpus=2),
+        ),
+        Scenario(
+            "mixed_workloads",
+            "spinners, bursty sleepers, yielders and pipe ping-pong",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(CgroupDef("spin", workers=2, work=spin())),
+                        Op.add_cgroup(CgroupDef("bursty", workers=2, work=bursty(5, 5))),
+                        Op.add_cgroup(CgroupDef("yield", workers=2, work=yield_heavy())),
+                        Op.add_cgroup(CgroupDef("pingpong", workers=2, work=pipe_pingpong())),
+                    ]
+                )
+            ],
+        ),
+        Scenario(
+            "nested_steady",
+            "nested cgroups: two children under one parent, plus a sibling",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(
+                            CgroupDef(
+                                "parent",
+                                workers=0,
+                                children=(
+                                    CgroupDef("child_0", workers=2),
+                                    CgroupDef("child_1", workers=2),
+                                ),
+                            )
+                        ),
+                        Op.add_cgroup(CgroupDef("sibling", workers=2)),
+                    ]
+                )
+            ],
+        ),
+        Scenario(
+            "nested_task_move",
+            "all tasks of one child move to its sibling halfway",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(
+                            CgroupDef(
+                                "parent",
+                                workers=0,
+                                children=(
+                                    CgroupDef("child_0", workers=2),
+                                    CgroupDef("child_1", workers=2),
+                                ),
+                            )
+                        )
+                    ],
+                    _hold(0.5),
+                ),
+                Step([Op.move_tasks("child_0", "child_1")], _hold(0.5)),
+            ],
+        ),
+        Scenario(
+            "weights",
+            "two cgroups of spinners with cpu.weight 100 and 300, oversubscribed",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(CgroupDef("light", workers=0, workers_pct=1.0, weight=100)),
+                        Op.add_cgroup(CgroupDef("heavy", workers=0, workers_pct=1.0, weight=300)),
+                    ]
+                )
+            ],
+        ),
+        Scenario(
+            "wake_chain",
+            "pipe ping-pong pairs and a fan-out waker with three wakees",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(CgroupDef("pairs", workers=4, work=pipe_pingpong())),
+                        Op.add_cgroup(CgroupDef("fan", workers=4, work=fan_out(3))),
+                    ]
+                )
+            ],
+        ),
+        Scenario(
+            "host_contention",
+            "cache-thrashing and fsync-heavy workers next to spinners",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(CgroupDef("cache", workers=2, work=cache_pressure())),
+                        Op.add_cgroup(CgroupDef("io", workers=2, work=io_sync())),
+                        Op.add_cgroup(CgroupDef("spin", workers=2, work=mixed())),
+                    ]
+                )
+            ],
+        ),
+    ]
+    return {s.name: s for s in scenarios}
+
+
+CATALOG = _build()
+
+
+def get(name: str) -> Scenario:
+    if name not in CATALOG:
+        raise ConfigError(
+            f"no scenario named {name!r}",
+            f"run 'ktstr scenarios' to list them ({', '.join(CATALOG)})",
+        )
+    return CATALOG[name]

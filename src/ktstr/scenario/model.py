@@ -1,0 +1,266 @@
+"""A scheduler test as data: cgroups, their CPUs and workers, steps over time, checks.
+
+All classes are frozen dataclasses; ``ktstr.scenario.plan`` turns a
+Scenario and a topology into the concrete plan the guest executes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ktstr.errors import ConfigError
+from ktstr.scenario.cpuset import CpusetSpec
+from ktstr.scenario.work import WorkSpec, spin
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A scheduling policy: normal, batch, idle, fifo(p) or rr(p)."""
+
+    name: str = "normal"
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in ("normal", "batch", "idle", "fifo", "rr"):
+            raise ConfigError(
+                f"unknown policy {self.name!r}", "use normal, batch, idle, fifo or rr"
+            )
+        realtime = self.name in ("fifo", "rr")
+        if realtime and not 1 <= self.priority <= 99:
+            raise ConfigError(
+                f"{self.name} priority {self.priority} is outside 1..99",
+                "give a real-time priority from 1 to 99",
+            )
+        if not realtime and self.priority:
+            raise ConfigError(f"policy {self.name} takes no priority", "drop the priority")
+
+
+NORMAL, BATCH, IDLE = Policy("normal"), Policy("batch"), Policy("idle")
+
+
+def Fifo(priority: int) -> Policy:
+    return Policy("fifo", priority)
+
+
+def RR(priority: int) -> Policy:
+    return Policy("rr", priority)
+
+
+@dataclass(frozen=True)
+class CgroupDef:
+    """A cgroup, its CPUs and its workers; ``children`` nest below it."""
+
+    name: str
+    workers: int = 2
+    work: WorkSpec = field(default_factory=spin)
+    cpuset: CpusetSpec | None = None
+    weight: int | None = None
+    nice: int = 0
+    policy: Policy = NORMAL
+    affinity: CpusetSpec | None = None
+    children: tuple[CgroupDef, ...] = ()
+    workers_pct: float | None = None  # a fraction of the cpuset's CPUs, instead of a count
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ConfigError(
+                f"cgroup name {self.name!r} is not a plain name", "use letters, digits, '_' and '-'"
+            )
+        if self.weight is not None and not 1 <= self.weight <= 10000:
+            raise ConfigError(
+                f"cgroup {self.name}: cpu.weight {self.weight} is outside 1..10000",
+                "give a weight from 1 to 10000 (100 is the default)",
+            )
+        if not -20 <= self.nice <= 19:
+            raise ConfigError(
+                f"cgroup {self.name}: nice {self.nice} is outside -20..19",
+                "give a nice value from -20 to 19",
+            )
+        if self.workers < 0:
+            raise ConfigError(
+                f"cgroup {self.name}: workers={self.workers} is negative", "give 0 or more workers"
+            )
+        if self.workers_pct is not None and not 0 < self.workers_pct <= 4:
+            raise ConfigError(
+                f"cgroup {self.name}: workers_pct={self.workers_pct} is out of range",
+                "give a fraction above 0 (1.0 = one worker per CPU)",
+            )
+        if self.children and (self.workers or self.workers_pct):
+            raise ConfigError(
+                f"cgroup {self.name} has children, so it cannot hold workers itself "
+                "(cgroup v2 keeps processes out of inner cgroups with controllers)",
+                "move its workers into a child cgroup",
+            )
+        object.__setattr__(self, "children", tuple(self.children))
+
+
+@dataclass(frozen=True)
+class Op:
+    """One change to the running scenario (see the constructors)."""
+
+    kind: str
+    target: str = ""
+    args: tuple = ()
+
+    @staticmethod
+    def add_cgroup(cgroup: CgroupDef, parent: str = "") -> Op:
+        return Op("add_cgroup", parent, (cgroup,))
+
+    @staticmethod
+    def remove_cgroup(name: str) -> Op:
+        return Op("remove_cgroup", name)
+
+    @staticmethod
+    def set_cpuset(name: str, spec: CpusetSpec) -> Op:
+        return Op("set_cpuset", name, (spec,))
+
+    @staticmethod
+    def clear_cpuset(name: str) -> Op:
+        return Op("clear_cpuset", name)
+
+    @staticmethod
+    def swap_cpusets(a: str, b: str) -> Op:
+        return Op("swap_cpusets", a, (b,))
+
+    @staticmethod
+    def set_weight(name: str, weight: int) -> Op:
+        return Op("set_weight", name, (weight,))
+
+    @staticmethod
+    def spawn_workers(name: str, n: int, work: WorkSpec | None = None) -> Op:
+        return Op("spawn_workers", name, (n, work))
+
+    @staticmethod
+    def stop_workers(name: str, n: int) -> Op:
+        return Op("stop_workers", name, (n,))
+
+    @staticmethod
+    def move_tasks(src: str, dst: str) -> Op:
+        return Op("move_tasks", src, (dst,))
+
+    @staticmethod
+    def set_affinity(name: str, spec: CpusetSpec) -> Op:
+        return Op("set_affinity", name, (spec,))
+
+    @staticmethod
+    def freeze(name: str) -> Op:
+        return Op("freeze", name)
+
+    @staticmethod
+    def unfreeze(name: str) -> Op:
+        return Op("unfreeze", name)
+
+    # Deliberate faults, to show the checks catch them.
+    @staticmethod
+    def debug_stop_worker(name: str, index: int, ms: int) -> Op:
+        """SIGSTOP one worker for ``ms`` milliseconds (not_stuck must notice)."""
+        return Op("debug_stop_worker", name, (index, ms))
+
+    @staticmethod
+    def debug_escape_cpuset(name: str, index: int) -> Op:
+        """Move one worker out of its cgroup onto a CPU outside its cpuset (isolation)."""
+        return Op("debug_escape_cpuset", name, (index,))
+
+
+@dataclass(frozen=True)
+class HoldSpec:
+    """How long a step lasts: a fraction of the duration, fixed seconds, or a loop."""
+
+    frac: float | None = None
+    seconds: float | None = None
+    loop_interval_s: float | None = None  # repeat the step's ops at this interval
+
+    def __post_init__(self) -> None:
+        if (self.frac is None) == (self.seconds is None):
+            raise ConfigError(
+                "a HoldSpec needs exactly one of frac and seconds",
+                "write HoldSpec(frac=0.5) or HoldSpec(seconds=3)",
+            )
+        if self.frac is not None and not 0 < self.frac <= 1:
+            raise ConfigError(f"hold fraction {self.frac} is outside (0, 1]", "give 0 < frac <= 1")
+        if self.seconds is not None and self.seconds <= 0:
+            raise ConfigError(f"hold of {self.seconds} s is not positive", "give seconds > 0")
+        if self.loop_interval_s is not None and self.loop_interval_s <= 0:
+            raise ConfigError("a loop interval must be positive", "give seconds > 0")
+
+    def length(self, duration_s: float) -> float:
+        return self.frac * duration_s if self.frac is not None else float(self.seconds)
+
+
+@dataclass(frozen=True)
+class Step:
+    ops: Sequence[Op] = ()
+    hold: HoldSpec = field(default_factory=lambda: HoldSpec(frac=1.0))
+
+
+@dataclass(frozen=True)
+class Checks:
+    """Which checks judge the run and their thresholds (defaults: ``ktstr.checks``)."""
+
+    not_stuck: bool = True
+    fairness: bool = True
+    isolation: bool = True
+    kernel_health: bool = True
+    thresholds: dict[str, float] = field(default_factory=dict)  # "check.key" -> value
+
+
+@dataclass(frozen=True)
+class Requires:
+    """Topologies a scenario can run on; others make it ``skip``."""
+
+    min_llcs: int = 1
+    min_cpus: int = 1
+    min_numa_nodes: int = 1
+
+    def reason(self, layout: dict) -> str | None:
+        if len(layout["llcs"]) < self.min_llcs:
+            return f"needs at least {self.min_llcs} LLCs, the topology has {len(layout['llcs'])}"
+        if layout["cpus"] < self.min_cpus:
+            return f"needs at least {self.min_cpus} CPUs, the topology has {layout['cpus']}"
+        if len(layout["numa_nodes"]) < self.min_numa_nodes:
+            return f"needs at least {self.min_numa_nodes} NUMA nodes"
+        return None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    steps: Sequence[Step]
+    duration_s: float = 12.0
+    checks: Checks = field(default_factory=Checks)
+    requires: Requires = field(default_factory=Requires)
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ConfigError(f"scenario {self.name} has no steps", "give at least one Step")
+        if self.duration_s <= 0:
+            raise ConfigError(
+                f"scenario {self.name}: duration {self.duration_s} s", "give a positive duration"
+            )
+
+
+def run_defs(
+    defs: Sequence[CgroupDef],
+    name: str = "custom",
+    duration_s: float = 12.0,
+    checks: Checks | None = None,
+) -> Scenario:
+    """One step that creates ``defs`` and holds them for the whole duration."""
+    return Scenario(
+        name,
+        "cgroups held for the whole run",
+        [Step([Op.add_cgroup(d) for d in defs])],
+        duration_s,
+        checks or Checks(),
+    )
+
+
+def run_steps(
+    steps: Sequence[Step],
+    name: str = "custom",
+    duration_s: float = 12.0,
+    checks: Checks | None = None,
+) -> Scenario:
+    return Scenario(name, "custom steps", list(steps), duration_s, checks or Checks())

@@ -1,0 +1,195 @@
+"""Compile a Scenario for one topology into the concrete plan the guest runs.
+
+Everything that can be wrong with a scenario (a cpuset that does not fit,
+a group size that does not divide, an unknown cgroup) is found here,
+before a VM boots.  The plan names cgroups by path, CPUs by number and
+workers by id, so the guest only executes and records.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ktstr.errors import ConfigError
+from ktstr.scenario.model import CgroupDef, Op, Scenario
+from ktstr.scenario.work import WorkSpec
+from ktstr.topology import Topology
+
+PLAN_VERSION = 1
+SAMPLE_INTERVAL_S = 0.5
+
+
+@dataclass
+class _Cgroup:
+    path: str
+    cpus: list[int] | None  # None: inherits its parent's
+    weight: int | None
+    workers: list[int] = field(default_factory=list)
+
+
+class _Compiler:
+    def __init__(self, layout: dict) -> None:
+        self.layout = layout
+        self.cgroups: dict[str, _Cgroup] = {}
+        self.defs: dict[str, CgroupDef] = {}
+        self.workers: dict[int, dict] = {}
+        self.next_id = 0
+
+    def usable(self, path: str) -> list[int]:
+        """The CPUs a cgroup at ``path`` may use (nearest ancestor with a cpuset)."""
+        while path:
+            cg = self.cgroups.get(path)
+            if cg and cg.cpus is not None:
+                return cg.cpus
+            path = path.rpartition("/")[0]
+        return list(range(self.layout["cpus"]))
+
+    def find(self, name: str) -> str:
+        if name in self.cgroups:
+            return name
+        matches = [p for p in self.cgroups if p.rpartition("/")[2] == name]
+        if len(matches) != 1:
+            known = ", ".join(sorted(self.cgroups)) or "none yet"
+            raise ConfigError(
+                f"no single cgroup named {name!r} exists at this step", f"name one of: {known}"
+            )
+        return matches[0]
+
+    def spawn(self, path: str, n: int, cg: CgroupDef, work: WorkSpec | None = None) -> dict:
+        work = work or cg.work
+        work.check_count(n, f"cgroup {path}")
+        ids = list(range(self.next_id, self.next_id + n))
+        self.next_id += n
+        self.cgroups[path].workers += ids
+        for i in ids:
+            self.workers[i] = {"id": i, "cgroup": path, "work": work.kind}
+        affinity = cg.affinity.resolve(self.layout, self.usable(path)) if cg.affinity else None
+        return {
+            "op": "spawn",
+            "path": path,
+            "ids": ids,
+            "work": work.to_wire(),
+            "nice": cg.nice,
+            "policy": [cg.policy.name, cg.policy.priority],
+            "affinity": affinity,
+        }
+
+    def add(self, cg: CgroupDef, parent: str) -> list[dict]:
+        path = f"{parent}/{cg.name}" if parent else cg.name
+        if path in self.cgroups:
+            raise ConfigError(f"cgroup {path} is added twice", "give each cgroup its own name")
+        if parent and parent not in self.cgroups:
+            raise ConfigError(f"parent cgroup {parent} does not exist", "add the parent first")
+        cpus = cg.cpuset.resolve(self.layout, self.usable(parent)) if cg.cpuset else None
+        self.cgroups[path] = _Cgroup(path, cpus, cg.weight)
+        self.defs[path] = cg
+        ops = [{"op": "add_cgroup", "path": path, "cpus": cpus, "weight": cg.weight}]
+        count = cg.workers
+        if cg.workers_pct is not None:
+            count = max(1, round(cg.workers_pct * len(self.usable(path))))
+            size = cg.work.group_size
+            count = math.ceil(count / size) * size
+        if count:
+            ops.append(self.spawn(path, count, cg))
+        for child in cg.children:
+            ops += self.add(child, path)
+        return ops
+
+    def op(self, op: Op) -> list[dict]:
+        k = op.kind
+        if k == "add_cgroup":
+            return self.add(op.args[0], self.find(op.target) if op.target else "")
+        path = self.find(op.target)
+        if k == "remove_cgroup":
+            for p in [p for p in self.cgroups if p == path or p.startswith(path + "/")]:
+                del self.cgroups[p]
+            return [{"op": k, "path": path}]
+        if k == "set_cpuset":
+            parent = path.rpartition("/")[0]
+            cpus = op.args[0].resolve(self.layout, self.usable(parent))
+            self.cgroups[path].cpus = cpus
+            return [{"op": k, "path": path, "cpus": cpus}]
+        if k == "clear_cpuset":
+            self.cgroups[path].cpus = None
+            return [{"op": "set_cpuset", "path": path, "cpus": None}]
+        if k == "swap_cpusets":
+            other = self.find(op.args[0])
+            a, b = self.cgroups[path], self.cgroups[other]
+            a.cpus, b.cpus = b.cpus, a.cpus
+            return [
+                {"op": "set_cpuset", "path": path, "cpus": a.cpus},
+                {"op": "set_cpuset", "path": other, "cpus": b.cpus},
+            ]
+        if k == "set_weight":
+            (weight,) = op.args
+            if not 1 <= weight <= 10000:
+                raise ConfigError(f"cpu.weight {weight} is outside 1..10000", "give 1..10000")
+            self.cgroups[path].weight = weight
+            return [{"op": k, "path": path, "weight": weight}]
+        if k == "spawn_workers":
+            n, work = op.args
+            return [self.spawn(path, n, self.defs[path], work)]
+        if k == "stop_workers":
+            return [{"op": k, "path": path, "n": op.args[0]}]
+        if k == "move_tasks":
+            dst = self.find(op.args[0])
+            moved = self.cgroups[path].workers
+            self.cgroups[path].workers = []
+            self.cgroups[dst].workers += moved
+            return [{"op": k, "path": path, "dst": dst}]
+        if k == "set_affinity":
+            return [
+                {"op": k, "path": path, "cpus": op.args[0].resolve(self.layout, self.usable(path))}
+            ]
+        if k in ("freeze", "unfreeze"):
+            return [{"op": k, "path": path}]
+        if k == "debug_stop_worker":
+            index, ms = op.args
+            return [{"op": k, "path": path, "index": index, "ms": ms}]
+        if k == "debug_escape_cpuset":
+            allowed = set(self.usable(path))
+            outside = [c for c in range(self.layout["cpus"]) if c not in allowed]
+            if not outside:
+                raise ConfigError(
+                    f"cgroup {path} may use every CPU, so nothing is outside it",
+                    "give it a cpuset first",
+                )
+            return [{"op": k, "path": path, "index": op.args[0], "cpu": outside[0]}]
+        raise ConfigError(f"unknown op {k!r}", "use an Op constructor")
+
+
+def compile_plan(scenario: Scenario, topology: Topology, duration_s: float | None = None) -> dict:
+    """The guest's plan: the layout to verify, steps with times, ops, worker ids."""
+    layout = topology.layout()
+    duration = float(duration_s or scenario.duration_s)
+    compiler = _Compiler(layout)
+    steps, t = [], 0.0
+    for index, step in enumerate(scenario.steps):
+        hold = step.hold.length(duration)
+        if t + hold > duration + 1e-6:
+            raise ConfigError(
+                f"scenario {scenario.name}: step {index} ends at {t + hold:.1f} s, "
+                f"after the {duration:.1f} s duration",
+                "shorten the holds or lengthen the duration",
+            )
+        ops = [o for op in step.ops for o in compiler.op(op)]
+        steps.append(
+            {
+                "start_s": round(t, 6),
+                "hold_s": round(hold, 6),
+                "loop_s": step.hold.loop_interval_s,
+                "ops": ops,
+            }
+        )
+        t += hold
+    return {
+        "mode": "scenario",
+        "plan_version": PLAN_VERSION,
+        "scenario": scenario.name,
+        "layout": layout,
+        "duration_s": duration,
+        "sample_interval_s": SAMPLE_INTERVAL_S,
+        "steps": steps,
+        "workers": [compiler.workers[i] for i in sorted(compiler.workers)],
+    }
