@@ -87,7 +87,7 @@ class _Compiler:
         ops = [{"op": "add_cgroup", "path": path, "cpus": cpus, "weight": cg.weight}]
         count = cg.workers
         if cg.workers_pct is not None:
-            count = max(1, round(cg.workers_pct * len(self.usable(path))))
+            count = max(1, math.ceil(cg.workers_pct * len(self.usable(path)) - 1e-9))
             size = cg.work.group_size
             count = math.ceil(count / size) * size
         if count:

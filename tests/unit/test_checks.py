@@ -1,0 +1,209 @@
+"""Checks over hand-built records: each failure mode, and the edge cases."""
+
+import json
+
+import pytest
+
+from ktstr.checks import judge, parse_overrides
+from ktstr.errors import ConfigError
+
+DATA = __import__("pathlib").Path(__file__).parent.parent / "data"
+
+
+def worker(
+    wid,
+    path="cg_0",
+    units=100,
+    cpu_s=5.0,
+    start=0.0,
+    end=6.0,
+    gaps=None,
+    work="spin",
+    residency=None,
+    **extra,
+):
+    return {
+        "id": wid,
+        "cgroup_path": path,
+        "work": work,
+        "units": units,
+        "start_s": start,
+        "end_s": end,
+        "cpu_time_ns": int(cpu_s * 1e9),
+        "wait_ns": 0,
+        "migrations": 0,
+        "gaps": gaps or [[0.05, 1.0, 0]],
+        "residency": residency or [[0.0, 0]],
+        "cpus": {"0": units},
+        "wake": None,
+        "error": None,
+        **extra,
+    }
+
+
+def record(workers, events=None, console=None, cpus=4, duration=6.0):
+    return {
+        "duration_s": duration,
+        "workers": workers,
+        "console": console or [],
+        "observed_topology": {"cpus": cpus},
+        "events": events
+        or [
+            {"at_s": 0.0, "op": "add_cgroup", "path": "cg_0", "cpus": None},
+            {"at_s": 0.0, "op": "spawn", "path": "cg_0", "ids": [w["id"] for w in workers]},
+        ],
+    }
+
+
+def findings(rec, check, status=None, **th):
+    verdict = judge(rec, th or None)
+    return [
+        f for f in verdict.findings if f.check == check and (status is None or f.status == status)
+    ]
+
+
+def test_clean_record_passes():
+    rec = record([worker(0), worker(1)])
+    assert judge(rec).status == "pass"
+
+
+def test_stuck_worker_named_with_cpu_time_and_limit():
+    rec = record([worker(0), worker(1, gaps=[[2.31, 4.1, 2], [0.1, 1.0, 2]])])
+    (f,) = findings(rec, "not_stuck", "fail")
+    assert f.worker == 1 and f.cpu == 2 and f.at_s == 4.1
+    assert f.message == "worker 1 (cg_0) stuck 2310 ms on cpu 2 at +4.1 s (limit 2000 ms)"
+    assert not findings(rec, "not_stuck", "fail", **{"not_stuck.max_gap_ms": 3000})
+
+
+def test_worker_that_stopped_early_is_stuck_at_the_tail():
+    rec = record([worker(0), worker(1, end=2.0)])
+    (f,) = findings(rec, "not_stuck", "fail")
+    assert f.worker == 1 and f.value == pytest.approx(4000)
+
+
+def test_freeze_window_excuses_gap_but_not_others():
+    events = record([])["events"] + [
+        {"at_s": 1.0, "op": "freeze", "path": "cg_0"},
+        {"at_s": 4.0, "op": "unfreeze", "path": "cg_0"},
+    ]
+    rec = record([worker(0, gaps=[[3.0, 1.0, 0]])], events=events)
+    assert not findings(rec, "not_stuck", "fail")
+    rec = record([worker(0, gaps=[[3.0, 4.5, 0]], end=6.0)], events=events, duration=9.0)
+    assert findings(rec, "not_stuck", "fail")
+
+
+def test_no_progress_and_worker_error():
+    rec = record([worker(0, units=0), worker(1, error="OSError: boom")])
+    kinds = {f.kind for f in findings(rec, "not_stuck", "fail")}
+    assert kinds == {"no_progress", "worker_error"}
+
+
+def test_zero_workers_is_inconclusive():
+    assert judge(record([])).status == "inconclusive"
+
+
+def test_fairness_spread_and_single_worker():
+    rec = record([worker(0, cpu_s=5.9), worker(1, cpu_s=4.0)])
+    (f,) = findings(rec, "fairness", "fail")
+    assert f.kind == "unfair" and f.value == pytest.approx(31.67, abs=0.1)
+    (skip,) = findings(record([worker(0)]), "fairness")
+    assert skip.status == "skip"
+
+
+def test_fairness_refuses_nan_as_data():
+    rec = record([worker(0), worker(1)])
+    rec["workers"][1]["cpu_time_ns"] = float("nan")
+    (f,) = findings(rec, "fairness", "inconclusive")
+    assert f.kind == "bad_data"
+
+
+def test_all_idle_workers_are_not_judged_for_fairness():
+    rec = record([worker(0, work="bursty"), worker(1, work="bursty")])
+    assert findings(rec, "fairness")[0].status == "skip"
+
+
+def test_weights_proportional_when_contended():
+    events = [
+        {"at_s": 0.0, "op": "add_cgroup", "path": "a", "cpus": [0, 1], "weight": 100},
+        {"at_s": 0.0, "op": "add_cgroup", "path": "b", "cpus": [0, 1], "weight": 300},
+        {"at_s": 0.0, "op": "spawn", "path": "a", "ids": [0, 1]},
+        {"at_s": 0.0, "op": "spawn", "path": "b", "ids": [2, 3]},
+    ]
+    good = [
+        worker(0, "a", cpu_s=1.5),
+        worker(1, "a", cpu_s=1.5),
+        worker(2, "b", cpu_s=4.5),
+        worker(3, "b", cpu_s=4.5),
+    ]
+    assert not findings(record(good, events, cpus=2), "fairness", "fail")
+    bad = [
+        worker(0, "a", cpu_s=3),
+        worker(1, "a", cpu_s=3),
+        worker(2, "b", cpu_s=3),
+        worker(3, "b", cpu_s=3),
+    ]
+    kinds = {f.kind for f in findings(record(bad, events, cpus=2), "fairness", "fail")}
+    assert kinds == {"weight_mismatch"}
+
+
+def test_isolation_escape_and_grace_after_cpuset_change():
+    events = [
+        {"at_s": 0.0, "op": "add_cgroup", "path": "cg_0", "cpus": [0, 1]},
+        {"at_s": 0.0, "op": "spawn", "path": "cg_0", "ids": [0]},
+        {"at_s": 3.0, "op": "set_cpuset", "path": "cg_0", "cpus": [2, 3]},
+    ]
+    ok = record([worker(0, residency=[[0.0, 0], [3.1, 1], [3.5, 2]])], events)
+    assert not findings(ok, "isolation", "fail")
+    bad = record([worker(0, residency=[[0.0, 0], [1.0, 3]])], events)
+    (f,) = findings(bad, "isolation", "fail")
+    assert f.worker == 0 and f.cpu == 3 and f.at_s == 1.0
+
+
+def test_isolation_follows_moves_between_cgroups():
+    events = [
+        {"at_s": 0.0, "op": "add_cgroup", "path": "a", "cpus": [0]},
+        {"at_s": 0.0, "op": "add_cgroup", "path": "b", "cpus": [1]},
+        {"at_s": 0.0, "op": "spawn", "path": "a", "ids": [0]},
+        {"at_s": 2.0, "op": "move_tasks", "path": "a", "dst": "b", "cpus": [1]},
+    ]
+    rec = record([worker(0, "b", residency=[[0.0, 0], [2.1, 1]])], events)
+    assert not findings(rec, "isolation", "fail")
+
+
+def test_kernel_health_on_a_real_oops_log_and_allow_list():
+    console = (DATA / "console-oops-int3.log").read_text().splitlines()
+    rec = record([worker(0)], console=console)
+    kinds = {f.kind for f in findings(rec, "kernel_health", "fail")}
+    assert {"oops", "panic"} <= kinds
+    rec["kernel_allow"] = [r"Oops: int3", r"Kernel panic", r"Fatal exception"]
+    assert not findings(rec, "kernel_health", "fail")
+
+
+def test_kernel_health_warning_and_stalls():
+    console = [
+        "[   12.5] WARNING: CPU: 1 PID: 7 at kernel/sched/core.c:123 f+0x1/0x2",
+        "[   30.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+        "[   40.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!",
+        "[   50.0] INFO: task kworker:1 blocked for more than 120 seconds.",
+    ]
+    kinds = {f.kind for f in findings(record([worker(0)], console=console), "kernel_health")}
+    assert {"warning", "rcu_stall", "soft_lockup", "bug", "hung_task"} <= kinds
+
+
+def test_overrides_validated():
+    assert parse_overrides(["not_stuck.max_gap_ms=500"]) == {"not_stuck.max_gap_ms": 500.0}
+    for bad in (
+        ["nope=1"],
+        ["not_stuck.max_gap_ms=abc"],
+        ["not_stuck.max_gap_ms=nan"],
+        ["not_stuck.max_gap_ms"],
+    ):
+        with pytest.raises(ConfigError):
+            parse_overrides(bad)
+
+
+def test_skipped_record_and_json_round_trip():
+    rec = {"skipped": "steady_llc needs at least 2 LLCs"}
+    assert judge(rec).status == "skip"
+    full = record([worker(0), worker(1)])
+    assert judge(json.loads(json.dumps(full))).status == judge(full).status

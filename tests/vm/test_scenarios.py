@@ -1,0 +1,86 @@
+"""Scenarios in real VMs under EEVDF: correct runs pass, deliberate faults are caught."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ktstr.scenario.cpuset import CpusetSpec
+from ktstr.scenario.model import CgroupDef, HoldSpec, Op, Scenario, Step
+from ktstr.topology import Topology
+from tests.helpers import ktstr
+
+TOPO = "1n2l2c1t"
+
+
+@pytest.mark.parametrize("name", ["steady", "cpuset_apply", "nested_steady", "weights"])
+def test_catalog_scenario_passes_under_eevdf(name, tmp_path):
+    out = tmp_path / "record.json"
+    proc = ktstr("run", name, "--topology", TOPO, "--duration", "6", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"scenario {name} on {TOPO}: PASS" in proc.stdout
+    record = json.loads(out.read_text())
+    assert record["verdict"] == "pass"
+    assert {f["check"] for f in record["findings"]} >= {"not_stuck", "isolation", "kernel_health"}
+    assert all({"check", "status", "kind", "message"} <= set(f) for f in record["findings"])
+    assert record["workers"] and all(w["units"] > 0 for w in record["workers"])
+    assert record["calibration"]["dilation"] > 0
+    run_dir = Path(proc.stdout.rsplit("run dir: ", 1)[1].strip())
+    for name_ in ("record.json", "console.log", "channel.jsonl"):
+        assert (run_dir / name_).exists()
+
+
+def _run(scenario: Scenario):
+    from ktstr.runner import run_scenario
+
+    return run_scenario(scenario, Topology.parse(TOPO))
+
+
+def test_stopped_worker_is_reported_stuck_with_worker_and_time():
+    scenario = Scenario(
+        "debug_stuck",
+        "one worker SIGSTOPped for 3 s",
+        [
+            Step([Op.add_cgroup(CgroupDef("cg_0", workers=2))], HoldSpec(seconds=2)),
+            Step([Op.debug_stop_worker("cg_0", 1, 3000)], HoldSpec(seconds=6)),
+        ],
+        duration_s=8,
+    )
+    record, run_dir = _run(scenario)
+    assert record["verdict"] == "fail"
+    stuck = [f for f in record["findings"] if f["check"] == "not_stuck" and f["status"] == "fail"]
+    assert len(stuck) == 1, stuck
+    finding = stuck[0]
+    assert finding["kind"] == "stuck" and finding["worker"] == 1 and finding["cgroup"] == "cg_0"
+    assert 2.5 <= finding["value"] / 1000 <= 6
+    assert 1.5 <= finding["at_s"] <= 3.0
+    assert "worker 1 (cg_0) stuck" in finding["message"] and "limit 2000 ms" in finding["message"]
+    # Re-judged with a looser limit, the same record passes not_stuck: no boot needed.
+    relaxed = ktstr("check", str(run_dir), "--set", "not_stuck.max_gap_ms=10000")
+    assert "not_stuck      PASS" in relaxed.stdout, relaxed.stdout
+
+
+def test_worker_escaping_its_cpuset_is_reported_by_isolation():
+    scenario = Scenario(
+        "debug_escape",
+        "one worker moved out of its cpuset",
+        [
+            Step(
+                [Op.add_cgroup(CgroupDef("cg_0", workers=2, cpuset=CpusetSpec.disjoint(0, 2)))],
+                HoldSpec(seconds=2),
+            ),
+            Step([Op.debug_escape_cpuset("cg_0", 0)], HoldSpec(seconds=4)),
+        ],
+        duration_s=6,
+    )
+    record, _ = _run(scenario)
+    assert record["verdict"] == "fail"
+    bad = [f for f in record["findings"] if f["check"] == "isolation" and f["status"] == "fail"]
+    assert len(bad) == 1 and bad[0]["worker"] == 0 and bad[0]["cpu"] in (2, 3), bad
+    assert bad[0]["at_s"] >= 1.5
+
+
+def test_skip_on_a_topology_the_scenario_cannot_use():
+    proc = ktstr("run", "steady_llc", "--topology", "1n1l2c1t")
+    assert proc.returncode == 0, proc.stderr
+    assert "SKIP" in proc.stdout and "needs at least 2 LLCs" in proc.stdout
