@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Guest and VM runtime, then the toolchain that builds the kernel's example schedulers.
 RUNTIME_PKGS   := qemu-system-x86 busybox-static cpio python3-venv binutils
-TOOLCHAIN_PKGS := clang-19 llvm-19 libelf-dev zlib1g-dev make pkg-config
+TOOLCHAIN_PKGS := clang-19 llvm-19 lld-19 clang-22 llvm-22 lld-22 libelf-dev zlib1g-dev make pkg-config
 DEMO_TOPOLOGY  ?= 2n4l2c1t
 
 .PHONY: setup system-packages venv kernel demo test test-unit test-vm lint bench clean
@@ -36,9 +36,11 @@ $(VENV)/.installed: pyproject.toml
 
 kernel: venv
 	$(BIN)/ktstr kernel fetch
+	$(BIN)/ktstr schedulers build
 
 demo: setup
 	$(BIN)/ktstr vm probe --topology $(DEMO_TOPOLOGY)
+	$(BIN)/ktstr run steady --topology $(DEMO_TOPOLOGY)
 
 test: setup
 	$(BIN)/pytest
@@ -55,6 +57,7 @@ lint: venv
 
 bench: setup
 	$(BIN)/python bench/boot.py
+	$(BIN)/python bench/verdict_stability.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

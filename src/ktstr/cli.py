@@ -119,32 +119,94 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 EXIT_FOR_VERDICT = {"pass": 0, "skip": 0, "fail": 1, "inconclusive": 2}
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _print_run(record: dict, run_dir: str) -> None:
+    from ktstr.checks.scheduler import bug_summary
     from ktstr.results.terminal import run_summary
-    from ktstr.runner import run_scenario
+
+    summary = bug_summary(record) if record.get("verdict") == "fail" else None
+    if summary:
+        print(summary)
+        print()
+    print(run_summary(record, run_dir))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ktstr.runner import run_scenario, validate_expect_error
     from ktstr.scenario.catalog import get
+    from ktstr.scheduler import from_cli
 
     scenario = get(args.scenario)
     topology = Topology.parse(args.topology, args.memory)
-    record, run_dir = run_scenario(
-        scenario, topology, args.kernel, args.accel, args.duration, args.timeout
-    )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=1, sort_keys=True)
-    print(run_summary(record, str(run_dir)))
-    return EXIT_FOR_VERDICT[record["verdict"]]
+    scheduler = from_cli(args.scheduler)
+    expect = {
+        "error": validate_expect_error(args.expect_error) if args.expect_error else None,
+        "fail": args.expect_fail,
+    }
+    if args.flags == "all":
+        profiles = [p.name for p in scheduler.profiles()]
+    else:
+        scheduler.profile(args.flags)  # refuse unknown flags before booting
+        profiles = [args.flags]
+    worst = 0
+    for profile in profiles:
+        record, run_dir = run_scenario(
+            scenario,
+            topology,
+            args.kernel,
+            args.accel,
+            args.duration,
+            args.timeout,
+            scheduler=scheduler,
+            profile=profile,
+            extra_args=tuple(args.sched_arg),
+            expect=expect,
+        )
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(record, f, indent=1, sort_keys=True)
+        _print_run(record, str(run_dir))
+        worst = max(worst, EXIT_FOR_VERDICT[record["verdict"]])
+    return worst
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from ktstr.checks import parse_overrides
-    from ktstr.results.terminal import run_summary
     from ktstr.runner import apply_verdict, judge_record, load
 
     record, run_dir = load(args.run)
     apply_verdict(record, judge_record(record, parse_overrides(args.set)))
-    print(run_summary(record, str(run_dir)))
+    _print_run(record, str(run_dir))
     return EXIT_FOR_VERDICT[record["verdict"]]
+
+
+def cmd_schedulers_build(args: argparse.Namespace) -> int:
+    from ktstr import testscheds
+    from ktstr.kernel import store
+
+    info = store.resolve(args.kernel)
+    compilers = args.compiler.split(",") if args.compiler else None
+    for directory in testscheds.build(info, compilers, args.force):
+        names = ", ".join(sorted(p.name for p in directory.iterdir()))
+        print(f"{directory}: {names}")
+    return 0
+
+
+def cmd_schedulers_list(args: argparse.Namespace) -> int:
+    from ktstr import testscheds
+
+    rows = testscheds.listing()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif not rows:
+        print("no test schedulers built yet; run 'ktstr schedulers build'")
+    else:
+        print(f"{'name':<14} {'kernel release':<28} {'compiler':<9} {'built':<21} path")
+        for r in rows:
+            print(
+                f"{r['name']:<14} {r['release']:<28} {r['compiler']:<9} {r['built']:<21} "
+                f"{r['path']}"
+            )
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -279,6 +341,33 @@ def parser() -> argparse.ArgumentParser:
         help="scenario duration in seconds (default: the scenario's, 12)",
     )
     run.add_argument("--json", default=None, metavar="FILE", help="also write the record here")
+    run.add_argument(
+        "--scheduler",
+        "-s",
+        default=None,
+        help="sched_ext scheduler: a name found in $KTSTR_SCHEDULER_BIN_<NAME>, "
+        "$KTSTR_SCHEDULER, $PATH or the built test schedulers (scx_simple, "
+        "scx_qmap, ...), or a path (default: none, EEVDF)",
+    )
+    run.add_argument(
+        "--flags", default=None, help="flag profile, e.g. a,b; 'all' runs every valid profile"
+    )
+    run.add_argument(
+        "--sched-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for the scheduler; repeatable (--sched-arg=-e --sched-arg=100)",
+    )
+    run.add_argument(
+        "--expect-error",
+        default=None,
+        metavar="REGEX",
+        help="pass only if a scheduler failure message matches REGEX",
+    )
+    run.add_argument(
+        "--expect-fail", action="store_true", help="pass only if the run fails (pin a known bug)"
+    )
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser(
@@ -296,6 +385,22 @@ def parser() -> argparse.ArgumentParser:
         help="override a threshold; repeatable",
     )
     check.set_defaults(func=cmd_check)
+
+    scheds = sub.add_parser("schedulers", help="build and list the kernel's example schedulers")
+    ssub = scheds.add_subparsers(dest="schedulers_command", metavar="ACTION", required=True)
+    sbuild = ssub.add_parser(
+        "build",
+        help="build tools/sched_ext from the kernel's Debian source package",
+        description="Download Debian's linux-source matching the kernel, build scx_simple, "
+        "scx_qmap, scx_central, ... with each installed clang (19, 22) into the cache.",
+    )
+    sbuild.add_argument("--kernel", "-k", default=None, help="kernel (default: as for runs)")
+    sbuild.add_argument("--compiler", default=None, help="e.g. 19,22 (default: every one found)")
+    sbuild.add_argument("--force", action="store_true", help="rebuild even if cached")
+    sbuild.set_defaults(func=cmd_schedulers_build)
+    slist = ssub.add_parser("list", help="list built test schedulers")
+    slist.add_argument("--json", action="store_true")
+    slist.set_defaults(func=cmd_schedulers_list)
 
     scen = sub.add_parser("scenarios", help="list the canned scenarios")
     scen.set_defaults(func=cmd_scenarios)

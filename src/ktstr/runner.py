@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import re
 import time
 from pathlib import Path
 
 from ktstr import __version__, paths, wire
 from ktstr.checks import judge
-from ktstr.checks.model import FAIL, Finding, Verdict
-from ktstr.errors import ConfigError, VmError
+from ktstr.checks.model import FAIL, PASS, Finding, Verdict
+from ktstr.checks.scheduler import scheduler_health
+from ktstr.errors import ConfigError, KernelError, VmError
 from ktstr.guest.scenario import calibrate
+from ktstr.initramfs import elfdeps
 from ktstr.kernel.store import resolve
 from ktstr.scenario.model import Scenario
 from ktstr.scenario.plan import compile_plan
+from ktstr.scheduler import EEVDF, Scheduler
 from ktstr.topology import Topology
 from ktstr.vm import accel as accel_mod
 from ktstr.vm import lifecycle
@@ -34,6 +38,33 @@ def _payload(msg: dict) -> dict:
 def host_calibration() -> float:
     """The guest's calibration loop, on the host (best of three)."""
     return min(calibrate() for _ in range(3))
+
+
+GUEST_SCHED_DIR = "/ktstr/sched/bin"
+ATTACH_TIMEOUT_S = 30.0
+
+
+def pack_scheduler(
+    scheduler: Scheduler, args: tuple[str, ...], release: str
+) -> tuple[dict, dict[str, bytes]]:
+    """The plan's scheduler entry and the files (binary + shared libraries) to pack."""
+    binary = scheduler.resolve_binary(release)
+    guest_path = f"{GUEST_SCHED_DIR}/{binary.name}"
+    files = {guest_path: binary.read_bytes()}
+    libs = elfdeps.closure([binary])
+    for guest_lib, host_lib in libs.items():
+        files[guest_lib] = Path(host_lib).read_bytes()
+    spec = {
+        "name": scheduler.name,
+        "path": guest_path,
+        "args": list(args),
+        "ops": scheduler.expected_ops,
+        "sysctls": dict(scheduler.sysctls),
+        "attach_timeout_s": ATTACH_TIMEOUT_S,
+        "ld_library_path": ":".join(sorted({str(Path(p).parent) for p in libs})),
+        "host_binary": str(binary),
+    }
+    return spec, files
 
 
 def build_record(
@@ -55,7 +86,6 @@ def build_record(
         "description": scenario.description,
         "topology": topology.name,
         "duration_s": duration,
-        "scheduler": "eevdf",
         "plan": plan,
         "observed_topology": {
             k: topo_msg.get(k)
@@ -79,6 +109,19 @@ def build_record(
         "timings_s": timings(result),
         "thresholds": scenario.checks.thresholds,
     }
+    sched = plan.get("scheduler")
+    record["scheduler"] = {
+        "name": sched["name"] if sched else "eevdf",
+        "binary": sched["host_binary"] if sched else None,
+        "args": sched["args"] if sched else [],
+        "profile": plan.get("profile"),
+        "events": by_kind.get(wire.SCHED, []),
+        "output": by_kind.get(wire.SCHED_OUTPUT, [])[-MAX_CONSOLE_LINES:],
+        "kmsg": by_kind.get(wire.KMSG, [])[-MAX_CONSOLE_LINES:],
+    }
+    end = (by_kind.get(wire.SCENARIO_END) or [{}])[0]
+    if end.get("skipped"):
+        record["workload_skipped"] = end["skipped"]
     steal = [sum(s.get("steal", {}).values()) for s in record["timeline"]]
     record["calibration"]["steal_ticks"] = (steal[-1] - steal[0]) if len(steal) > 1 else 0
     return record
@@ -86,7 +129,9 @@ def build_record(
 
 def judge_record(record: dict, overrides: dict[str, float] | None = None) -> Verdict:
     verdict = judge(record, overrides, record.get("checks_enabled"))
-    extra = []
+    extra = list(scheduler_health(record, {}))
+    if record.get("workload_skipped") and not any(f.status == FAIL for f in extra):
+        extra.append(Finding("scheduler", FAIL, "detached", record["workload_skipped"]))
     if record.get("vm_end") not in (None, lifecycle.POWEROFF):
         extra.append(
             Finding(
@@ -96,7 +141,60 @@ def judge_record(record: dict, overrides: dict[str, float] | None = None) -> Ver
                 f"the VM ended by {record['vm_end']} before the scenario finished",
             )
         )
-    return Verdict.of(list(verdict.findings) + extra) if extra else verdict
+    findings = list(verdict.findings) + extra
+    if record.get("workload_skipped"):  # no workload ran: only the scheduler's failure counts
+        findings = [f for f in findings if f.check not in ("not_stuck", "fairness", "isolation")]
+    return Verdict.of(apply_expectations(findings, record.get("plan", {}).get("expect", {})))
+
+
+def apply_expectations(findings: list[Finding], expect: dict) -> list[Finding]:
+    """``expect_error``: the run passes only if a scheduler failure matches the regex;
+    ``expect_fail``: the run passes only if something failed."""
+    pattern, expect_fail = expect.get("error"), expect.get("fail")
+    if not pattern and not expect_fail:
+        return findings
+    failed = [f for f in findings if f.status == FAIL]
+    if pattern:
+        matched = [f for f in failed if f.check == "scheduler" and re.search(pattern, f.message)]
+        if matched:
+            kept = [f for f in findings if f not in matched and f.check != "vm"]
+            seen = Finding(
+                "expect", PASS, "expected_error", f"expected error seen: {matched[0].message}"
+            )
+            return kept + [seen]
+        missing = Finding(
+            "expect",
+            FAIL,
+            "expected_error_missing",
+            f"no scheduler failure matched expect_error {pattern!r}",
+        )
+        return findings + [missing]
+    if failed:
+        seen = Finding(
+            "expect", PASS, "expected_failure", f"failed as expected: {failed[0].message}"
+        )
+        return [seen] + [f for f in findings if f.status != FAIL]
+    return findings + [
+        Finding(
+            "expect", FAIL, "expected_failure_missing", "expect_fail was set but the run passed"
+        )
+    ]
+
+
+def validate_expect_error(pattern: str) -> str:
+    """Refuse a regex that matches everything (it would pin nothing)."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as err:
+        raise ConfigError(
+            f"expect_error {pattern!r} is not a valid regex: {err}", "fix the pattern"
+        ) from None
+    if compiled.search("") is not None:
+        raise ConfigError(
+            f"expect_error {pattern!r} matches any text",
+            "give a pattern that names the expected error message",
+        )
+    return pattern
 
 
 def apply_verdict(record: dict, verdict: Verdict) -> dict:
@@ -120,6 +218,10 @@ def run_scenario(
     accel: str | None = None,
     duration_s: float | None = None,
     timeout_s: float | None = None,
+    scheduler: Scheduler = EEVDF,
+    profile: str | None = None,
+    extra_args: tuple[str, ...] = (),
+    expect: dict | None = None,
 ) -> tuple[dict, Path]:
     """Boot, run, judge; the record is saved in the run directory and returned."""
     duration = float(duration_s or scenario.duration_s)
@@ -137,12 +239,24 @@ def run_scenario(
         return record, run_dir
     plan = compile_plan(scenario, topology, duration)
     info = resolve(kernel)
-    if info.sched_ext is False:
-        log.info("kernel %s has no sched_ext; running under EEVDF only", info.release)
+    files: dict[str, bytes] = {}
+    if not scheduler.is_eevdf:
+        if info.sched_ext is False:
+            raise KernelError(
+                f"kernel {info.release} lacks CONFIG_SCHED_CLASS_EXT, so {scheduler.name} "
+                "cannot run on it",
+                "use a sched_ext kernel ('ktstr kernel fetch')",
+            )
+        chosen_profile = scheduler.profile(profile)
+        plan["profile"] = chosen_profile.name
+        plan["scheduler"], files = pack_scheduler(
+            scheduler, chosen_profile.args + tuple(extra_args), info.release
+        )
+    plan["expect"] = expect or {}
     chosen = accel_mod.choose(accel, info.boot_path)
     log.info("%s", chosen.line())
     timeout = timeout_s or default_timeout(topology, chosen) + 2 * duration + 30
-    done = boot(topology, info, chosen, run_dir, plan, timeout, strict=False)
+    done = boot(topology, info, chosen, run_dir, plan, timeout, strict=False, files=files)
     result = done.result
     if result.end == lifecycle.QEMU_FAILED:
         check_end(result)

@@ -32,9 +32,27 @@ EVENT = "event"  # an op applied (or the start), at scenario time at_s
 SAMPLE = "sample"  # per-CPU utilization and schedstat at a fixed interval
 WORKER = "worker"  # one worker's result at the end
 SCENARIO_END = "scenario_end"
+# The scheduler under test.
+SCHED = "sched"  # lifecycle: started, attached, attach_failed, state, exited, stopped
+SCHED_OUTPUT = "sched_out"  # one line of the scheduler's stdout/stderr
+KMSG = "kmsg"  # one kernel log record, from the scheduler's start on
 
 KINDS = frozenset(
-    {HELLO, TOPOLOGY, SCHED_EXT, ERROR, DONE, CALIBRATION, EVENT, SAMPLE, WORKER, SCENARIO_END}
+    {
+        HELLO,
+        TOPOLOGY,
+        SCHED_EXT,
+        ERROR,
+        DONE,
+        CALIBRATION,
+        EVENT,
+        SAMPLE,
+        WORKER,
+        SCENARIO_END,
+        SCHED,
+        SCHED_OUTPUT,
+        KMSG,
+    }
 )
 
 

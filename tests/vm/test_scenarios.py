@@ -84,3 +84,70 @@ def test_skip_on_a_topology_the_scenario_cannot_use():
     proc = ktstr("run", "steady_llc", "--topology", "1n1l2c1t")
     assert proc.returncode == 0, proc.stderr
     assert "SKIP" in proc.stdout and "needs at least 2 LLCs" in proc.stdout
+
+
+def test_guest_kernel_crash_is_a_kernel_health_failure_with_evidence():
+    scenario = Scenario(
+        "debug_crash",
+        "the guest kernel crashes mid-run",
+        [
+            Step([Op.add_cgroup(CgroupDef("cg_0", workers=2))], HoldSpec(seconds=2)),
+            Step([Op.debug_kernel_crash()], HoldSpec(seconds=4)),
+        ],
+        duration_s=6,
+    )
+    record, run_dir = _run(scenario)
+    assert record["verdict"] == "fail"
+    health = {
+        f["kind"]
+        for f in record["findings"]
+        if f["check"] == "kernel_health" and f["status"] == "fail"
+    }
+    assert "panic" in health
+    assert any(f["check"] == "vm" and f["kind"] == "panic" for f in record["findings"])
+    assert any("sysrq" in line for line in record["console"])
+    assert (run_dir / "console.log").exists()
+
+
+def test_every_work_kind_runs_and_progresses():
+    from ktstr.scenario import work as w
+
+    kinds = [
+        w.spin(),
+        w.yield_heavy(),
+        w.mixed(),
+        w.bursty(2, 2),
+        w.pipe_pingpong(),
+        w.futex_pingpong(),
+        w.fan_out(1),
+        w.cache_pressure(256, 64),
+        w.fork_exit(),
+        w.nice_sweep(),
+        w.affinity_churn(),
+        w.policy_churn(),
+        w.page_fault_churn(256),
+        w.mutex_contention(2),
+        w.io_sync(),
+        w.sequence([w.spin(), w.bursty(2, 2)]),
+    ]
+    defs = [
+        CgroupDef(
+            f"k{i}_{spec.kind}", workers=spec.group_size if spec.group_size > 1 else 1, work=spec
+        )
+        for i, spec in enumerate(kinds)
+    ]
+    scenario = Scenario(
+        "all_kinds",
+        "one cgroup per work kind",
+        [Step([Op.add_cgroup(d) for d in defs])],
+        duration_s=6,
+    )
+    record, _ = _run(scenario)
+    by_kind = {}
+    for worker in record["workers"]:
+        assert worker.get("error") is None, worker
+        assert worker["units"] > 0, worker
+        by_kind.setdefault(worker["work"], []).append(worker)
+    assert set(by_kind) == {spec.kind for spec in kinds}
+    for kind in ("bursty", "pipe_pingpong", "futex_pingpong", "fan_out", "mutex_contention"):
+        assert any(wk["wake"] and wk["wake"]["n"] > 0 for wk in by_kind[kind]), kind

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -128,7 +129,9 @@ def _off_cpu_share(w: dict) -> float | None:
 
 
 def fairness(record: dict, th: dict) -> list[Finding]:
-    limit = th["fairness.max_spread_pct"]
+    duration = record.get("duration_s") or th["fairness.reference_duration_s"]
+    widen = max(1.0, math.sqrt(th["fairness.reference_duration_s"] / duration))
+    limit = round(th["fairness.max_spread_pct"] * widen, 2)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for w in record.get("workers", []):
         if w.get("work") in CPU_BOUND and not w.get("killed") and not w.get("error"):

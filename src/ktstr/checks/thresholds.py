@@ -10,6 +10,9 @@ DEFAULTS: dict[str, float] = {
     # fairness: spread (max - min, percentage points) of off-CPU share among equal workers.
     "fairness.max_spread_pct": 15.0,
     "fairness.min_workers": 2.0,
+    # CPU shares measured over a shorter run are noisier (by about 1/sqrt(duration)): below
+    # this duration the spread limit widens by sqrt(reference / duration).
+    "fairness.reference_duration_s": 12.0,
     # fairness across sibling cgroups with different cpu.weight: allowed deviation of the
     # measured CPU-time ratio from the weight ratio, in percent.
     "fairness.weight_tolerance_pct": 25.0,

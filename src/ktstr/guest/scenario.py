@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import mmap
 import os
+import select
 import signal
 import time
 
 from ktstr import wire
 from ktstr.guest import topo, workers
 from ktstr.guest.channel import Channel
+from ktstr.guest.sched import SchedulerProcess
 
 CG_ROOT = "/sys/fs/cgroup"
 CG_BASE = f"{CG_ROOT}/ktstr"
@@ -77,6 +79,8 @@ class Runner:
         self.t0 = 0.0
         self.deadline = 0.0
         self.gate_w = -1
+        spec = plan.get("scheduler")
+        self.sched = SchedulerProcess(channel, spec) if spec else None
 
     # --- cgroups -------------------------------------------------------
     def cg(self, path: str) -> str:
@@ -251,6 +255,9 @@ class Runner:
             os.kill(self.pids[wid], signal.SIGSTOP)
             self.resume.append((time.monotonic() + op["ms"] / 1000, self.pids[wid]))
             self.event(op, worker=wid, ms=op["ms"])
+        elif kind == "debug_kernel_crash":
+            self.event(op)
+            _write("/proc/sysrq-trigger", "c")
         elif kind == "debug_escape_cpuset":
             wid = self.members(op["path"])[op["index"]]
             _write(f"{CG_ROOT}/cgroup.procs", str(self.pids[wid]))
@@ -263,11 +270,14 @@ class Runner:
     def reap(self) -> None:
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if self.sched and pid == self.sched.pid:
+                self.sched.on_exit(status)
+                continue
             for wid, p in self.pids.items():
                 if p == pid:
                     self.exited.add(wid)
@@ -308,6 +318,9 @@ class Runner:
                     f"{plan['layout'][key]}"
                 )
         self.channel.send(wire.CALIBRATION, loop_s=calibrate(), loops=CALIBRATION_LOOPS)
+        if self.sched and not self.sched.start(time.monotonic()):
+            self.channel.send(wire.SCENARIO_END, at_s=0.0, skipped="the scheduler did not attach")
+            return
         os.makedirs(RESULTS, exist_ok=True)
         os.makedirs(CG_BASE, exist_ok=True)
         self.enable_children(CG_ROOT)
@@ -345,7 +358,7 @@ class Runner:
             when, kind, index = due[0]
             if now < when:
                 wake = min([when, self.deadline] + [w for w, _ in self.resume])
-                time.sleep(max(0.0, wake - now))
+                self.wait(max(0.0, wake - now))
                 self.reap()
                 continue
             due.pop(0)
@@ -362,6 +375,19 @@ class Runner:
                 ):
                     due.append((when + step["loop_s"], "loop", index))
         self.finish()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, but wake for the scheduler's output and kernel messages as they come."""
+        if not self.sched:
+            time.sleep(seconds)
+            return
+        fds = self.sched.fds()
+        timeout = min(seconds, 0.1)  # sysfs state changes cannot be waited on: poll them
+        if fds:
+            select.select(fds, [], [], timeout)
+        else:
+            time.sleep(timeout)
+        self.sched.poll()
 
     def finish(self) -> None:
         for _, pid in self.resume:
@@ -386,4 +412,6 @@ class Runner:
             data["cgroup_path"] = self.path_of[wid]
             data["killed"] = wid in stragglers
             self.channel.send(wire.WORKER, **data)
+        if self.sched:
+            self.sched.stop()
         self.channel.send(wire.SCENARIO_END, at_s=round(time.monotonic() - self.t0, 6))

@@ -189,7 +189,6 @@ def base_image() -> BaseImage:
 
 def run_archive(spec: dict[str, Any], files: dict[str, bytes] | None = None) -> bytes:
     """The per-run archive: the spec and any extra files, as bytes."""
-
     archive = Archive()
     archive.add_file(wire.SPEC_PATH, json.dumps(spec, sort_keys=True).encode())
     for path, data in (files or {}).items():
@@ -199,10 +198,12 @@ def run_archive(spec: dict[str, Any], files: dict[str, bytes] | None = None) -> 
     return buf.getvalue()
 
 
-def write_initrd(dest: Path, base: BaseImage, spec: dict[str, Any]) -> Path:
+def write_initrd(
+    dest: Path, base: BaseImage, spec: dict[str, Any], files: dict[str, bytes] | None = None
+) -> Path:
     """Concatenate base and per-run archives into one file for ``-initrd``."""
     with open(dest, "wb") as out, open(base.path, "rb") as src:
         shutil.copyfileobj(src, out, 1 << 20)
-        out.write(run_archive(spec))
+        out.write(run_archive(spec, files))
     os.chmod(dest, stat.S_IRUSR | stat.S_IWUSR)
     return dest

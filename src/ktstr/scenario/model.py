@@ -158,6 +158,11 @@ class Op:
         return Op("debug_stop_worker", name, (index, ms))
 
     @staticmethod
+    def debug_kernel_crash() -> Op:
+        """Crash the guest kernel (sysrq 'c'): kernel_health must report the panic."""
+        return Op("debug_kernel_crash")
+
+    @staticmethod
     def debug_escape_cpuset(name: str, index: int) -> Op:
         """Move one worker out of its cgroup onto a CPU outside its cpuset (isolation)."""
         return Op("debug_escape_cpuset", name, (index,))

@@ -100,6 +100,8 @@ class _Compiler:
         k = op.kind
         if k == "add_cgroup":
             return self.add(op.args[0], self.find(op.target) if op.target else "")
+        if k == "debug_kernel_crash":
+            return [{"op": k}]
         path = self.find(op.target)
         if k == "remove_cgroup":
             for p in [p for p in self.cgroups if p == path or p.startswith(path + "/")]:

@@ -50,6 +50,7 @@ def boot(
     interactive: bool = False,
     on_message: Callable[[dict[str, Any]], None] | None = None,
     strict: bool = True,
+    files: dict[str, bytes] | None = None,
 ) -> Boot:
     """Run the agent with ``spec`` in a fresh VM.
 
@@ -59,7 +60,7 @@ def boot(
     base = base_image()
     if base.built:
         log.info("built the guest base image (%.1f MiB) in %.2f s", base.size / 2**20, base.build_s)
-    initrd = write_initrd(run_dir / "initrd.cpio", base, spec)
+    initrd = write_initrd(run_dir / "initrd.cpio", base, spec, files)
     cfg = VmConfig(
         kernel=kernel.boot_path,
         initrd=str(initrd),

@@ -1,0 +1,200 @@
+"""Scheduler health: how the scheduler under test failed, if it did, with its evidence.
+
+Never judged from the scheduler's exit status alone (the kernel's example
+schedulers exit 0 after the kernel ejected them): the sched_ext state
+changes, the kernel's ``sched_ext:`` messages and the scheduler's own
+``EXIT:`` line decide.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+
+from ktstr.checks.model import FAIL, PASS, Finding
+
+_DISABLED = re.compile(r'sched_ext: BPF scheduler "([^"]+)" disabled \((.+)\)')
+_STALL = re.compile(r"(\S+)\[(\d+)\] failed to run for ([\d.]+)s")
+_VERIFIER = re.compile(r"BEGIN PROG LOAD LOG|BPF program load failed|processed \d+ insns")
+_EXIT_KIND = re.compile(r"exit kind (\d+)")
+CLEAN_REASON = "unregistered from user space"
+
+# enum scx_exit_kind (kernel/sched/ext_internal.h)
+EXIT_KINDS = {
+    0: "none",
+    1: "done",
+    64: "unreg",
+    65: "unreg_bpf",
+    66: "unreg_kern",
+    67: "sysrq",
+    1024: "error",
+    1025: "error_bpf",
+    1026: "error_stall",
+}
+
+
+def _verifier_summary(lines: list[str]) -> str:
+    """The first verifier error line, with the instruction before it and the count."""
+    first_error = next(
+        (
+            i
+            for i, ln in enumerate(lines)
+            if re.search(r"invalid|R\d+ |unknown func|not allowed|!read_ok", ln)
+            and not ln.startswith("libbpf: ")
+        ),
+        None,
+    )
+    insns = next(
+        (m.group(0) for ln in lines for m in [re.search(r"processed \d+ insns", ln)] if m), ""
+    )
+    if first_error is None:
+        failed = next((ln for ln in lines if "load failed" in ln or "failed to load" in ln), "")
+        return (failed or (lines[-1] if lines else "no output")).strip()
+    context = lines[first_error - 1].strip() if first_error else ""
+    text = lines[first_error].strip()
+    return f"{text}" + (f" (after: {context})" if context else "") + (f"; {insns}" if insns else "")
+
+
+def _collapse(lines: list[str], limit: int = 40) -> list[str]:
+    """Verifier logs repeat: keep the head and the tail."""
+    if len(lines) <= limit:
+        return lines
+    return lines[: limit // 2] + [f"... {len(lines) - limit} lines ..."] + lines[-limit // 2 :]
+
+
+def scheduler_health(record: dict, th: dict) -> list[Finding]:
+    sched = record.get("scheduler")
+    if not isinstance(sched, dict) or not sched.get("binary"):
+        return []
+    name = sched["name"]
+    events = sched.get("events", [])
+    output = [o["line"] for o in sched.get("output", [])]
+    kmsg = [k["text"] for k in sched.get("kmsg", [])]
+    kinds = [e["event"] for e in events]
+    stopped_at = next((e["at_s"] for e in events if e["event"] == "stopped"), None)
+    stop_began = next((e["at_s"] for e in events if e["event"] in ("stopped", "killed")), None)
+    exit_ev = next((e for e in events if e["event"] == "exited"), None)
+
+    def finding(kind: str, message: str, **kw) -> Finding:
+        return Finding("scheduler", FAIL, kind, message, **kw)
+
+    if "attached" not in kinds:
+        if any(_VERIFIER.search(ln) for ln in output):
+            return [
+                finding(
+                    "load_failed",
+                    f"{name} failed to load: the verifier rejected it: {_verifier_summary(output)}",
+                )
+            ]
+        code = (
+            ""
+            if not exit_ev
+            else (
+                f" (exit {exit_ev['code']})"
+                if "code" in exit_ev
+                else f" (signal {exit_ev.get('signal')})"
+            )
+        )
+        tail = " | ".join(ln.strip() for ln in output[-3:] if ln.strip()) or "no output"
+        return [finding("detached", f"{name} did not attach{code}: {tail}")]
+
+    out: list[Finding] = []
+    disabled = None
+    for i, line in enumerate(kmsg):
+        match = _DISABLED.search(line)
+        if match and match.group(2) != CLEAN_REASON:
+            disabled = (i, match.group(2))
+            break
+    if disabled:
+        i, reason = disabled
+        detail = next(
+            (ln.split(": ", 2)[-1] for ln in kmsg[i + 1 : i + 4] if ln.startswith("sched_ext: ")),
+            "",
+        )
+        if reason == "scx_bpf_error":
+            where = re.match(r"(\S+\.c:\d+): (.*)", detail)
+            out.append(
+                finding(
+                    "error_exit", f"{name} called scx_bpf_error(): {detail or reason}", value=None
+                )
+                if not where
+                else finding(
+                    "error_exit",
+                    f"{name} called scx_bpf_error() at {where.group(1)}: {where.group(2)}",
+                )
+            )
+        elif "stall" in reason:
+            stall = next((m for ln in kmsg[i:] + output for m in [_STALL.search(ln)] if m), None)
+            msg = f"{name} was ejected for a runnable task stall"
+            if stall:
+                msg += f": {stall.group(1)}[{stall.group(2)}] did not run for {stall.group(3)} s"
+            out.append(finding("stall", msg, value=float(stall.group(3)) if stall else None))
+        else:
+            kind_no = next(
+                (int(m.group(1)) for ln in output for m in [_EXIT_KIND.search(ln)] if m), None
+            )
+            label = EXIT_KINDS.get(kind_no, reason) if kind_no is not None else reason
+            kind = "dispatch_loop" if "dispatch" in (reason + detail).lower() else "exit"
+            out.append(
+                finding(
+                    kind,
+                    f"{name} was ejected: {reason}"
+                    + (f" (exit kind {kind_no}: {label})" if kind_no else "")
+                    + (f": {detail}" if detail else ""),
+                )
+            )
+    elif exit_ev and (stop_began is None or exit_ev["at_s"] < stop_began):
+        if "signal" in exit_ev:
+            sig = exit_ev["signal"]
+            try:
+                signame = signal.Signals(sig).name
+            except ValueError:
+                signame = str(sig)
+            core = " (core dumped)" if exit_ev.get("core") else ""
+            out.append(
+                finding(
+                    "crashed", f"{name} was killed by {signame}{core} at +{exit_ev['at_s']:.1f} s"
+                )
+            )
+        else:
+            out.append(
+                finding(
+                    "detached",
+                    f"{name} exited with status {exit_ev.get('code')} at "
+                    f"+{exit_ev['at_s']:.1f} s without a sched_ext error",
+                )
+            )
+    if not out:
+        states = [e for e in events if e["event"] == "state"]
+        left = any(
+            e["state"] != "enabled"
+            for e in states[1:]
+            if stopped_at is None or e["at_s"] < (stop_began or stopped_at)
+        )
+        if left:
+            out.append(
+                finding("detached", f"{name} stopped being the active scheduler without an error")
+            )
+    if not out:
+        clean = any(_DISABLED.search(k) and CLEAN_REASON in k for k in kmsg)
+        out.append(
+            Finding(
+                "scheduler",
+                PASS,
+                "ok",
+                f"{name} ran the whole scenario" + (" and unregistered cleanly" if clean else ""),
+            )
+        )
+    return out
+
+
+def bug_summary(record: dict) -> str | None:
+    """One line naming the first failure, to lead a failing run's output."""
+    for f in record.get("findings", []):
+        if f["status"] == FAIL:
+            return f"BUG SUMMARY: [{f['check']}/{f['kind']}] {f['message']}"
+    return None
+
+
+def collapse_output(lines: list[str]) -> list[str]:
+    return _collapse(lines)

@@ -1,0 +1,180 @@
+"""The scheduler under test inside the guest: start, watch, stop.
+
+It streams what matters as it happens: the scheduler's own output, the
+kernel log from the moment it starts, sched_ext state changes and the
+process's exit, so the host can name the failure and its evidence.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from ktstr import wire
+from ktstr.guest.channel import Channel
+
+SCX = "/sys/kernel/sched_ext"
+STOP_WAIT_S = 5.0
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def sched_ext_state() -> tuple[str, str]:
+    return _read(f"{SCX}/state"), _read(f"{SCX}/root/ops")
+
+
+class SchedulerProcess:
+    def __init__(self, channel: Channel, spec: dict) -> None:
+        self.channel, self.spec = channel, spec
+        self.pid = 0
+        self.exit: dict | None = None
+        self.out_fd = -1
+        self.kmsg_fd = -1
+        self.partial = b""
+        self.state = ("", "")
+        self.t0 = time.monotonic()
+
+    def send(self, event: str, **extra: object) -> None:
+        self.channel.send(
+            wire.SCHED, event=event, at_s=round(time.monotonic() - self.t0, 6), **extra
+        )
+
+    def fds(self) -> list[int]:
+        return [fd for fd in (self.out_fd, self.kmsg_fd) if fd >= 0]
+
+    def start(self, t0: float) -> bool:
+        """Start the scheduler and wait, bounded, until sched_ext runs it."""
+        self.t0 = t0
+        for key, value in self.spec.get("sysctls", {}).items():
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(str(value))
+        self.kmsg_fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self.kmsg_fd, 0, os.SEEK_END)  # only what happens from now on
+        read_fd, write_fd = os.pipe()
+        argv = [self.spec["path"], *self.spec["args"]]
+        env = {"PATH": "/bin:/sbin", "LD_LIBRARY_PATH": self.spec.get("ld_library_path", "")}
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                os.dup2(write_fd, 1)
+                os.dup2(write_fd, 2)
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self.out_fd = read_fd
+        self.send("started", pid=self.pid, argv=argv)
+        deadline = time.monotonic() + self.spec.get("attach_timeout_s", 30)
+        while time.monotonic() < deadline:
+            self.poll()
+            if self.state == ("enabled", self.spec["ops"]):
+                self.send("attached", ops=self.state[1])
+                return True
+            if self.exit is not None:
+                break
+            time.sleep(0.01)
+        self.poll()
+        self.send(
+            "attach_failed",
+            state=self.state[0],
+            ops=self.state[1],
+            exited=self.exit is not None,
+            timeout_s=self.spec.get("attach_timeout_s", 30),
+        )
+        return False
+
+    def on_exit(self, status: int) -> None:
+        """Record how the scheduler process ended (the reaper passes its wait status)."""
+        if os.WIFSIGNALED(status):
+            self.exit = {"signal": os.WTERMSIG(status), "core": os.WCOREDUMP(status)}
+        else:
+            self.exit = {"code": os.WEXITSTATUS(status)}
+        self.drain()
+        self.send("exited", **self.exit)
+
+    def drain(self) -> None:
+        while self.out_fd >= 0:
+            try:
+                chunk = os.read(self.out_fd, 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                os.close(self.out_fd)
+                self.out_fd = -1
+                break
+            data = self.partial + chunk
+            *lines, self.partial = data.split(b"\n")
+            for line in lines:
+                self.channel.send(
+                    wire.SCHED_OUTPUT,
+                    line=line.decode(errors="replace"),
+                    at_s=round(time.monotonic() - self.t0, 6),
+                )
+        if self.partial:
+            self.channel.send(
+                wire.SCHED_OUTPUT,
+                line=self.partial.decode(errors="replace"),
+                at_s=round(time.monotonic() - self.t0, 6),
+            )
+            self.partial = b""
+
+    def read_kmsg(self) -> None:
+        while self.kmsg_fd >= 0:
+            try:
+                record = os.read(self.kmsg_fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                return
+            except OSError:  # EPIPE: records were overwritten; carry on
+                continue
+            head, _, text = record.partition(";")
+            fields = head.split(",")
+            self.channel.send(
+                wire.KMSG,
+                text=text.split("\n", 1)[0],
+                level=int(fields[0]) & 7,
+                usec=int(fields[2]),
+                at_s=round(time.monotonic() - self.t0, 6),
+            )
+
+    def poll(self) -> None:
+        self.drain()
+        self.read_kmsg()
+        if self.exit is None and self.pid:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.on_exit(status)
+        state = sched_ext_state()
+        if state != self.state:
+            self.state = state
+            self.send(
+                "state",
+                state=state[0],
+                ops=state[1],
+                enable_seq=_read(f"{SCX}/enable_seq"),
+                nr_rejected=_read(f"{SCX}/nr_rejected"),
+            )
+
+    def stop(self) -> None:
+        """SIGINT, then wait for a clean unregistration; SIGKILL if it hangs."""
+        if self.exit is None and self.pid:
+            os.kill(self.pid, signal.SIGINT)
+            deadline = time.monotonic() + STOP_WAIT_S
+            while self.exit is None and time.monotonic() < deadline:
+                self.poll()
+                time.sleep(0.02)
+            if self.exit is None:
+                os.kill(self.pid, signal.SIGKILL)
+                _, status = os.waitpid(self.pid, 0)
+                self.on_exit(status)
+                self.send("killed")
+        time.sleep(0.05)
+        self.poll()
+        self.send("stopped", state=self.state[0])
