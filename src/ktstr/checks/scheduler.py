@@ -71,8 +71,7 @@ def scheduler_health(record: dict, th: dict) -> list[Finding]:
     output = [o["line"] for o in sched.get("output", [])]
     kmsg = [k["text"] for k in sched.get("kmsg", [])]
     kinds = [e["event"] for e in events]
-    stopped_at = next((e["at_s"] for e in events if e["event"] == "stopped"), None)
-    stop_began = next((e["at_s"] for e in events if e["event"] in ("stopped", "killed")), None)
+    stop_began = next((e["at_s"] for e in events if e["event"] == "stopping"), None)
     exit_ev = next((e for e in events if e["event"] == "exited"), None)
 
     def finding(kind: str, message: str, **kw) -> Finding:
@@ -165,11 +164,12 @@ def scheduler_health(record: dict, th: dict) -> list[Finding]:
                 )
             )
     if not out:
-        states = [e for e in events if e["event"] == "state"]
+        attached_at = next(e["at_s"] for e in events if e["event"] == "attached")
+        end = stop_began if stop_began is not None else float("inf")
         left = any(
             e["state"] != "enabled"
-            for e in states[1:]
-            if stopped_at is None or e["at_s"] < (stop_began or stopped_at)
+            for e in events
+            if e["event"] == "state" and attached_at < e["at_s"] < end
         )
         if left:
             out.append(

@@ -164,6 +164,7 @@ class SchedulerProcess:
 
     def stop(self) -> None:
         """SIGINT, then wait for a clean unregistration; SIGKILL if it hangs."""
+        self.send("stopping")
         if self.exit is None and self.pid:
             os.kill(self.pid, signal.SIGINT)
             deadline = time.monotonic() + STOP_WAIT_S
