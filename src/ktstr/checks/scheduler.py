@@ -16,7 +16,8 @@ from ktstr.checks.model import FAIL, PASS, Finding
 _DISABLED = re.compile(r'sched_ext: BPF scheduler "([^"]+)" disabled \((.+)\)')
 _STALL = re.compile(r"(\S+)\[(\d+)\] failed to run for ([\d.]+)s")
 _VERIFIER = re.compile(r"BEGIN PROG LOAD LOG|BPF program load failed|processed \d+ insns")
-_EXIT_KIND = re.compile(r"exit kind (\d+)")
+_EXIT_KIND = re.compile(r"exit kind (\d+)(?: on CPU (\d+))?")
+_WATCHDOG = re.compile(r"watchdog failed to check in for ([\d.]+)s")
 CLEAN_REASON = "unregistered from user space"
 
 # enum scx_exit_kind (kernel/sched/ext_internal.h)
@@ -123,11 +124,35 @@ def scheduler_health(record: dict, th: dict) -> list[Finding]:
                 )
             )
         elif "stall" in reason:
+            exit_kind = next((m for ln in output for m in [_EXIT_KIND.search(ln)] if m), None)
+            cpu = int(exit_kind.group(2)) if exit_kind and exit_kind.group(2) else None
             stall = next((m for ln in kmsg[i:] + output for m in [_STALL.search(ln)] if m), None)
-            msg = f"{name} was ejected for a runnable task stall"
+            stuck = next((m for ln in kmsg[i:] + output for m in [_WATCHDOG.search(ln)] if m), None)
             if stall:
-                msg += f": {stall.group(1)}[{stall.group(2)}] did not run for {stall.group(3)} s"
-            out.append(finding("stall", msg, value=float(stall.group(3)) if stall else None))
+                out.append(
+                    finding(
+                        "stall",
+                        f"{name} was ejected for a runnable task stall: "
+                        f"{stall.group(1)}[{stall.group(2)}] did not run for {stall.group(3)} s"
+                        + (f" (on cpu {cpu})" if cpu is not None else ""),
+                        cpu=cpu,
+                        value=float(stall.group(3)),
+                    )
+                )
+            elif stuck:
+                out.append(
+                    finding(
+                        "dispatch_loop",
+                        f"{name} was ejected: cpu {cpu if cpu is not None else '?'} "
+                        f"stopped scheduling (the sched_ext watchdog could not check in for "
+                        f"{stuck.group(1)} s; exit kind 1026 error_stall), as an endless dispatch "
+                        "loop does",
+                        cpu=cpu,
+                        value=float(stuck.group(1)),
+                    )
+                )
+            else:
+                out.append(finding("stall", f"{name} was ejected for a runnable task stall"))
         else:
             kind_no = next(
                 (int(m.group(1)) for ln in output for m in [_EXIT_KIND.search(ln)] if m), None
@@ -188,12 +213,21 @@ def scheduler_health(record: dict, th: dict) -> list[Finding]:
     return out
 
 
+# Causes before consequences: a scheduler's ejection explains the stuck workers after it.
+_SUMMARY_ORDER = ("scheduler", "kernel_health", "vm", "expect")
+
+
 def bug_summary(record: dict) -> str | None:
-    """One line naming the first failure, to lead a failing run's output."""
-    for f in record.get("findings", []):
-        if f["status"] == FAIL:
-            return f"BUG SUMMARY: [{f['check']}/{f['kind']}] {f['message']}"
-    return None
+    """One line naming the failure that most likely caused the rest."""
+    failed = [f for f in record.get("findings", []) if f["status"] == FAIL]
+    if not failed:
+        return None
+
+    def rank(f: dict) -> int:
+        return _SUMMARY_ORDER.index(f["check"]) if f["check"] in _SUMMARY_ORDER else 99
+
+    first = min(failed, key=rank)
+    return f"BUG SUMMARY: [{first['check']}/{first['kind']}] {first['message']}"
 
 
 def collapse_output(lines: list[str]) -> list[str]:

@@ -1,0 +1,143 @@
+"""Scheduler declaration, flag profiles, discovery, and the failure classifier on real logs."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ktstr.checks.scheduler import bug_summary, scheduler_health
+from ktstr.errors import ConfigError, EnvironmentProblem
+from ktstr.runner import apply_expectations, validate_expect_error
+from ktstr.scheduler import EEVDF, Flag, Scheduler, from_cli
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+def sched_findings(name: str):
+    record = json.loads((DATA / f"sched-{name}.json").read_text())
+    return scheduler_health(record, {})
+
+
+def test_profiles_power_set_filtered_by_requires_and_excludes():
+    s = Scheduler(
+        "scx_x",
+        "scx_x",
+        flags={
+            "llc": Flag(("--llc",)),
+            "steal": Flag(("--steal",), requires=("llc",)),
+            "rr": Flag(("--rr",), excludes=("llc",)),
+        },
+    )
+    names = [p.name for p in s.profiles()]
+    assert names == ["default", "llc", "rr", "llc+steal"]
+    assert s.profile("steal,llc").args == ("--llc", "--steal")
+    with pytest.raises(ConfigError, match="not a valid combination"):
+        s.profile("rr,llc")
+    with pytest.raises(ConfigError, match="no flag"):
+        s.profile("turbo")
+    with pytest.raises(ConfigError, match="unknown flag"):
+        Scheduler("bad", "bad", flags={"a": Flag(requires=("b",))})
+
+
+def test_eevdf_and_ops_name():
+    assert EEVDF.is_eevdf and from_cli(None) is EEVDF and from_cli("eevdf") is EEVDF
+    assert Scheduler("scx_simple", "scx_simple").expected_ops == "simple"
+    assert from_cli("/opt/bin/scx_lavd").expected_ops == "lavd"
+
+
+def test_discovery_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("KTSTR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "path"))
+    (tmp_path / "path").mkdir()
+    s = Scheduler("scx_demo", "scx_demo")
+    with pytest.raises(EnvironmentProblem, match="schedulers build"):
+        s.resolve_binary()
+    cached = tmp_path / "cache/schedulers/7.2/clang-22/bin/scx_demo"
+    cached.parent.mkdir(parents=True)
+    cached.write_text("")
+    older = tmp_path / "cache/schedulers/7.2/clang-19/bin/scx_demo"
+    older.parent.mkdir(parents=True)
+    older.write_text("")
+    assert s.resolve_binary() == cached  # the newer compiler wins
+    on_path = tmp_path / "path/scx_demo"
+    on_path.write_text("")
+    on_path.chmod(0o755)
+    assert s.resolve_binary() == on_path
+    general = tmp_path / "scx_demo"
+    general.write_text("")
+    monkeypatch.setenv("KTSTR_SCHEDULER", str(general))
+    assert s.resolve_binary() == general
+    specific = tmp_path / "specific"
+    specific.write_text("")
+    monkeypatch.setenv("KTSTR_SCHEDULER_BIN_SCX_DEMO", str(specific))
+    assert s.resolve_binary() == specific
+    explicit = Scheduler("scx_demo", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        explicit.resolve_binary()
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "needle"),
+    [
+        ("error_exit", "error_exit", "scx_qmap.bpf.c:388: test triggering error"),
+        ("stall", "stall", "did not run for"),
+        ("dispatch_loop", "dispatch_loop", "stopped scheduling"),
+        ("load_failed", "load_failed", "R7 invalid mem access 'scalar'"),
+        ("detached", "detached", "did not attach (exit 1)"),
+    ],
+)
+def test_classifier_on_captured_logs(name, kind, needle):
+    findings = sched_findings(name)
+    assert len(findings) == 1
+    assert findings[0].status == "fail" and findings[0].kind == kind
+    assert needle in findings[0].message
+
+
+def test_clean_run_passes_and_notes_unregistration():
+    (f,) = sched_findings("clean")
+    assert f.status == "pass" and "unregistered cleanly" in f.message
+
+
+def test_crash_by_signal_and_silent_exit():
+    base = json.loads((DATA / "sched-clean.json").read_text())
+    events = [
+        e for e in base["scheduler"]["events"] if e["event"] in ("started", "state", "attached")
+    ][:6]
+    crashed = dict(
+        base["scheduler"],
+        events=events + [{"event": "exited", "signal": 11, "core": False, "at_s": 3.0}],
+        kmsg=[],
+    )
+    (f,) = scheduler_health({"scheduler": crashed}, {})
+    assert f.kind == "crashed" and "SIGSEGV" in f.message
+    silent = dict(crashed, events=events + [{"event": "exited", "code": 0, "at_s": 3.0}])
+    (f,) = scheduler_health({"scheduler": silent}, {})
+    assert f.kind == "detached" and "status 0" in f.message
+
+
+def test_bug_summary_prefers_the_cause():
+    record = {
+        "findings": [
+            {"check": "not_stuck", "status": "fail", "kind": "stuck", "message": "worker 0 stuck"},
+            {"check": "scheduler", "status": "fail", "kind": "stall", "message": "qmap stalled"},
+        ]
+    }
+    assert bug_summary(record) == "BUG SUMMARY: [scheduler/stall] qmap stalled"
+    assert bug_summary({"findings": []}) is None
+
+
+def test_expect_error_pins_a_known_bug():
+    findings = sched_findings("error_exit")
+    passed = apply_expectations(findings, {"error": r"test triggering error"})
+    assert all(f.status != "fail" for f in passed)
+    clean = sched_findings("clean")
+    missing = apply_expectations(clean, {"error": r"test triggering error"})
+    assert any(f.kind == "expected_error_missing" for f in missing)
+    assert any(
+        f.kind == "expected_failure_missing" for f in apply_expectations(clean, {"fail": True})
+    )
+    for everything in (".*", "", "x|", "(?:)"):
+        with pytest.raises(ConfigError, match="matches any text"):
+            validate_expect_error(everything)
+    with pytest.raises(ConfigError, match="not a valid regex"):
+        validate_expect_error("(")
