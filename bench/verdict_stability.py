@@ -32,14 +32,17 @@ def main() -> int:
     for i in range(args.runs):
         for topo in args.topologies.split(","):
             for name in args.scenarios.split(","):
-                record, run_dir = run_scenario(get(name), Topology.parse(topo),
-                                               duration_s=args.duration)
+                record, run_dir = run_scenario(
+                    get(name), Topology.parse(topo), duration_s=args.duration
+                )
                 verdicts[(name, topo)][record["verdict"]] += 1
                 runs[f"{name}/{topo}"].append(str(run_dir))
                 for f in record["findings"]:
                     passes[(name, topo, f["check"])][f["status"]] += 1
-                print(f"run {i + 1}/{args.runs} {name} {topo}: {record['verdict']} ({run_dir})",
-                      file=sys.stderr)
+                print(
+                    f"run {i + 1}/{args.runs} {name} {topo}: {record['verdict']} ({run_dir})",
+                    file=sys.stderr,
+                )
     table = {f"{n}/{t}/{c}": dict(v) for (n, t, c), v in sorted(passes.items())}
     summary = {f"{n}/{t}": dict(v) for (n, t), v in sorted(verdicts.items())}
     if args.json:

@@ -141,6 +141,7 @@ class SchedulerProcess:
                 text=text.split("\n", 1)[0],
                 level=int(fields[0]) & 7,
                 usec=int(fields[2]),
+                mono=round(time.monotonic(), 6),  # read time, same clock base as usec
                 at_s=round(time.monotonic() - self.t0, 6),
             )
 
