@@ -1,6 +1,49 @@
 """ktstr: test Linux process schedulers in QEMU VMs with declared CPU topologies."""
 
+from ktstr.scenario.cpuset import CpusetSpec
+from ktstr.scenario.model import (
+    BATCH,
+    IDLE,
+    NORMAL,
+    RR,
+    CgroupDef,
+    Checks,
+    Fifo,
+    HoldSpec,
+    Op,
+    Policy,
+    Requires,
+    Scenario,
+    Step,
+    run_defs,
+    run_steps,
+)
+from ktstr.scenario.work import WorkSpec
+from ktstr.scheduler import EEVDF, Flag, Scheduler
 from ktstr.topology import Topology
 
 __version__ = "0.1.0"
-__all__ = ["Topology", "__version__"]
+__all__ = [
+    "BATCH",
+    "EEVDF",
+    "IDLE",
+    "NORMAL",
+    "RR",
+    "CgroupDef",
+    "Checks",
+    "CpusetSpec",
+    "Fifo",
+    "Flag",
+    "HoldSpec",
+    "Op",
+    "Policy",
+    "Requires",
+    "Scenario",
+    "Scheduler",
+    "Step",
+    "Topology",
+    "WorkSpec",
+    "__version__",
+    "run_defs",
+    "run_steps",
+]
