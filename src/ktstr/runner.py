@@ -67,6 +67,21 @@ def pack_scheduler(
     return spec, files
 
 
+def write_scheduler_logs(sched: dict, run_dir: Path) -> None:
+    """The scheduler's whole output, and its sched_ext debug dump when it printed one."""
+    lines = [o["line"] for o in sched.get("output", [])]
+    if not lines:
+        return
+    (run_dir / "scheduler.log").write_text("\n".join(lines) + "\n")
+    start = next((i for i, ln in enumerate(lines) if "DEBUG DUMP" in ln), None)
+    if start is not None:
+        end = next(
+            (i for i in range(start, len(lines)) if lines[i].startswith("EXIT:")), len(lines)
+        )
+        (run_dir / "sched-debug-dump.txt").write_text("\n".join(lines[start : end + 1]) + "\n")
+        sched["debug_dump"] = str(run_dir / "sched-debug-dump.txt")
+
+
 def build_record(
     scenario: Scenario, topology: Topology, plan: dict, result, kernel, accel, duration: float
 ) -> dict:
@@ -119,6 +134,7 @@ def build_record(
         "output": by_kind.get(wire.SCHED_OUTPUT, [])[-MAX_CONSOLE_LINES:],
         "kmsg": by_kind.get(wire.KMSG, [])[-MAX_CONSOLE_LINES:],
     }
+    write_scheduler_logs(record["scheduler"], result.run_dir)
     end = (by_kind.get(wire.SCENARIO_END) or [{}])[0]
     if end.get("skipped"):
         record["workload_skipped"] = end["skipped"]

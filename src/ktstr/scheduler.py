@@ -48,6 +48,9 @@ class Scheduler:
     sysctls: dict[str, str] = field(default_factory=dict)
     kernel_args: tuple[str, ...] = ()
     watchdog_timeout_s: float | None = None
+    # How this scheduler takes a watchdog timeout, "{ms}" replaced (sched_ext has no sysctl
+    # for it: each scheduler sets ops.timeout_ms), e.g. ("--timeout-ms", "{ms}").
+    watchdog_args: tuple[str, ...] = ()
     ops_name: str | None = None  # what /sys/kernel/sched_ext/root/ops says; default: name sans scx_
 
     def __post_init__(self) -> None:
@@ -82,9 +85,24 @@ class Scheduler:
                     continue
                 if any(set(self.flags[f].excludes) & chosen for f in combo):
                     continue
-                args = self.args + tuple(a for f in combo for a in self.flags[f].args)
+                args = (
+                    self.args
+                    + self.watchdog()
+                    + tuple(a for f in combo for a in self.flags[f].args)
+                )
                 out.append(Profile("+".join(combo) or "default", combo, args))
         return out
+
+    def watchdog(self) -> tuple[str, ...]:
+        if self.watchdog_timeout_s is None:
+            return ()
+        if not self.watchdog_args:
+            raise ConfigError(
+                f"scheduler {self.name} sets watchdog_timeout_s but not how to pass it",
+                "give watchdog_args such as ('--timeout-ms', '{ms}')",
+            )
+        ms = str(round(self.watchdog_timeout_s * 1000))
+        return tuple(a.replace("{ms}", ms) for a in self.watchdog_args)
 
     def profile(self, spec: str | None) -> Profile:
         """A profile by ``a,b`` / ``a+b`` / ``default``; the flags must form a valid one."""

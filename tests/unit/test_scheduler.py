@@ -141,3 +141,27 @@ def test_expect_error_pins_a_known_bug():
             validate_expect_error(everything)
     with pytest.raises(ConfigError, match="not a valid regex"):
         validate_expect_error("(")
+
+
+def test_watchdog_timeout_goes_through_the_schedulers_own_option():
+    s = Scheduler(
+        "scx_x",
+        "scx_x",
+        args=("-v",),
+        watchdog_timeout_s=2.5,
+        watchdog_args=("--timeout-ms", "{ms}"),
+    )
+    assert s.profile(None).args == ("-v", "--timeout-ms", "2500")
+    with pytest.raises(ConfigError, match="watchdog_args"):
+        Scheduler("scx_y", "scx_y", watchdog_timeout_s=1).profiles()
+
+
+def test_debug_dump_and_full_output_saved(tmp_path):
+    from ktstr.runner import write_scheduler_logs
+
+    sched = json.loads((DATA / "sched-stall.json").read_text())["scheduler"]
+    write_scheduler_logs(sched, tmp_path)
+    dump = (tmp_path / "sched-debug-dump.txt").read_text()
+    assert "DEBUG DUMP" in dump and dump.rstrip().splitlines()[-1].startswith("EXIT:")
+    assert (tmp_path / "scheduler.log").read_text().count("\n") == len(sched["output"])
+    assert sched["debug_dump"].endswith("sched-debug-dump.txt")

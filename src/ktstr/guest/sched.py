@@ -26,6 +26,16 @@ def _read(path: str) -> str:
         return ""
 
 
+def events() -> dict[str, int]:
+    """The root scheduler's event counters (``root/events``), where the kernel has them."""
+    out = {}
+    for line in _read(f"{SCX}/root/events").splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.strip() and value.strip().lstrip("-").isdigit():
+            out[name.strip()] = int(value)
+    return out
+
+
 def sched_ext_state() -> tuple[str, str]:
     return _read(f"{SCX}/state"), _read(f"{SCX}/root/ops")
 
@@ -76,7 +86,7 @@ class SchedulerProcess:
         while time.monotonic() < deadline:
             self.poll()
             if self.state == ("enabled", self.spec["ops"]):
-                self.send("attached", ops=self.state[1])
+                self.send("attached", ops=self.state[1], events=events())
                 return True
             if self.exit is not None:
                 break
@@ -165,7 +175,7 @@ class SchedulerProcess:
 
     def stop(self) -> None:
         """SIGINT, then wait for a clean unregistration; SIGKILL if it hangs."""
-        self.send("stopping")
+        self.send("stopping", events=events() if self.state[0] == "enabled" else {})
         if self.exit is None and self.pid:
             os.kill(self.pid, signal.SIGINT)
             deadline = time.monotonic() + STOP_WAIT_S
