@@ -23,6 +23,17 @@ from ktstr.scheduler import EEVDF, Flag, Scheduler
 from ktstr.topology import Topology
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # ktstr_test lives in the pytest plugin; import it (and pytest) only when asked for.
+    if name == "ktstr_test":
+        from ktstr.pytest_plugin import ktstr_test
+
+        return ktstr_test
+    raise AttributeError(f"module 'ktstr' has no attribute {name!r}")
+
+
 __all__ = [
     "BATCH",
     "EEVDF",

@@ -1,14 +1,176 @@
-"""The ktstr pytest plugin: markers and options shared by every ktstr test run.
+"""The ktstr pytest plugin: ``@ktstr_test`` and the options every ktstr test run shares.
 
 Registered through the ``pytest11`` entry point, so any project with
-ktstr installed gets the ``vm`` marker and ``--ktstr-kernel``.
+ktstr installed can write::
+
+    @ktstr_test(topology="1n2l2c1t", scheduler=MY_SCHED, duration_s=6, min_llcs=2)
+    def test_two_cgroups(ctx):
+        return ctx.run_defs([CgroupDef("cg_0", workers=2), CgroupDef("cg_1", workers=2)])
+
+A failing run fails the test with the BUG SUMMARY and the findings (no
+harness traceback); a topology the test's constraints exclude skips it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import pytest
+
+from ktstr.errors import KtstrError
+from ktstr.scenario.model import CgroupDef, Checks, Scenario, Step, run_defs, run_steps
+from ktstr.scheduler import EEVDF, Scheduler
+from ktstr.topology import Topology, as_topology
+
+
+@dataclass
+class Constraints:
+    min_cpus: int = 1
+    max_cpus: int | None = None
+    min_llcs: int = 1
+    max_llcs: int | None = None
+    min_numa_nodes: int = 1
+    max_numa_nodes: int | None = None
+    requires_smt: bool = False
+
+    def reason(self, t: Topology) -> str | None:
+        checks = [
+            (t.cpus < self.min_cpus, f"needs at least {self.min_cpus} CPUs"),
+            (
+                self.max_cpus is not None and t.cpus > self.max_cpus,
+                f"allows at most {self.max_cpus} CPUs",
+            ),
+            (t.llcs < self.min_llcs, f"needs at least {self.min_llcs} LLCs"),
+            (
+                self.max_llcs is not None and t.llcs > self.max_llcs,
+                f"allows at most {self.max_llcs} LLCs",
+            ),
+            (t.numa_nodes < self.min_numa_nodes, f"needs {self.min_numa_nodes}+ NUMA nodes"),
+            (
+                self.max_numa_nodes is not None and t.numa_nodes > self.max_numa_nodes,
+                f"allows at most {self.max_numa_nodes} NUMA nodes",
+            ),
+            (self.requires_smt and t.threads_per_core < 2, "needs SMT"),
+        ]
+        for failed, text in checks:
+            if failed:
+                return f"topology {t.name}: the test {text}"
+        return None
+
+
+@dataclass
+class KtstrContext:
+    """What a ``@ktstr_test`` function receives: run helpers bound to its declaration."""
+
+    name: str
+    topology: Topology
+    scheduler: Scheduler = EEVDF
+    duration_s: float = 12.0
+    profile: str | None = None
+    checks: Checks = field(default_factory=Checks)
+    expect: dict = field(default_factory=dict)
+    records: list = field(default_factory=list)
+
+    def run(self, scenario: Scenario) -> dict:
+        from ktstr.runner import run_scenario
+
+        record, run_dir = run_scenario(
+            scenario,
+            self.topology,
+            duration_s=scenario.duration_s,
+            scheduler=self.scheduler,
+            profile=self.profile,
+            expect=self.expect,
+        )
+        record["_run_dir"] = str(run_dir)
+        self.records.append(record)
+        return record
+
+    def run_defs(self, defs: Sequence[CgroupDef]) -> dict:
+        return self.run(run_defs(defs, self.name, self.duration_s, self.checks))
+
+    def run_steps(self, steps: Sequence[Step]) -> dict:
+        return self.run(run_steps(steps, self.name, self.duration_s, self.checks))
+
+
+def failure_report(record: dict) -> str:
+    """BUG SUMMARY first, then every failing finding, then where the evidence is."""
+    from ktstr.checks.scheduler import bug_summary
+
+    lines = [bug_summary(record) or f"verdict {record.get('verdict')}"]
+    for f in record.get("findings", []):
+        if f["status"] in ("fail", "inconclusive"):
+            lines.append(f"  - [{f['check']}/{f['kind']}] {f['message']}")
+    lines.append(f"run dir: {record.get('_run_dir', '?')}")
+    return "\n".join(lines)
+
+
+def judge_outcome(record: dict) -> None:
+    verdict = record.get("verdict")
+    if verdict == "skip":
+        pytest.skip(record.get("skipped", "the scenario cannot run on this topology"))
+    if verdict != "pass":
+        pytest.fail(failure_report(record), pytrace=False)
+
+
+def ktstr_test(
+    topology: Topology | str | None = None,
+    scheduler: Scheduler = EEVDF,
+    duration_s: float = 12.0,
+    profile: str | None = None,
+    checks: Checks | None = None,
+    expect_error: str | None = None,
+    expect_fail: bool = False,
+    **constraints: object,
+) -> Callable:
+    """Declare a VM test; the function gets a KtstrContext and returns a run record."""
+    limits = Constraints(**constraints)  # type: ignore[arg-type]
+    if expect_error:
+        from ktstr.runner import validate_expect_error
+
+        validate_expect_error(expect_error)
+
+    def decorate(fn: Callable[[KtstrContext], dict]) -> Callable[[], None]:
+        @functools.wraps(fn)
+        def test() -> None:
+            topo = as_topology(topology or scheduler.topology)
+            reason = limits.reason(topo)
+            if reason:
+                pytest.skip(reason)
+            ctx = KtstrContext(
+                fn.__name__,
+                topo,
+                scheduler,
+                duration_s,
+                profile,
+                checks or Checks(),
+                {"error": expect_error, "fail": expect_fail},
+            )
+            error = None
+            try:
+                record = fn(ctx)
+            except KtstrError as err:
+                error = err
+            if error is not None:  # outside the except block: no chained traceback
+                pytest.fail(f"ktstr: {error}", pytrace=False)
+            if record is None:
+                pytest.fail(
+                    "a @ktstr_test function must return the record of ctx.run_*()", pytrace=False
+                )
+            judge_outcome(record)
+
+        del test.__wrapped__  # pytest must see a test without arguments, not fn's (ctx)
+        test.ktstr = {
+            "topology": topology,
+            "scheduler": scheduler.name,  # type: ignore[attr-defined]
+            "constraints": limits,
+        }
+        return pytest.mark.vm(test)
+
+    return decorate
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

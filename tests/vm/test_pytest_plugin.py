@@ -1,0 +1,45 @@
+"""The pytest front door: @ktstr_test in a user's test file, run by pytest itself."""
+
+import os
+
+from ktstr import paths
+
+pytest_plugins = ["pytester"]
+CACHE = str(paths.cache_dir())  # read before pytester points HOME elsewhere
+
+USER_TESTS = """
+from ktstr import CgroupDef, Scheduler, ktstr_test
+
+QMAP_ERROR = Scheduler("scx_qmap", "scx_qmap", args=("-e", "100"))
+
+
+@ktstr_test(topology="1n2l2c1t", duration_s=4, min_llcs=2)
+def test_two_cgroups(ctx):
+    return ctx.run_defs([CgroupDef("cg_0", workers=2), CgroupDef("cg_1", workers=2)])
+
+
+@ktstr_test(topology="1n2l2c1t", scheduler=QMAP_ERROR, duration_s=6)
+def test_broken_scheduler(ctx):
+    return ctx.run_defs([CgroupDef("cg_0", workers=2)])
+
+
+@ktstr_test(topology="1n1l2c1t", min_llcs=4)
+def test_needs_more_llcs(ctx):
+    return ctx.run_defs([CgroupDef("cg_0", workers=2)])
+"""
+
+
+def test_ktstr_test_pass_fail_skip_with_bug_summary(pytester, monkeypatch):
+    monkeypatch.setenv("KTSTR_CACHE_DIR", CACHE)  # pytester moves HOME
+    pytester.makepyfile(test_user=USER_TESTS)
+    junit = pytester.path / "junit.xml"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--junitxml={junit}", "-rA")
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    text = result.stdout.str()
+    assert "BUG SUMMARY: [scheduler/error_exit]" in text
+    assert "test triggering error" in text
+    assert "Traceback" not in text and "ktstr/runner.py" not in text
+    assert "needs at least 4 LLCs" in text
+    xml = junit.read_text()
+    assert "BUG SUMMARY: [scheduler/error_exit]" in xml
+    assert os.environ.get("KTSTR_RUNS_DIR")  # the runs went to the suite's tmp dir
