@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -104,6 +105,17 @@ def cmd_shell(args: argparse.Namespace) -> int:
     boot(
         topology, info, chosen, run_dir, {"mode": "shell"}, timeout_s=args.timeout, interactive=True
     )
+    return 0
+
+
+def cmd_topo_presets(args: argparse.Namespace) -> int:
+    from ktstr.presets import PRESETS, preset
+
+    print(f"{'preset':<13} {'topology':<10} {'cpus':>4} {'llcs':>4} {'numa':>4} {'smt':>3}")
+    for name in PRESETS:
+        t = preset(name)
+        smt = "yes" if t.threads_per_core > 1 else "no"
+        print(f"{name:<13} {t.name:<10} {t.cpus:>4} {t.llcs:>4} {t.numa_nodes:>4} {smt:>3}")
     return 0
 
 
@@ -402,6 +414,11 @@ def parser() -> argparse.ArgumentParser:
     slist.add_argument("--json", action="store_true")
     slist.set_defaults(func=cmd_schedulers_list)
 
+    topo = sub.add_parser("topo", help="topology presets")
+    tsub = topo.add_subparsers(dest="topo_command", metavar="ACTION", required=True)
+    tpresets = tsub.add_parser("presets", help="list the gauntlet's topology presets")
+    tpresets.set_defaults(func=cmd_topo_presets)
+
     scen = sub.add_parser("scenarios", help="list the canned scenarios")
     scen.set_defaults(func=cmd_scenarios)
 
@@ -423,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ktstr: interrupted; the VM was shut down", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. piped into head: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from ktstr.errors import KtstrError
+from ktstr.presets import DEFAULT_MAX_CPUS, Variant, expand, parse_shard, shard
 from ktstr.scenario.model import CgroupDef, Checks, Scenario, Step, run_defs, run_steps
 from ktstr.scheduler import EEVDF, Scheduler
 from ktstr.topology import Topology, as_topology
@@ -133,21 +134,18 @@ def ktstr_test(
 
         validate_expect_error(expect_error)
 
-    def decorate(fn: Callable[[KtstrContext], dict]) -> Callable[[], None]:
+    def decorate(fn: Callable[[KtstrContext], dict]) -> Callable[..., None]:
         @functools.wraps(fn)
-        def test() -> None:
-            topo = as_topology(topology or scheduler.topology)
+        def test(ktstr_variant: Variant | None) -> None:
+            declared = topology or scheduler.topology
+            topo = as_topology(ktstr_variant.topology if ktstr_variant else declared)
+            chosen = ktstr_variant.profile if ktstr_variant else profile
             reason = limits.reason(topo)
             if reason:
                 pytest.skip(reason)
+            expect = {"error": expect_error, "fail": expect_fail}
             ctx = KtstrContext(
-                fn.__name__,
-                topo,
-                scheduler,
-                duration_s,
-                profile,
-                checks or Checks(),
-                {"error": expect_error, "fail": expect_fail},
+                fn.__name__, topo, scheduler, duration_s, chosen, checks or Checks(), expect
             )
             error = None
             try:
@@ -162,12 +160,8 @@ def ktstr_test(
                 )
             judge_outcome(record)
 
-        del test.__wrapped__  # pytest must see a test without arguments, not fn's (ctx)
-        test.ktstr = {
-            "topology": topology,
-            "scheduler": scheduler.name,  # type: ignore[attr-defined]
-            "constraints": limits,
-        }
+        del test.__wrapped__  # pytest must see the wrapper's signature, not fn's (ctx)
+        test.ktstr = {"scheduler": scheduler, "constraints": limits}  # type: ignore[attr-defined]
         return pytest.mark.vm(test)
 
     return decorate
@@ -186,6 +180,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=["auto", "kvm", "tcg"],
         help="accelerator for VM tests (sets KTSTR_ACCEL)",
     )
+    group.addoption(
+        "--ktstr-gauntlet",
+        action="store_true",
+        help="run each @ktstr_test on every topology preset its constraints accept "
+        f"(at most {DEFAULT_MAX_CPUS} vCPUs unless the test says otherwise) "
+        "x every flag profile of its scheduler",
+    )
+    group.addoption(
+        "--ktstr-presets", default=None, help="comma-separated gauntlet presets (default: all)"
+    )
+    group.addoption(
+        "--ktstr-shard",
+        default=None,
+        metavar="I/N",
+        help="run only shard I of N of the gauntlet (deterministic, balanced by cost)",
+    )
+
+
+@pytest.fixture
+def ktstr_variant() -> None:
+    """A plain run: the test's own topology (the gauntlet parametrizes this instead)."""
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    info = getattr(metafunc.function, "ktstr", None)
+    config = metafunc.config
+    if info is None or not config.getoption("--ktstr-gauntlet"):
+        return
+    limits: Constraints = info["constraints"]
+    if limits.max_cpus is None:
+        limits = Constraints(**{**limits.__dict__, "max_cpus": DEFAULT_MAX_CPUS})
+    scheduler: Scheduler = info["scheduler"]
+    profiles = None if scheduler.is_eevdf else [p.name for p in scheduler.profiles()]
+    names = config.getoption("--ktstr-presets")
+    variants = expand(limits.reason, profiles, names.split(",") if names else None)
+    if config.getoption("--ktstr-shard"):
+        variants = shard(variants, *parse_shard(config.getoption("--ktstr-shard")))
+    metafunc.parametrize("ktstr_variant", variants, ids=[v.id for v in variants])
 
 
 def pytest_configure(config: pytest.Config) -> None:

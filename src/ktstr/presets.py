@@ -1,0 +1,103 @@
+"""Named topology presets for the gauntlet, and the expansion of one test across them.
+
+The gauntlet runs a test on many topologies (and scheduler flag profiles)
+because a scheduler that passes on one can fail on another: odd LLC
+counts, SMT, several NUMA nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ktstr.errors import ConfigError
+from ktstr.topology import Topology
+
+PRESETS: dict[str, str] = {
+    "tiny-1llc": "1n1l4c1t",
+    "tiny-2llc": "1n2l2c1t",
+    "tiny-smt": "1n1l2c2t",
+    "odd-3llc": "1n3l3c1t",
+    "odd-5llc": "1n5l3c1t",
+    "odd-7llc": "1n7l2c1t",
+    "smt-2llc": "1n2l2c2t",
+    "smt-3llc": "1n3l2c2t",
+    "medium-4llc": "1n4l4c2t",
+    "medium-8llc": "1n8l4c1t",
+    "numa2-2llc": "2n2l4c1t",
+    "numa2-4llc": "2n4l4c1t",
+    "numa2-smt": "2n4l2c2t",
+    "numa4-4llc": "4n4l2c1t",
+    "numa4-8llc": "4n8l4c1t",
+    "numa4-smt": "4n8l2c2t",
+    "large-6llc": "1n6l8c2t",
+    "large-12llc": "2n12l8c1t",
+    "wide-15llc": "1n15l4c2t",
+    "numa2-14llc": "2n14l6c1t",
+    "max-cpu": "1n14l9c2t",
+}
+
+# The gauntlet's default bounds keep it affordable under emulation; tests may widen them.
+DEFAULT_MAX_CPUS = 16
+
+
+def preset(name: str) -> Topology:
+    if name not in PRESETS:
+        raise ConfigError(
+            f"no topology preset named {name!r}", "run 'ktstr topo presets' to list them"
+        )
+    return Topology.parse(PRESETS[name])
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One cell of a gauntlet: a preset and a scheduler profile."""
+
+    preset: str
+    topology: str
+    profile: str | None  # None under EEVDF
+
+    @property
+    def id(self) -> str:
+        return self.preset if self.profile is None else f"{self.preset}/{self.profile}"
+
+    @property
+    def cost(self) -> int:
+        """A relative cost estimate: vCPUs dominate a TCG run's time."""
+        return Topology.parse(self.topology).cpus + 8
+
+
+def expand(accept, profiles: list[str] | None, names: list[str] | None = None) -> list[Variant]:
+    """Presets the constraints accept (``accept(topology) -> reason | None``) × profiles."""
+    out = []
+    for name in names or list(PRESETS):
+        topo = preset(name)
+        if accept(topo) is None:
+            for profile in profiles or [None]:
+                out.append(Variant(name, topo.name, profile))
+    return out
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, _, count = text.partition("/")
+        i, n = int(index), int(count)
+    except ValueError:
+        raise ConfigError(f"shard {text!r} is not of the form i/N", "write e.g. 1/4") from None
+    if not 1 <= i <= n:
+        raise ConfigError(f"shard {text}: i must be between 1 and N", "write e.g. 1/4")
+    return i, n
+
+
+def shard(variants: list[Variant], index: int, count: int) -> list[Variant]:
+    """Shard ``index`` (1-based) of ``count``: deterministic, disjoint, balanced by cost.
+
+    Longest-processing-time first: variants sorted by cost (then id) go one by one to
+    the shard with the least total so far.
+    """
+    loads = [0] * count
+    owner: dict[str, int] = {}
+    for v in sorted(variants, key=lambda v: (-v.cost, v.id)):
+        target = min(range(count), key=lambda s: (loads[s], s))
+        loads[target] += v.cost
+        owner[v.id] = target
+    return [v for v in variants if owner[v.id] == index - 1]

@@ -1,0 +1,96 @@
+"""Presets, constraint filtering, expansion ids, sharding; the pytest gauntlet's collection."""
+
+import pytest
+
+from ktstr.errors import ConfigError
+from ktstr.presets import PRESETS, Variant, expand, parse_shard, preset, shard
+from ktstr.pytest_plugin import Constraints
+
+pytest_plugins = ["pytester"]
+
+
+def test_preset_table_covers_what_schedulers_trip_on():
+    topos = [preset(n) for n in PRESETS]
+    assert len(topos) >= 20
+    cpus = [t.cpus for t in topos]
+    assert min(cpus) == 4 and max(cpus) == 252
+    llcs = {t.llcs for t in topos}
+    assert {1, 3, 5, 7, 15} <= llcs and max(llcs) <= 15
+    assert {1, 2, 4} <= {t.numa_nodes for t in topos}
+    assert {1, 2} <= {t.threads_per_core for t in topos}
+    assert len(set(PRESETS.values())) == len(PRESETS)
+    with pytest.raises(ConfigError, match="topo presets"):
+        preset("nope")
+
+
+def test_constraints_filter_and_ids():
+    limits = Constraints(min_llcs=2, max_cpus=16, requires_smt=True)
+    variants = expand(limits.reason, None)
+    assert variants and all(preset(v.preset).llcs >= 2 for v in variants)
+    assert all(
+        preset(v.preset).threads_per_core == 2 and preset(v.preset).cpus <= 16 for v in variants
+    )
+    assert [v.id for v in variants] == [v.preset for v in variants]  # EEVDF: no profile
+    with_profiles = expand(limits.reason, ["default", "llc"])
+    assert with_profiles[0].id.endswith("/default") and len(with_profiles) == 2 * len(variants)
+    assert expand(Constraints().reason, None) == expand(Constraints().reason, None)
+
+
+def test_shards_are_disjoint_complete_and_balanced():
+    variants = expand(Constraints().reason, ["default", "a", "b"])
+    parts = [shard(variants, i, 4) for i in range(1, 5)]
+    ids = [v.id for part in parts for v in part]
+    assert sorted(ids) == sorted(v.id for v in variants) and len(ids) == len(set(ids))
+    loads = [sum(v.cost for v in part) for part in parts]
+    assert max(loads) - min(loads) <= max(v.cost for v in variants)
+    forward = {v.id for v in shard(variants, 2, 4)}
+    assert forward == {v.id for v in shard(variants[::-1], 2, 4)}  # order-independent
+    for bad in ("0/4", "5/4", "x/y", "3"):
+        with pytest.raises(ConfigError):
+            parse_shard(bad)
+
+
+def test_variant_cost_grows_with_cpus():
+    assert Variant("a", "1n1l4c1t", None).cost < Variant("b", "1n4l4c2t", None).cost
+
+
+GAUNTLET_FILE = """
+from ktstr import CgroupDef, Flag, Scheduler, ktstr_test
+
+SCHED = Scheduler("scx_demo", "scx_demo", flags={"a": Flag(("-a",)), "b": Flag(("-b",))})
+
+@ktstr_test(topology="1n2l2c1t", min_llcs=3, max_cpus=16)
+def test_eevdf(ctx):
+    return ctx.run_defs([CgroupDef("cg")])
+
+@ktstr_test(topology="1n2l2c1t", scheduler=SCHED, requires_smt=True, max_cpus=8)
+def test_sched(ctx):
+    return ctx.run_defs([CgroupDef("cg")])
+"""
+
+
+def test_pytest_gauntlet_collects_stable_ids_and_shards(pytester):
+    pytester.makepyfile(test_g=GAUNTLET_FILE)
+    plain = pytester.runpytest_subprocess("--collect-only", "-q", "-p", "no:cacheprovider")
+    assert "test_g.py::test_eevdf" in plain.stdout.str()
+    assert "[" not in plain.stdout.str().split("test_eevdf")[1].split("\n")[0]
+    full = pytester.runpytest_subprocess(
+        "--collect-only", "-q", "--ktstr-gauntlet", "-p", "no:cacheprovider"
+    )
+    out = full.stdout.str()
+    assert "test_g.py::test_eevdf[odd-3llc]" in out
+    assert "test_g.py::test_sched[smt-2llc/a+b]" in out
+    assert "test_eevdf[tiny-2llc]" not in out  # min_llcs=3
+    collected = [ln for ln in out.splitlines() if "::" in ln]
+    shards = []
+    for i in (1, 2):
+        part = pytester.runpytest_subprocess(
+            "--collect-only",
+            "-q",
+            "--ktstr-gauntlet",
+            f"--ktstr-shard={i}/2",
+            "-p",
+            "no:cacheprovider",
+        )
+        shards.append({ln for ln in part.stdout.str().splitlines() if "::" in ln})
+    assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == set(collected)
