@@ -23,6 +23,11 @@ def _hold(frac: float) -> HoldSpec:
 
 def _build() -> dict[str, Scenario]:
     two = [CgroupDef("cg_0", workers=2), CgroupDef("cg_1", workers=2)]
+    nested = CgroupDef(
+        "parent",
+        workers=0,
+        children=(CgroupDef("child_0", workers=2), CgroupDef("child_1", workers=2)),
+    )
     scenarios = [
         Scenario(
             "steady",
@@ -141,16 +146,7 @@ def _build() -> dict[str, Scenario]:
             [
                 Step(
                     [
-                        Op.add_cgroup(
-                            CgroupDef(
-                                "parent",
-                                workers=0,
-                                children=(
-                                    CgroupDef("child_0", workers=2),
-                                    CgroupDef("child_1", workers=2),
-                                ),
-                            )
-                        ),
+                        Op.add_cgroup(nested),
                         Op.add_cgroup(CgroupDef("sibling", workers=2)),
                     ]
                 )
@@ -161,18 +157,7 @@ def _build() -> dict[str, Scenario]:
             "all tasks of one child move to its sibling halfway",
             [
                 Step(
-                    [
-                        Op.add_cgroup(
-                            CgroupDef(
-                                "parent",
-                                workers=0,
-                                children=(
-                                    CgroupDef("child_0", workers=2),
-                                    CgroupDef("child_1", workers=2),
-                                ),
-                            )
-                        )
-                    ],
+                    [Op.add_cgroup(nested)],
                     _hold(0.5),
                 ),
                 Step([Op.move_tasks("child_0", "child_1")], _hold(0.5)),
