@@ -108,6 +108,39 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gauntlet(args: argparse.Namespace) -> int:
+    from ktstr import gauntlet
+    from ktstr.presets import parse_shard
+    from ktstr.scheduler import from_cli
+
+    scheduler = from_cli(args.scheduler)
+    presets = None if args.all_presets or not args.presets else args.presets.split(",")
+    cells = gauntlet.plan(
+        args.scenarios or ["steady"],
+        scheduler,
+        presets,
+        args.profiles.split(",") if args.profiles else None,
+        args.max_cpus,
+        parse_shard(args.shard) if args.shard else None,
+    )
+    print(f"gauntlet: {len(cells)} variants", flush=True)
+
+    def progress(cell: gauntlet.Cell, index: int, total: int) -> None:
+        print(
+            f"[{index}/{total}] {cell.scenario}[{cell.variant.id}]: {cell.verdict.upper()} "
+            f"({cell.run_dir})",
+            flush=True,
+        )
+        if cell.summary:
+            print(f"    {cell.summary}", flush=True)
+
+    done = gauntlet.run(cells, scheduler, args.duration, args.kernel, args.accel, progress)
+    print()
+    print(gauntlet.matrix(done))
+    print(f"\nrun directories under {paths.runs_dir()}")
+    return max((EXIT_FOR_VERDICT[c.verdict] for c in done), default=0)
+
+
 def cmd_topo_presets(args: argparse.Namespace) -> int:
     from ktstr.presets import PRESETS, preset
 
@@ -413,6 +446,29 @@ def parser() -> argparse.ArgumentParser:
     slist = ssub.add_parser("list", help="list built test schedulers")
     slist.add_argument("--json", action="store_true")
     slist.set_defaults(func=cmd_schedulers_list)
+
+    gaunt = sub.add_parser(
+        "gauntlet",
+        help="run scenarios across topology presets and flag profiles",
+        description="Expand scenarios x presets x profiles, run each variant in its own VM "
+        "(one after another for now), stream each record to disk, and end with a matrix.",
+    )
+    gaunt.add_argument("scenarios", nargs="*", help="scenario names (default: steady)")
+    gaunt.add_argument("--scheduler", "-s", default=None, help="as for 'ktstr run'")
+    gaunt.add_argument("--presets", default=None, help="comma-separated preset names")
+    gaunt.add_argument("--all-presets", action="store_true", help="every preset within --max-cpus")
+    gaunt.add_argument("--profiles", default=None, help="comma-separated flag profiles")
+    gaunt.add_argument(
+        "--max-cpus",
+        type=int,
+        default=16,
+        help="skip presets with more vCPUs (default: %(default)s)",
+    )
+    gaunt.add_argument("--shard", default=None, metavar="I/N", help="run only shard I of N")
+    gaunt.add_argument("--duration", type=float, default=None, metavar="S")
+    gaunt.add_argument("--kernel", "-k", default=None)
+    gaunt.add_argument("--accel", choices=ACCEL_CHOICES, default=None)
+    gaunt.set_defaults(func=cmd_gauntlet)
 
     topo = sub.add_parser("topo", help="topology presets")
     tsub = topo.add_subparsers(dest="topo_command", metavar="ACTION", required=True)

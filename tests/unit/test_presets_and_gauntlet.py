@@ -94,3 +94,24 @@ def test_pytest_gauntlet_collects_stable_ids_and_shards(pytester):
         )
         shards.append({ln for ln in part.stdout.str().splitlines() if "::" in ln})
     assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == set(collected)
+
+
+def test_gauntlet_plan_and_matrix():
+    from ktstr import gauntlet
+    from ktstr.scheduler import EEVDF
+
+    cells = gauntlet.plan(["steady", "cpuset_apply"], EEVDF, ["tiny-2llc", "odd-3llc"], None)
+    assert [(s, v.id) for s, v in cells] == [
+        ("steady", "tiny-2llc"),
+        ("steady", "odd-3llc"),
+        ("cpuset_apply", "tiny-2llc"),
+        ("cpuset_apply", "odd-3llc"),
+    ]
+    with pytest.raises(ConfigError, match="no scenario named"):
+        gauntlet.plan(["nope"], EEVDF, None, None)
+    done = [
+        gauntlet.Cell(s, v, "fail" if v.id == "odd-3llc" else "pass", "/r", None) for s, v in cells
+    ]
+    text = gauntlet.matrix(done)
+    assert text.splitlines()[0].split()[1:] == ["tiny-2llc", "odd-3llc"]
+    assert "FAIL" in text.splitlines()[1] and "pass" in text.splitlines()[1]

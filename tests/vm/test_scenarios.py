@@ -151,3 +151,13 @@ def test_every_work_kind_runs_and_progresses():
     assert set(by_kind) == {spec.kind for spec in kinds}
     for kind in ("bursty", "pipe_pingpong", "futex_pingpong", "fan_out", "mutex_contention"):
         assert any(wk["wake"] and wk["wake"]["n"] > 0 for wk in by_kind[kind]), kind
+
+
+def test_gauntlet_cli_runs_variants_and_prints_the_matrix():
+    proc = ktstr("gauntlet", "steady", "--presets", "tiny-2llc,tiny-smt", "--duration", "4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "gauntlet: 2 variants" in proc.stdout
+    assert "steady[tiny-2llc]: PASS" in proc.stdout and "steady[tiny-smt]: PASS" in proc.stdout
+    matrix = proc.stdout.split("\n\n")[-2]
+    assert matrix.splitlines()[0].split() == ["scenario", "tiny-2llc", "tiny-smt"]
+    assert matrix.splitlines()[1].split() == ["steady", "pass", "pass"]
