@@ -27,6 +27,20 @@ def _uptime() -> float:
         return float(f.read().split()[0])
 
 
+def watch_from_above() -> None:
+    """Run the agent in the real-time class, above the scheduler under test.
+
+    RT tasks are not scheduled by a sched_ext scheduler, so a scheduler that
+    stalls tasks cannot stall the agent that reports it; the agent sleeps
+    almost always, so the workload hardly notices.  RESET_ON_FORK gives
+    every worker and the scheduler process the normal policy back.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(50))
+    except OSError as err:
+        console(f"could not make the agent real-time: {err}")
+
+
 def load_spec() -> dict[str, object]:
     try:
         with open(wire.SPEC_PATH) as f:
@@ -100,6 +114,7 @@ def main() -> None:
     try:
         failures = system.mount_all()
         AGENT_START_UPTIME = _uptime()
+        watch_from_above()
         channel = Channel(find_port())
         run(channel, load_spec(), failures)
         console(f"done in {time.monotonic() - started:.2f} s")
