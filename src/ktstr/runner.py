@@ -106,7 +106,11 @@ def build_record(
             k: topo_msg.get(k)
             for k in ("cpus", "numa_nodes", "llcs", "smt_siblings", "numa_distances")
         },
-        "kernel": {"release": kernel.release, "path": kernel.boot_path},
+        "kernel": {
+            "release": kernel.release,
+            "path": kernel.boot_path,
+            "cmdline": (by_kind.get(wire.HELLO) or [{}])[0].get("cmdline"),
+        },
         "qemu_version": qemu_version(),
         "accel": {"name": accel.name, "reason": accel.reason},
         "host": platform.node(),
@@ -272,7 +276,17 @@ def run_scenario(
     chosen = accel_mod.choose(accel, info.boot_path)
     log.info("%s", chosen.line())
     timeout = timeout_s or default_timeout(topology, chosen) + 2 * duration + 30
-    done = boot(topology, info, chosen, run_dir, plan, timeout, strict=False, files=files)
+    done = boot(
+        topology,
+        info,
+        chosen,
+        run_dir,
+        plan,
+        timeout,
+        strict=False,
+        files=files,
+        cmdline=list(scheduler.kernel_args),
+    )
     result = done.result
     if result.end == lifecycle.QEMU_FAILED:
         check_end(result)

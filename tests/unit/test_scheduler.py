@@ -165,3 +165,26 @@ def test_debug_dump_and_full_output_saved(tmp_path):
     assert "DEBUG DUMP" in dump and dump.rstrip().splitlines()[-1].startswith("EXIT:")
     assert (tmp_path / "scheduler.log").read_text().count("\n") == len(sched["output"])
     assert sched["debug_dump"].endswith("sched-debug-dump.txt")
+
+
+def test_kernel_panic_under_a_scheduler_is_its_own_finding():
+    record = json.loads((DATA / "sched-clean.json").read_text())
+    record["console"] = (DATA / "console-oops-int3.log").read_text().splitlines()
+    (f,) = scheduler_health(record, {})
+    assert f.kind == "kernel_panic" and "Kernel panic - not syncing" in f.message
+
+
+def test_kernel_args_reach_the_vm_command_line():
+    from ktstr.topology import Topology
+    from ktstr.vm.qemu import VmConfig, build_argv
+
+    argv = build_argv(
+        VmConfig(
+            "/k",
+            "/i",
+            Topology.parse("1n1l1c1t"),
+            "tcg",
+            cmdline=["sched_ext.slice_bypass_us=5000"],
+        )
+    )
+    assert argv[argv.index("-append") + 1].endswith("sched_ext.slice_bypass_us=5000")

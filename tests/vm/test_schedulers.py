@@ -92,3 +92,20 @@ def test_match_everything_expect_error_is_refused():
 def test_scheduler_on_a_kernel_without_sched_ext_fails_before_boot(no_sched_ext_kernel):
     proc = ktstr("run", "steady", "--scheduler", "scx_simple", "--kernel", no_sched_ext_kernel)
     assert_one_sentence(proc, no_sched_ext_kernel, "CONFIG_SCHED_CLASS_EXT")
+
+
+def test_scheduler_kernel_args_and_sysctls_reach_the_guest():
+    from ktstr import Scheduler
+    from ktstr.runner import run_scenario
+    from ktstr.scenario.catalog import get
+    from ktstr.topology import Topology
+
+    sched = Scheduler(
+        "scx_simple",
+        "scx_simple",
+        kernel_args=("ktstr.test_marker=1",),
+        sysctls={"kernel.sched_rt_runtime_us": "900000"},
+    )
+    record, _ = run_scenario(get("steady"), Topology.parse(TOPO), duration_s=4, scheduler=sched)
+    assert "ktstr.test_marker=1" in record["kernel"]["cmdline"]
+    assert record["verdict"] == "pass", record["findings"]

@@ -68,6 +68,16 @@ def scheduler_health(record: dict, th: dict) -> list[Finding]:
     if not isinstance(sched, dict) or not sched.get("binary"):
         return []
     name = sched["name"]
+    panic = next((ln.strip() for ln in record.get("console", []) if "Kernel panic" in ln), None)
+    if panic:  # the kernel died under the scheduler: nothing after this can be trusted
+        return [
+            Finding(
+                "scheduler",
+                FAIL,
+                "kernel_panic",
+                f"the kernel panicked while {name} was loaded: {panic}",
+            )
+        ]
     events = sched.get("events", [])
     output = [o["line"] for o in sched.get("output", [])]
     kmsg = [k["text"] for k in sched.get("kmsg", [])]

@@ -41,6 +41,11 @@ def watch_from_above() -> None:
         console(f"could not make the agent real-time: {err}")
 
 
+def _cmdline() -> str:
+    with open("/proc/cmdline") as f:
+        return f.read().strip()
+
+
 def load_spec() -> dict[str, object]:
     try:
         with open(wire.SPEC_PATH) as f:
@@ -83,6 +88,7 @@ def run(channel: Channel, spec: dict[str, object], mount_failures: list[str]) ->
     channel.send(
         wire.HELLO,
         release=os.uname().release,
+        cmdline=_cmdline(),
         uptime_s=_uptime(),
         python=sys.version.split()[0],
         mount_failures=mount_failures,

@@ -51,6 +51,7 @@ def boot(
     on_message: Callable[[dict[str, Any]], None] | None = None,
     strict: bool = True,
     files: dict[str, bytes] | None = None,
+    cmdline: list[str] | None = None,
 ) -> Boot:
     """Run the agent with ``spec`` in a fresh VM.
 
@@ -66,6 +67,7 @@ def boot(
         initrd=str(initrd),
         topology=topology,
         accel=accel.name,
+        cmdline=list(cmdline or []),
         interactive=interactive,
     )
     try:
