@@ -134,7 +134,13 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
         if cell.summary:
             print(f"    {cell.summary}", flush=True)
 
-    done = gauntlet.run(cells, scheduler, args.duration, args.kernel, args.accel, progress)
+    budget = gauntlet.default_budget(args.jobs, args.mem_budget)
+    print(
+        f"budget: {budget.jobs} VMs at once, {budget.cpus} host CPUs, "
+        f"{budget.memory_mib} MiB of guest RAM",
+        flush=True,
+    )
+    done = gauntlet.run(cells, scheduler, args.duration, args.kernel, args.accel, progress, budget)
     print()
     print(gauntlet.matrix(done))
     print(f"\nrun directories under {paths.runs_dir()}")
@@ -451,7 +457,8 @@ def parser() -> argparse.ArgumentParser:
         "gauntlet",
         help="run scenarios across topology presets and flag profiles",
         description="Expand scenarios x presets x profiles, run each variant in its own VM "
-        "(one after another for now), stream each record to disk, and end with a matrix.",
+        "in parallel within a CPU and memory budget, stream each record to disk, and end "
+        "with a matrix. Ctrl-C stops every VM and keeps the finished records.",
     )
     gaunt.add_argument("scenarios", nargs="*", help="scenario names (default: steady)")
     gaunt.add_argument("--scheduler", "-s", default=None, help="as for 'ktstr run'")
@@ -465,6 +472,20 @@ def parser() -> argparse.ArgumentParser:
         help="skip presets with more vCPUs (default: %(default)s)",
     )
     gaunt.add_argument("--shard", default=None, metavar="I/N", help="run only shard I of N")
+    gaunt.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=None,
+        help="VMs at once, at most (default: the host's CPU count)",
+    )
+    gaunt.add_argument(
+        "--mem-budget",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="guest RAM of all running VMs together (default: 80%% of the host's available memory)",
+    )
     gaunt.add_argument("--duration", type=float, default=None, metavar="S")
     gaunt.add_argument("--kernel", "-k", default=None)
     gaunt.add_argument("--accel", choices=ACCEL_CHOICES, default=None)

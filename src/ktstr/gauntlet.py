@@ -1,13 +1,15 @@
 """``ktstr gauntlet``: scenarios × topology presets × flag profiles, one VM each.
 
-Variants run one after another (a parallel pool within a CPU and memory
-budget is not built yet); every record is written as soon as its variant
-ends, and a summary matrix follows.
+Variants run as parallel VMs within a CPU and a memory budget; every
+record is written as soon as its variant ends, Ctrl-C stops every VM and
+keeps what finished, and a summary matrix follows.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from ktstr.presets import DEFAULT_MAX_CPUS, Variant, expand, shard
@@ -16,6 +18,8 @@ from ktstr.runner import run_scenario
 from ktstr.scenario.catalog import get
 from ktstr.scheduler import Scheduler
 from ktstr.topology import Topology
+from ktstr.vm import lifecycle
+from ktstr.vm.qemu import tcg_thread_mode
 
 SYMBOL = {"pass": "pass", "fail": "FAIL", "skip": "skip", "inconclusive": "inc?"}
 
@@ -52,6 +56,35 @@ def plan(
     return [(s, v) for s in scenarios for v in variants]
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How much of the host the VMs may take at once."""
+
+    jobs: int  # VMs at once, at most
+    cpus: int  # host threads the VMs may keep busy
+    memory_mib: int  # guest RAM, summed
+
+
+def default_budget(jobs: int | None = None, memory_mib: int | None = None) -> Budget:
+    cpus = os.cpu_count() or 1
+    return Budget(jobs or cpus, cpus, memory_mib or int(_mem_available_mib() * 0.8))
+
+
+def _mem_available_mib() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    return 4096
+
+
+def vm_threads(topology: Topology, accel: str) -> int:
+    """Host threads a VM keeps busy: one under single-threaded TCG, else one per vCPU."""
+    if accel == "tcg" and tcg_thread_mode() == "single":
+        return 1
+    return topology.cpus
+
+
 def run(
     cells: list[tuple[str, Variant]],
     scheduler: Scheduler,
@@ -59,11 +92,19 @@ def run(
     kernel: str | None,
     accel: str | None,
     on_done: Callable[[Cell, int, int], None],
+    budget: Budget | None = None,
 ) -> list[Cell]:
+    """Run every cell, as many at once as the budget allows; results in cell order."""
     from ktstr.checks.scheduler import bug_summary
+    from ktstr.initramfs.image import base_image
+    from ktstr.kernel.store import resolve
+    from ktstr.vm.accel import choose
 
-    out = []
-    for index, (scenario, variant) in enumerate(cells, start=1):
+    budget = budget or default_budget()
+    base_image()  # build the shared guest image once, before VMs race for it
+    accel_name = choose(accel, resolve(kernel).boot_path).name
+
+    def one(scenario: str, variant: Variant) -> Cell:
         record, run_dir = run_scenario(
             get(scenario),
             Topology.parse(variant.topology),
@@ -73,10 +114,35 @@ def run(
             scheduler=scheduler,
             profile=variant.profile,
         )
-        cell = Cell(scenario, variant, record["verdict"], str(run_dir), bug_summary(record))
-        out.append(cell)
-        on_done(cell, index, len(cells))
-    return out
+        return Cell(scenario, variant, record["verdict"], str(run_dir), bug_summary(record))
+
+    pending = list(enumerate(cells))
+    running: dict[Future, tuple[int, int, int]] = {}  # future -> (index, threads, MiB)
+    results: dict[int, Cell] = {}
+    lifecycle.ABORT.clear()
+    with ThreadPoolExecutor(max_workers=max(1, budget.jobs)) as pool:
+        try:
+            while pending or running:
+                while pending and len(running) < budget.jobs:
+                    index, (scenario, variant) = pending[0]
+                    topo = Topology.parse(variant.topology)
+                    threads, mib = vm_threads(topo, accel_name), topo.memory
+                    busy = sum(t for _, t, _ in running.values())
+                    used = sum(m for _, _, m in running.values())
+                    if running and (busy + threads > budget.cpus or used + mib > budget.memory_mib):
+                        break  # wait for room; a lone VM always runs
+                    pending.pop(0)
+                    running[pool.submit(one, scenario, variant)] = (index, threads, mib)
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    index, _, _ = running.pop(future)
+                    results[index] = future.result()
+                    on_done(results[index], len(results), len(cells))
+        except KeyboardInterrupt:
+            lifecycle.ABORT.set()  # every running VM is killed; finished records stay
+            wait(list(running))
+            raise
+    return [results[i] for i in sorted(results)]
 
 
 def matrix(cells: list[Cell]) -> str:

@@ -161,3 +161,46 @@ def test_gauntlet_cli_runs_variants_and_prints_the_matrix():
     matrix = proc.stdout.split("\n\n")[-2]
     assert matrix.splitlines()[0].split() == ["scenario", "tiny-2llc", "tiny-smt"]
     assert matrix.splitlines()[1].split() == ["steady", "pass", "pass"]
+
+
+def test_gauntlet_sigint_stops_every_vm_and_keeps_finished_records(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.vm.conftest import qemu_pids_for
+
+    env = dict(__import__("os").environ, KTSTR_RUNS_DIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ktstr.cli",
+            "gauntlet",
+            "steady",
+            "--presets",
+            "tiny-2llc,tiny-smt,tiny-1llc,odd-3llc",
+            "-j",
+            "2",
+            "--duration",
+            "6",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = ""
+    for line in proc.stdout:
+        if line.startswith("[1/4]"):
+            first = line
+            break
+    assert first, "no variant finished"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    finished = first.rsplit("(", 1)[1].rstrip(")\n")
+    assert (Path(finished) / "record.json").exists()
+    assert not qemu_pids_for(str(tmp_path))
+    assert not list(tmp_path.glob("*/initrd.cpio"))

@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +170,7 @@ def base_image() -> BaseImage:
     started = time.monotonic()
     cache.mkdir(parents=True, exist_ok=True)
     archive = build_base(runtime, busybox)
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    tmp = target.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
     try:
         with open(tmp, "wb") as out:
             size = archive.write(out)

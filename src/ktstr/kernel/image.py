@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def extracted_vmlinux(bzimage: Path, data: bytes) -> Path | None:
         except payload.PayloadError:
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        tmp = target.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
         tmp.write_bytes(elf)
         os.replace(tmp, target)
     return target if has_pvh_note(target) else None
@@ -142,7 +143,7 @@ def inspect(
                 pass  # an older format: inspect again
     info = _inspect(path, config_path, modules_dir)
     memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".tmp{os.getpid()}")
+    tmp = memo.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
     tmp.write_text(json.dumps(info.as_dict()))
     os.replace(tmp, memo)
     return info

@@ -38,6 +38,10 @@ POWEROFF, PANIC, TIMEOUT, QEMU_FAILED, INTERRUPTED = (
 )
 _PR_SET_PDEATHSIG = 1
 _KILL_GRACE_S = 3.0
+_ABORT_POLL_S = 0.25
+# Set to stop every VM of this process at once (a gauntlet's Ctrl-C): each run_vm
+# kills its QEMU and raises KeyboardInterrupt in its own thread.
+ABORT = threading.Event()
 
 
 def _die_with_parent() -> None:
@@ -135,13 +139,20 @@ def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
             return True
         except subprocess.TimeoutExpired:
             return False
+    deadline = time.monotonic() + timeout_s
     try:
-        ready, _, _ = select.select([pidfd], [], [], timeout_s)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([pidfd], [], [], min(left, _ABORT_POLL_S))
+            if ready:
+                proc.wait()
+                return True
+            if ABORT.is_set():
+                raise KeyboardInterrupt
     finally:
         os.close(pidfd)
-    if ready:
-        proc.wait()
-    return bool(ready)
 
 
 def _stop(proc: subprocess.Popen) -> None:
