@@ -123,6 +123,12 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
         args.max_cpus,
         parse_shard(args.shard) if args.shard else None,
     )
+    if args.budget:
+        from ktstr.budget import select
+
+        chosen = select(cells, scheduler.name, args.duration or 12.0, args.budget)
+        print(f"budget: {chosen.summary()}", flush=True)
+        cells = chosen.cells
     print(f"gauntlet: {len(cells)} variants", flush=True)
 
     def progress(cell: gauntlet.Cell, index: int, total: int) -> None:
@@ -472,6 +478,15 @@ def parser() -> argparse.ArgumentParser:
         help="skip presets with more vCPUs (default: %(default)s)",
     )
     gaunt.add_argument("--shard", default=None, metavar="I/N", help="run only shard I of N")
+    gaunt.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="run the subset that covers the most configurations (scheduler, profile, CPU/LLC "
+        "buckets, SMT, NUMA, scenario) within this many estimated seconds; estimates are "
+        "calibrated from this host's runs",
+    )
     gaunt.add_argument(
         "-j",
         "--jobs",

@@ -161,7 +161,11 @@ def ktstr_test(
             judge_outcome(record)
 
         del test.__wrapped__  # pytest must see the wrapper's signature, not fn's (ctx)
-        test.ktstr = {"scheduler": scheduler, "constraints": limits}  # type: ignore[attr-defined]
+        test.ktstr = {  # type: ignore[attr-defined]
+            "scheduler": scheduler,
+            "constraints": limits,
+            "duration_s": duration_s,
+        }
         return pytest.mark.vm(test)
 
     return decorate
@@ -191,6 +195,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--ktstr-presets", default=None, help="comma-separated gauntlet presets (default: all)"
     )
     group.addoption(
+        "--ktstr-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="per test, run the gauntlet variants that cover the most configurations "
+        "within this many estimated seconds",
+    )
+    group.addoption(
         "--ktstr-shard",
         default=None,
         metavar="I/N",
@@ -218,6 +230,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     variants = expand(limits.reason, profiles, names.split(",") if names else None)
     if config.getoption("--ktstr-shard"):
         variants = shard(variants, *parse_shard(config.getoption("--ktstr-shard")))
+    if config.getoption("--ktstr-budget"):
+        from ktstr.budget import select
+
+        picked = select(
+            [("", v) for v in variants],
+            scheduler.name,
+            info["duration_s"],
+            config.getoption("--ktstr-budget"),
+        )
+        variants = [v for _, v in picked.cells]
     metafunc.parametrize("ktstr_variant", variants, ids=[v.id for v in variants])
 
 

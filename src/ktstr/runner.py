@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ktstr import __version__, paths, wire
+from ktstr.budget import record_cost
 from ktstr.checks import judge
 from ktstr.checks.model import FAIL, PASS, Finding, Verdict
 from ktstr.checks.scheduler import scheduler_health
@@ -276,6 +277,7 @@ def run_scenario(
     chosen = accel_mod.choose(accel, info.boot_path)
     log.info("%s", chosen.line())
     timeout = timeout_s or default_timeout(topology, chosen) + 2 * duration + 30
+    started = time.monotonic()
     done = boot(
         topology,
         info,
@@ -297,6 +299,7 @@ def run_scenario(
             f"the guest agent failed: {error.get('message')}",
             f"see {run_dir / 'agent-traceback.txt'}",
         )
+    record_cost(topology.cpus, duration, time.monotonic() - started)
     record = build_record(scenario, topology, plan, result, info, chosen, duration)
     apply_verdict(record, judge_record(record))
     save(record, run_dir)

@@ -115,3 +115,34 @@ def test_gauntlet_plan_and_matrix():
     text = gauntlet.matrix(done)
     assert text.splitlines()[0].split()[1:] == ["tiny-2llc", "odd-3llc"]
     assert "FAIL" in text.splitlines()[1] and "pass" in text.splitlines()[1]
+
+
+def test_budget_selection_covers_most_per_second(tmp_path, monkeypatch):
+    from ktstr import budget
+    from ktstr.scheduler import EEVDF
+
+    monkeypatch.setenv("KTSTR_CACHE_DIR", str(tmp_path))
+    model = budget.calibrated()
+    assert model.samples == 0 and model.fixed_s == budget.DEFAULT_FIXED_S
+    from ktstr import gauntlet
+
+    cells = gauntlet.plan(["steady", "cpuset_apply"], EEVDF, None, None, max_cpus=252)
+    small = budget.select(cells, "eevdf", 12, 120, model)
+    assert small.seconds <= 120 and 0 < len(small.cells) < len(cells)
+    big = budget.select(cells, "eevdf", 12, 10**6, model)
+    assert len(big.cells) == len(cells) and big.covered == big.features
+    assert small.covered / small.features > len(small.cells) / len(cells)  # greedy pays off
+    text = small.summary()
+    assert text.startswith(f"{len(small.cells)}/{len(cells)} variants") and "configurations" in text
+    assert budget.select(cells, "eevdf", 12, 1, model).cells == []
+
+
+def test_cost_model_calibrates_from_measured_runs(tmp_path, monkeypatch):
+    from ktstr import budget
+
+    monkeypatch.setenv("KTSTR_CACHE_DIR", str(tmp_path))
+    for cpus in (2, 4, 8, 16):
+        budget.record_cost(cpus, 12.0, 12.0 + 3.0 + 0.5 * cpus)
+    model = budget.calibrated()
+    assert model.samples == 4
+    assert abs(model.fixed_s - 3.0) < 1e-6 and abs(model.per_cpu_s - 0.5) < 1e-6
