@@ -111,6 +111,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 def cmd_gauntlet(args: argparse.Namespace) -> int:
     from ktstr import gauntlet
     from ktstr.presets import parse_shard
+    from ktstr.results.progress import GauntletProgress
     from ktstr.scheduler import from_cli
 
     scheduler = from_cli(args.scheduler)
@@ -131,22 +132,33 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
         cells = chosen.cells
     print(f"gauntlet: {len(cells)} variants", flush=True)
 
-    def progress(cell: gauntlet.Cell, index: int, total: int) -> None:
-        print(
-            f"[{index}/{total}] {cell.scenario}[{cell.variant.id}]: {cell.verdict.upper()} "
-            f"({cell.run_dir})",
-            flush=True,
-        )
-        if cell.summary:
-            print(f"    {cell.summary}", flush=True)
-
     budget = gauntlet.default_budget(args.jobs, args.mem_budget)
     print(
         f"budget: {budget.jobs} VMs at once, {budget.cpus} host CPUs, "
         f"{budget.memory_mib} MiB of guest RAM",
         flush=True,
     )
-    done = gauntlet.run(cells, scheduler, args.duration, args.kernel, args.accel, progress, budget)
+    with GauntletProgress(len(cells), budget.jobs) as shown:
+
+        def finished(cell: gauntlet.Cell, index: int, total: int) -> None:
+            line = (
+                f"[{index}/{total}] {cell.scenario}[{cell.variant.id}]: "
+                f"{cell.verdict.upper()} ({cell.run_dir})"
+            )
+            if cell.summary:
+                line += f"\n    {cell.summary}"
+            shown.finished_one(cell.verdict, line)
+
+        done = gauntlet.run(
+            cells,
+            scheduler,
+            args.duration,
+            args.kernel,
+            args.accel,
+            finished,
+            budget,
+            on_start=lambda *_: shown.started_one(),
+        )
     print()
     print(gauntlet.matrix(done))
     print(f"\nrun directories under {paths.runs_dir()}")

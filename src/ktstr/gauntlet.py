@@ -93,6 +93,7 @@ def run(
     accel: str | None,
     on_done: Callable[[Cell, int, int], None],
     budget: Budget | None = None,
+    on_start: Callable[[str, Variant], None] | None = None,
 ) -> list[Cell]:
     """Run every cell, as many at once as the budget allows; results in cell order."""
     from ktstr.checks.scheduler import bug_summary
@@ -133,6 +134,8 @@ def run(
                         break  # wait for room; a lone VM always runs
                     pending.pop(0)
                     running[pool.submit(one, scenario, variant)] = (index, threads, mib)
+                    if on_start:
+                        on_start(scenario, variant)
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in finished:
                     index, _, _ = running.pop(future)
