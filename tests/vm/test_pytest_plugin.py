@@ -43,3 +43,56 @@ def test_ktstr_test_pass_fail_skip_with_bug_summary(pytester, monkeypatch):
     xml = junit.read_text()
     assert "BUG SUMMARY: [scheduler/error_exit]" in xml
     assert os.environ.get("KTSTR_RUNS_DIR")  # the runs went to the suite's tmp dir
+
+
+GAUNTLET_TESTS = """
+from ktstr import CgroupDef, Flag, Scheduler, ktstr_test
+
+SIMPLE = Scheduler("scx_simple", "scx_simple")
+QMAP = Scheduler("scx_qmap", "scx_qmap", flags={"stall": Flag(("-t", "50"))})
+
+
+@ktstr_test(duration_s=4, max_cpus=4)
+def test_eevdf(ctx):
+    return ctx.run_defs([CgroupDef("cg_0", workers=2)])
+
+
+@ktstr_test(scheduler=SIMPLE, duration_s=4, max_cpus=4, min_llcs=2)
+def test_simple(ctx):
+    return ctx.run_defs([CgroupDef("cg_0", workers=2)])
+
+
+@ktstr_test(scheduler=QMAP, duration_s=12, max_cpus=4, min_llcs=2)
+def test_qmap(ctx):
+    return ctx.run_defs([CgroupDef("cg_0", workers=2)])
+"""
+
+
+def test_pytest_gauntlet_fails_exactly_the_broken_variants(pytester, monkeypatch):
+    monkeypatch.setenv("KTSTR_CACHE_DIR", CACHE)
+    pytester.makepyfile(test_g=GAUNTLET_TESTS)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        "--ktstr-gauntlet",
+        "--ktstr-presets=tiny-1llc,tiny-2llc,tiny-smt,numa2-2llc",
+        "-n",
+        "2",
+    )
+    outcomes = result.parseoutcomes()
+    text = result.stdout.str()
+    # EEVDF on the 3 presets within 4 vCPUs; scx_simple on the one with 2 LLCs;
+    # scx_qmap default passes there and its stall profile fails.
+    assert outcomes.get("passed") == 5 and outcomes.get("failed") == 1, text
+    assert "test_qmap[tiny-2llc/stall]" in text.split("FAILED")[-1]
+    assert "PASSED test_g.py::test_qmap[tiny-2llc/default]" in text
+    assert "BUG SUMMARY: [scheduler/" in text
+
+
+def test_xdist_workers_share_the_vm_budget(pytester, monkeypatch):
+    monkeypatch.setenv("KTSTR_CACHE_DIR", CACHE)
+    monkeypatch.setenv("KTSTR_VM_SLOTS", "1")  # two workers, one VM at a time
+    pytester.makepyfile(test_x=USER_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+    result.assert_outcomes(passed=1, failed=1, skipped=1)

@@ -20,6 +20,7 @@ from ktstr.topology import Topology
 from ktstr.vm import lifecycle
 from ktstr.vm.accel import Accel
 from ktstr.vm.qemu import VmConfig
+from ktstr.vm.slots import vm_slot
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,10 @@ def boot(
         interactive=interactive,
     )
     try:
-        result = lifecycle.run_vm(
-            cfg, run_dir, timeout_s or default_timeout(topology, accel), on_message
-        )
+        with vm_slot():  # host-wide: xdist workers and parallel runs share the budget
+            result = lifecycle.run_vm(
+                cfg, run_dir, timeout_s or default_timeout(topology, accel), on_message
+            )
     finally:
         initrd.unlink(missing_ok=True)
     if strict:
