@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ktstr import __version__, paths
 from ktstr.errors import KtstrError
+from ktstr.results.terminal import table
 from ktstr.topology import Topology
 
 # Subcommands import what they need when they run, so --help and quick
@@ -60,12 +61,19 @@ def cmd_kernel_list(args: argparse.Namespace) -> int:
     if not infos:
         print(f"no kernels cached under {paths.kernels_dir()}; {store.FETCH_HINT}")
         return 0
-    print(f"{'release':<34} {'sched_ext':<9} {'BTF':<4} {'SCHEDSTATS':<10} {'boot':<8} size")
-    for i in infos:
-        print(
-            f"{i.release:<34} {_yes(i.sched_ext):<9} {_yes(i.btf):<4} {_yes(i.schedstats):<10} "
-            f"{i.boot_method:<8} {i.size / 2**20:.1f} MiB"
+    rows = [("release", "sched_ext", "BTF", "SCHEDSTATS", "boot", "size")]
+    rows += [
+        (
+            i.release,
+            _yes(i.sched_ext),
+            _yes(i.btf),
+            _yes(i.schedstats),
+            i.boot_method,
+            f"{i.size / 2**20:.1f} MiB",
         )
+        for i in infos
+    ]
+    print("\n".join(table(rows)))
     return 0
 
 
@@ -168,11 +176,12 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
 def cmd_topo_presets(args: argparse.Namespace) -> int:
     from ktstr.presets import PRESETS, preset
 
-    print(f"{'preset':<13} {'topology':<10} {'cpus':>4} {'llcs':>4} {'numa':>4} {'smt':>3}")
+    rows = [("preset", "topology", "cpus", "llcs", "numa", "smt")]
     for name in PRESETS:
         t = preset(name)
         smt = "yes" if t.threads_per_core > 1 else "no"
-        print(f"{name:<13} {t.name:<10} {t.cpus:>4} {t.llcs:>4} {t.numa_nodes:>4} {smt:>3}")
+        rows.append((name, t.name, str(t.cpus), str(t.llcs), str(t.numa_nodes), smt))
+    print("\n".join(table(rows)))
     return 0
 
 
@@ -269,12 +278,8 @@ def cmd_schedulers_list(args: argparse.Namespace) -> int:
     elif not rows:
         print("no test schedulers built yet; run 'ktstr schedulers build'")
     else:
-        print(f"{'name':<14} {'kernel release':<28} {'compiler':<9} {'built':<21} path")
-        for r in rows:
-            print(
-                f"{r['name']:<14} {r['release']:<28} {r['compiler']:<9} {r['built']:<21} "
-                f"{r['path']}"
-            )
+        keys = ("name", "release", "compiler", "built", "path")
+        print("\n".join(table([keys] + [tuple(r[k] for k in keys) for r in rows])))
     return 0
 
 

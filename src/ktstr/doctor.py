@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ktstr import paths
 from ktstr.errors import KtstrError
+from ktstr.host import mem_available_mib
 from ktstr.kernel import store
 from ktstr.vm import accel, qemu
 
@@ -21,14 +22,6 @@ class Check:
     detail: str
     fix: str = ""
     required: bool = True
-
-
-def _mem_available_mib() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) // 1024
-    return 0
 
 
 def checks() -> list[Check]:
@@ -93,7 +86,7 @@ def checks() -> list[Check]:
             f"free space under {cache} (2 GiB or more)",
         )
     )
-    mem = _mem_available_mib()
+    mem = mem_available_mib()
     out.append(
         Check(
             "memory",

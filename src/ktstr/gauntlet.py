@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from ktstr.host import mem_available_mib
 from ktstr.presets import DEFAULT_MAX_CPUS, Variant, expand, shard
 from ktstr.pytest_plugin import Constraints
 from ktstr.runner import run_scenario
@@ -67,15 +68,7 @@ class Budget:
 
 def default_budget(jobs: int | None = None, memory_mib: int | None = None) -> Budget:
     cpus = os.cpu_count() or 1
-    return Budget(jobs or cpus, cpus, memory_mib or int(_mem_available_mib() * 0.8))
-
-
-def _mem_available_mib() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) // 1024
-    return 4096
+    return Budget(jobs or cpus, cpus, memory_mib or int((mem_available_mib() or 4096) * 0.8))
 
 
 def vm_threads(topology: Topology, accel: str) -> int:

@@ -10,11 +10,11 @@ guest therefore reports one physical package per LLC.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 
 from ktstr.errors import ConfigError
+from ktstr.host import positive_int_env
 
 DEFAULT_MAX_CPUS = 252
 _NAME = re.compile(r"^(\d+)n(\d+)l(\d+)c(\d+)t$")
@@ -24,18 +24,7 @@ REMOTE_DISTANCE = 20
 
 def max_cpus() -> int:
     """Largest vCPU count a topology may have (``KTSTR_MAX_CPUS``)."""
-    raw = os.environ.get("KTSTR_MAX_CPUS")
-    if not raw:
-        return DEFAULT_MAX_CPUS
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(
-            f"KTSTR_MAX_CPUS={raw!r} is not a number", "set it to a positive integer"
-        ) from None
-    if value < 1:
-        raise ConfigError(f"KTSTR_MAX_CPUS={value} is below 1", "set it to a positive integer")
-    return value
+    return positive_int_env("KTSTR_MAX_CPUS", DEFAULT_MAX_CPUS)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Aligned columns with a rule under the header row."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -16,7 +17,7 @@ def _num(value: object, fmt: str = "{:.0f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def verdict_table(record: dict) -> str:
+def verdicttable(record: dict) -> str:
     """One row per check: status, worst value, limit; then the failing findings."""
     rows = [("check", "status", "worst", "limit", "detail")]
     by_check: dict[str, list[dict]] = defaultdict(list)
@@ -39,7 +40,7 @@ def verdict_table(record: dict) -> str:
         f"{record.get('verdict', '?').upper()}",
         "",
     ]
-    lines += _table(rows)
+    lines += table(rows)
     failing = [f for f in record.get("findings", []) if f["status"] == "fail"]
     if failing:
         lines += ["", "findings:"] + [
@@ -48,7 +49,7 @@ def verdict_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def cgroup_table(record: dict) -> str:
+def cgrouptable(record: dict) -> str:
     """Per cgroup: workers, work rate, CPU share, longest gap, migrations, p99 wake."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for w in record.get("workers", []):
@@ -87,13 +88,13 @@ def cgroup_table(record: dict) -> str:
                 f"{max(wakes):.0f}" if wakes else "-",
             )
         )
-    return "\n".join(_table(rows))
+    return "\n".join(table(rows))
 
 
 def run_summary(record: dict, run_dir: str) -> str:
     cal = record.get("calibration", {})
-    parts = [verdict_table(record)]
-    table = cgroup_table(record)
+    parts = [verdicttable(record)]
+    table = cgrouptable(record)
     if table:
         parts.append(table)
     info = [

@@ -15,25 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ktstr import paths
-from ktstr.errors import ConfigError
+from ktstr.host import positive_int_env
 
 _POLL_S = 0.2
 
 
 def slot_count() -> int:
     """``KTSTR_VM_SLOTS``, else one VM per host CPU."""
-    raw = os.environ.get("KTSTR_VM_SLOTS")
-    if not raw:
-        return os.cpu_count() or 1
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(
-            f"KTSTR_VM_SLOTS={raw!r} is not a number", "set it to how many VMs may run at once"
-        ) from None
-    if value < 1:
-        raise ConfigError(f"KTSTR_VM_SLOTS={value} is below 1", "set it to 1 or more")
-    return value
+    return positive_int_env("KTSTR_VM_SLOTS", os.cpu_count() or 1)
 
 
 @contextmanager
