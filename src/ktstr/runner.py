@@ -18,6 +18,7 @@ from ktstr.errors import ConfigError, KernelError, VmError
 from ktstr.guest.scenario import calibrate
 from ktstr.initramfs import elfdeps
 from ktstr.kernel.store import resolve
+from ktstr.results import store
 from ktstr.scenario.model import Scenario
 from ktstr.scenario.plan import compile_plan
 from ktstr.scheduler import EEVDF, Scheduler
@@ -115,6 +116,7 @@ def build_record(
         "qemu_version": qemu_version(),
         "accel": {"name": accel.name, "reason": accel.reason},
         "host": platform.node(),
+        "git": store.project_git(),
         "calibration": {
             "guest_loop_s": calib.get("loop_s"),
             "host_loop_s": host_loop,
@@ -225,10 +227,12 @@ def apply_verdict(record: dict, verdict: Verdict) -> dict:
 
 
 def save(record: dict, run_dir: Path) -> Path:
+    """Write record.json (atomically) and index it in the result store."""
     path = run_dir / "record.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     tmp.replace(path)
+    store.index(record, run_dir)
     return path
 
 

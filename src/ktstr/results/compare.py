@@ -1,0 +1,174 @@
+"""A/B comparison of runs: per metric, mean and confidence interval, a significance test,
+and a verdict that needs the absolute and relative thresholds and significance together.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ktstr.errors import ConfigError
+from ktstr.results.metrics import METRICS, values
+
+ALPHA = 0.05
+EXACT_LIMIT = 16  # samples in all, up to which the Mann-Whitney p-value is exact
+
+
+def _ranks(data: list[float]) -> list[float]:
+    order = sorted(range(len(data)), key=lambda i: data[i])
+    ranks = [0.0] * len(data)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and data[order[j + 1]] == data[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def mann_whitney(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of the Mann-Whitney U test (exact for small samples)."""
+    n1, n2 = len(a), len(b)
+    if not n1 or not n2:
+        return 1.0
+    ranks = _ranks(a + b)
+    observed = sum(ranks[:n1])
+    mean = n1 * (n1 + n2 + 1) / 2
+    if n1 + n2 <= EXACT_LIMIT:
+        extreme = abs(observed - mean)
+        total = hits = 0
+        for combo in itertools.combinations(ranks, n1):
+            total += 1
+            if abs(sum(combo) - mean) >= extreme - 1e-9:
+                hits += 1
+        return hits / total
+    ties = len(ranks) - len(set(ranks))
+    var = n1 * n2 * (n1 + n2 + 1) / 12 * (1 - ties / ((n1 + n2) ** 3 - (n1 + n2) or 1))
+    if var <= 0:
+        return 1.0
+    z = max(0.0, abs(observed - mean) - 0.5) / math.sqrt(var)  # continuity-corrected
+    return min(1.0, math.erfc(z / math.sqrt(2)))
+
+
+def ci95(xs: list[float]) -> float:
+    """Half-width of a normal-approximation 95 % interval of the mean (0 for one sample)."""
+    return 1.96 * statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0
+
+
+@dataclass
+class Row:
+    group: str
+    metric: str
+    unit: str
+    a_mean: float
+    a_ci: float
+    b_mean: float
+    b_ci: float
+    delta: float
+    rel: float | None
+    p: float
+    verdict: str  # ok | better | worse | regression | n.s.
+
+
+def load_policy(path: str | None) -> dict[str, dict]:
+    """{"metric": {"abs": x, "rel": y}, "alpha": 0.05} overrides."""
+    if not path:
+        return {}
+    try:
+        policy = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"cannot read the policy {path}: {err}",
+            'give a JSON file like {"worst_gap": {"abs": 100, "rel": 0.2}}',
+        ) from None
+    unknown = [k for k in policy if k not in METRICS and k != "alpha"]
+    if unknown:
+        raise ConfigError(
+            f"policy names unknown metric {unknown[0]!r}", "see 'ktstr metrics' for the names"
+        )
+    return policy
+
+
+def compare_samples(
+    group: str, name: str, a: list[float], b: list[float], policy: dict | None = None
+) -> Row:
+    metric = METRICS[name]
+    override = (policy or {}).get(name, {})
+    abs_t = float(override.get("abs", metric.abs_threshold))
+    rel_t = float(override.get("rel", metric.rel_threshold))
+    alpha = float((policy or {}).get("alpha", ALPHA))
+    am, bm = statistics.mean(a), statistics.mean(b)
+    delta = bm - am
+    rel = delta / abs(am) if am else None
+    p = mann_whitney(a, b)
+    worse = delta < 0 if metric.higher_is_better else delta > 0
+    big = abs(delta) > abs_t and (rel is None or abs(rel) > rel_t)
+    if not big:
+        verdict = "ok"
+    elif p >= alpha:
+        verdict = "n.s."
+    else:
+        verdict = "regression" if worse else "better"
+    return Row(group, name, metric.unit, am, ci95(a), bm, ci95(b), delta, rel, p, verdict)
+
+
+def group_key(record: dict) -> str:
+    sched = record.get("scheduler")
+    profile = sched.get("profile") if isinstance(sched, dict) else None
+    return f"{record.get('scenario')}/{record.get('topology')}" + (f"/{profile}" if profile else "")
+
+
+def compare(a_records: list[dict], b_records: list[dict], policy: dict | None = None) -> list[Row]:
+    """Pair runs by (scenario, topology, profile) and compare every shared metric."""
+
+    def grouped(records: list[dict]) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for r in records:
+            out.setdefault(group_key(r), []).append(values(r))
+        return out
+
+    ga, gb = grouped(a_records), grouped(b_records)
+    rows = []
+    for group in sorted(set(ga) & set(gb)):
+        for name in METRICS:
+            a = [v[name] for v in ga[group] if name in v]
+            b = [v[name] for v in gb[group] if name in v]
+            if a and b:
+                rows.append(compare_samples(group, name, a, b, policy))
+    return rows
+
+
+def as_json(rows: list[Row]) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+def render(rows: list[Row], a_label: str, b_label: str, color: bool) -> str:
+    marks = {"regression": "\033[31m", "better": "\033[32m", "n.s.": "\033[33m"}
+    from ktstr.results.terminal import table
+
+    out = [("group", "metric", a_label, b_label, "delta", "p", "verdict")]
+    for r in rows:
+        rel = f" ({r.rel:+.0%})" if r.rel is not None else ""
+        out.append(
+            (
+                r.group,
+                r.metric + (f" [{r.unit}]" if r.unit else ""),
+                f"{r.a_mean:.4g} ±{r.a_ci:.2g}",
+                f"{r.b_mean:.4g} ±{r.b_ci:.2g}",
+                f"{r.delta:+.4g}{rel}",
+                f"{r.p:.3f}",
+                r.verdict,
+            )
+        )
+    lines = table(out)
+    if color:
+        for i, r in enumerate(rows, start=2):
+            if r.verdict in marks:
+                lines[i] = f"{marks[r.verdict]}{lines[i]}\033[0m"
+    return "\n".join(lines)

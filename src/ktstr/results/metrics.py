@@ -1,0 +1,220 @@
+"""Named metrics derived from a record, each with a polarity, a unit and regression thresholds.
+
+A regression needs the change to exceed both the absolute and the relative
+threshold (and to be statistically significant; see ``compare``).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    higher_is_better: bool
+    abs_threshold: float
+    rel_threshold: float  # fraction, 0.10 = 10 %
+    description: str
+    fn: Callable[[dict], float | None]
+
+
+def _workers(r: dict) -> list[dict]:
+    return [w for w in r.get("workers", []) if not w.get("error") and w.get("units")]
+
+
+def _finding_value(r: dict, check: str) -> float | None:
+    values = [f["value"] for f in r.get("findings", []) if f["check"] == check and "value" in f]
+    return max(values) if values else None
+
+
+def _worst_gap(r: dict) -> float | None:
+    gaps = [g[0] * 1000 for w in _workers(r) for g in w.get("gaps", [])]
+    return max(gaps) if gaps else None
+
+
+def _wakes(r: dict, key: str) -> list[float]:
+    return [w["wake"][key] for w in _workers(r) if w.get("wake")]
+
+
+def _pctl(r: dict, key: str) -> float | None:
+    values = _wakes(r, key)
+    return statistics.median(values) if values else None
+
+
+def _wake_cv(r: dict) -> float | None:
+    values = _wakes(r, "p50_us")
+    if len(values) < 2 or not statistics.mean(values):
+        return None
+    return statistics.pstdev(values) / statistics.mean(values)
+
+
+def _rate(w: dict) -> float:
+    wall = max(1e-9, w.get("end_s", 0) - w.get("start_s", 0))
+    return w["units"] / wall
+
+
+def _runq_delays(r: dict) -> list[float]:
+    return [
+        w["wait_ns"] / w["timeslices"] / 1e6
+        for w in _workers(r)
+        if w.get("timeslices") and w.get("wait_ns") is not None
+    ]
+
+
+def _weight_deviation(r: dict) -> float | None:
+    values = [
+        f["value"]
+        for f in r.get("findings", [])
+        if f["check"] == "fairness" and f.get("kind") == "weight_mismatch"
+    ]
+    return max(values) if values else None
+
+
+def _imbalance(r: dict) -> float | None:
+    """max/min mean utilization over CPUs, from the timeline."""
+    per_cpu: dict[str, list[float]] = {}
+    for sample in r.get("timeline", []):
+        for cpu, util in sample.get("util", {}).items():
+            per_cpu.setdefault(cpu, []).append(util)
+    means = [statistics.mean(v) for v in per_cpu.values() if v]
+    if len(means) < 2 or min(means) <= 0:
+        return None
+    return max(means) / min(means)
+
+
+def _total(r: dict, fn: Callable[[dict], float]) -> float | None:
+    ws = _workers(r)
+    return float(sum(fn(w) for w in ws)) if ws else None
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in [
+        Metric(
+            "worst_fairness_spread",
+            "pts",
+            False,
+            3.0,
+            0.25,
+            "largest off-CPU share spread among equal workers",
+            lambda r: _finding_value(r, "fairness"),
+        ),
+        Metric(
+            "worst_gap", "ms", False, 50.0, 0.25, "longest gap between progress stamps", _worst_gap
+        ),
+        Metric(
+            "migrations",
+            "",
+            False,
+            20.0,
+            0.25,
+            "total migrations of all workers",
+            lambda r: _total(r, lambda w: w.get("migrations", 0)),
+        ),
+        Metric(
+            "migrations_per_unit",
+            "",
+            False,
+            0.01,
+            0.25,
+            "migrations per unit of work",
+            lambda r: (
+                (_total(r, lambda w: w.get("migrations", 0)) or 0)
+                / max(1.0, _total(r, lambda w: w["units"]) or 1.0)
+                if _workers(r)
+                else None
+            ),
+        ),
+        Metric(
+            "wake_p50",
+            "us",
+            False,
+            50.0,
+            0.20,
+            "median of workers' p50 wake latency",
+            lambda r: _pctl(r, "p50_us"),
+        ),
+        Metric(
+            "wake_p99",
+            "us",
+            False,
+            200.0,
+            0.20,
+            "median of workers' p99 wake latency",
+            lambda r: _pctl(r, "p99_us"),
+        ),
+        Metric(
+            "wake_cv",
+            "",
+            False,
+            0.05,
+            0.25,
+            "coefficient of variation of p50 wake latency",
+            _wake_cv,
+        ),
+        Metric(
+            "work_units",
+            "",
+            True,
+            100.0,
+            0.05,
+            "total work units of all workers",
+            lambda r: _total(r, lambda w: w["units"]),
+        ),
+        Metric(
+            "work_rate",
+            "/s",
+            True,
+            5.0,
+            0.05,
+            "mean work units per second per worker",
+            lambda r: statistics.mean([_rate(w) for w in _workers(r)]) if _workers(r) else None,
+        ),
+        Metric(
+            "runq_delay_mean",
+            "ms",
+            False,
+            0.5,
+            0.20,
+            "mean run-queue wait per timeslice",
+            lambda r: statistics.mean(_runq_delays(r)) if _runq_delays(r) else None,
+        ),
+        Metric(
+            "runq_delay_worst",
+            "ms",
+            False,
+            1.0,
+            0.25,
+            "worst worker's mean run-queue wait",
+            lambda r: max(_runq_delays(r)) if _runq_delays(r) else None,
+        ),
+        Metric(
+            "weight_share_deviation",
+            "%",
+            False,
+            5.0,
+            0.25,
+            "largest deviation of a cgroup's CPU share from its cpu.weight share",
+            _weight_deviation,
+        ),
+        Metric("imbalance", "x", False, 0.1, 0.10, "max/min mean CPU utilization", _imbalance),
+    ]
+}
+
+
+def values(record: dict) -> dict[str, float]:
+    """Every metric the record supports (finite values only)."""
+    out = {}
+    for name, metric in METRICS.items():
+        try:
+            value = metric.fn(record)
+        except (KeyError, TypeError, ZeroDivisionError, statistics.StatisticsError):
+            value = None
+        if value is not None and math.isfinite(value):
+            out[name] = float(value)
+    return out

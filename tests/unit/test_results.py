@@ -1,0 +1,137 @@
+"""Metrics from hand-built records, A/B statistics on synthetic samples, policies, the index."""
+
+import json
+import random
+
+import pytest
+
+from ktstr.errors import ConfigError
+from ktstr.results import baselines, compare, store
+from ktstr.results.metrics import METRICS, values
+
+
+def record(
+    units=100,
+    gap=0.05,
+    migrations=4,
+    wake=None,
+    scenario="steady",
+    topo="1n2l2c1t",
+    verdict="pass",
+    created="2026-11-23T10:00:00",
+):
+    worker = {
+        "id": 0,
+        "units": units,
+        "start_s": 0.0,
+        "end_s": 10.0,
+        "gaps": [[gap, 1.0, 0]],
+        "migrations": migrations,
+        "wait_ns": 2_000_000,
+        "timeslices": 4,
+        "error": None,
+        "wake": wake,
+        "cpu_time_ns": 9 * 10**9,
+    }
+    return {
+        "scenario": scenario,
+        "topology": topo,
+        "workers": [worker, dict(worker, id=1)],
+        "findings": [
+            {"check": "fairness", "status": "pass", "kind": "ok", "message": "", "value": 3.0}
+        ],
+        "timeline": [{"util": {"0": 0.9, "1": 0.45}}],
+        "verdict": verdict,
+        "created": created,
+        "scheduler": {"name": "eevdf", "profile": None},
+        "kernel": {"release": "7.2.13"},
+        "accel": {"name": "tcg"},
+    }
+
+
+def test_metrics_from_a_record():
+    v = values(record(wake={"n": 10, "p50_us": 100.0, "p99_us": 900.0, "max_us": 1000.0}))
+    assert v["worst_gap"] == pytest.approx(50.0)
+    assert v["migrations"] == 8 and v["work_units"] == 200
+    assert v["work_rate"] == pytest.approx(10.0)
+    assert v["runq_delay_mean"] == pytest.approx(0.5)
+    assert v["wake_p99"] == 900.0 and v["wake_cv"] == 0.0
+    assert v["imbalance"] == pytest.approx(2.0)
+    assert v["worst_fairness_spread"] == 3.0
+    assert "weight_share_deviation" not in v  # nothing to measure
+    assert set(v) <= set(METRICS)
+
+
+def test_identical_distributions_are_no_regression():
+    rng = random.Random(1)
+    a = [100 + rng.gauss(0, 5) for _ in range(10)]
+    row = compare.compare_samples("g", "worst_gap", a, list(a))
+    assert row.verdict == "ok" and row.p == pytest.approx(1.0)
+
+
+def test_clear_shift_is_a_regression_and_polarity_matters():
+    rng = random.Random(2)
+    a = [100 + rng.gauss(0, 5) for _ in range(10)]
+    b = [300 + rng.gauss(0, 5) for _ in range(10)]
+    assert compare.compare_samples("g", "worst_gap", a, b).verdict == "regression"
+    assert (
+        compare.compare_samples("g", "work_units", [x * 10 for x in a], [x * 10 for x in b]).verdict
+        == "better"
+    )
+
+
+def test_tiny_noisy_shift_is_not_significant():
+    rng = random.Random(3)
+    a = [100 + rng.gauss(0, 60) for _ in range(4)]
+    b = [x + 90 for x in [100 + rng.gauss(0, 60) for _ in range(4)]]
+    row = compare.compare_samples("g", "worst_gap", a, b)
+    assert row.verdict in ("n.s.", "ok") and row.p > 0.05
+
+
+def test_exact_mann_whitney_small_samples():
+    assert compare.mann_whitney([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)
+    assert compare.mann_whitney([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
+    assert compare.mann_whitney([], [1]) == 1.0
+
+
+def test_policy_overrides_thresholds(tmp_path):
+    a, b = [100.0] * 6, [130.0] * 6
+    assert compare.compare_samples("g", "worst_gap", a, b).verdict == "ok"  # below 50 ms abs
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps({"worst_gap": {"abs": 10, "rel": 0.1}}))
+    policy = compare.load_policy(str(policy_file))
+    assert compare.compare_samples("g", "worst_gap", a, b, policy).verdict == "regression"
+    policy_file.write_text(json.dumps({"nope": {}}))
+    with pytest.raises(ConfigError, match="unknown metric"):
+        compare.load_policy(str(policy_file))
+
+
+def test_compare_pairs_by_scenario_and_topology():
+    a = [record(gap=0.05), record(gap=0.06), record(topo="2n4l2c1t")]
+    b = [record(gap=0.05), record(scenario="other")]
+    rows = compare.compare(a, b)
+    assert {r.group for r in rows} == {"steady/1n2l2c1t"}
+
+
+def test_index_queries_and_baselines(tmp_path, monkeypatch):
+    monkeypatch.setenv("KTSTR_RUNS_DIR", str(tmp_path))
+    for i, (sched, kernel) in enumerate(
+        [("eevdf", "7.2.13"), ("scx_simple", "7.2.13"), ("scx_simple", "6.12.1")]
+    ):
+        run_dir = tmp_path / f"2026-run-{i}"
+        run_dir.mkdir()
+        rec = record(created=f"2026-11-23T10:00:0{i}")
+        rec["scheduler"] = {"name": sched, "profile": None}
+        rec["kernel"] = {"release": kernel}
+        (run_dir / "record.json").write_text(json.dumps(rec))
+    assert store.reindex() == 3
+    assert [r["run"] for r in store.query({"scheduler": "scx_simple", "kernel": "7.2"})] == [
+        "2026-run-1"
+    ]
+    with pytest.raises(ConfigError, match="known column"):
+        store.parse_filters(["colour=red"])
+    assert baselines.save("main", {"scheduler": "eevdf"}) == ["2026-run-0"]
+    assert len(baselines.records("main")) == 1
+    assert len(baselines.records("scheduler=scx_simple")) == 2
+    with pytest.raises(ConfigError, match="no baseline"):
+        baselines.records("scheduler=nothing")
