@@ -119,9 +119,11 @@ def compare_samples(
 
 
 def group_key(record: dict) -> str:
+    """scenario/topology[/profile]; the default profile pairs with EEVDF's runs."""
     sched = record.get("scheduler")
     profile = sched.get("profile") if isinstance(sched, dict) else None
-    return f"{record.get('scenario')}/{record.get('topology')}" + (f"/{profile}" if profile else "")
+    suffix = f"/{profile}" if profile and profile != "default" else ""
+    return f"{record.get('scenario')}/{record.get('topology')}{suffix}"
 
 
 def compare(a_records: list[dict], b_records: list[dict], policy: dict | None = None) -> list[Row]:
