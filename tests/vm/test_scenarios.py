@@ -154,13 +154,27 @@ def test_every_work_kind_runs_and_progresses():
 
 
 def test_gauntlet_cli_runs_variants_and_prints_the_matrix():
-    proc = ktstr("gauntlet", "steady", "--presets", "tiny-2llc,tiny-smt", "--duration", "4")
+    presets = "tiny-2llc,tiny-smt,tiny-1llc"
+    proc = ktstr("gauntlet", "steady", "--presets", presets, "--duration", "4")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "gauntlet: 2 variants" in proc.stdout
+    assert "gauntlet: 3 variants" in proc.stdout
     assert "steady[tiny-2llc]: PASS" in proc.stdout and "steady[tiny-smt]: PASS" in proc.stdout
     matrix = proc.stdout.split("\n\n")[-2]
-    assert matrix.splitlines()[0].split() == ["scenario", "tiny-2llc", "tiny-smt"]
-    assert matrix.splitlines()[1].split() == ["steady", "pass", "pass"]
+    assert matrix.splitlines()[0].split() == ["scenario", *presets.split(",")]
+    assert matrix.splitlines()[1].split() == ["steady", "pass", "pass", "pass"]
+    simple = ktstr(
+        "gauntlet",
+        "steady",
+        "--scheduler",
+        "scx_simple",
+        "--presets",
+        "tiny-2llc,tiny-smt",
+        "--duration",
+        "4",
+    )
+    assert simple.returncode == 0, simple.stdout + simple.stderr
+    assert "steady[tiny-2llc/default]: PASS" in simple.stdout
+    assert "steady[tiny-smt/default]: PASS" in simple.stdout
 
 
 def test_gauntlet_sigint_stops_every_vm_and_keeps_finished_records(tmp_path):
