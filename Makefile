@@ -40,7 +40,7 @@ kernel: venv
 
 demo: setup
 	$(BIN)/ktstr vm probe --topology $(DEMO_TOPOLOGY)
-	$(BIN)/ktstr run steady --topology $(DEMO_TOPOLOGY)
+	$(BIN)/ktstr run steady --topology $(DEMO_TOPOLOGY) --scheduler scx_simple
 
 test: setup
 	$(BIN)/pytest
