@@ -399,7 +399,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(json.dumps(compare.as_json(rows), indent=1))
     else:
         print(compare.render(rows, f"A: {labels[0]}", f"B: {labels[1]}", sys.stdout.isatty()))
+    if args.html:
+        from ktstr.results.report import compare_html
+
+        with open(args.html, "w") as f:
+            f.write(compare_html(rows, labels[0], labels[1]))
     return 1 if any(r.verdict == "regression" for r in rows) else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ktstr.results import baselines, report, store
+
+    try:
+        records = [json.loads((store.run_path(args.what) / "record.json").read_text())]
+    except KtstrError:
+        records = baselines.records(args.what)
+    out = Path(args.output or ("report.md" if args.format == "md" else "report.html"))
+    if args.format == "md":
+        report.markdown_report(records, out)
+    else:
+        out.write_text(report.html_report(records, f"ktstr report: {args.what}"))
+    print(f"wrote {out} ({len(records)} run{'s' if len(records) != 1 else ''})")
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -708,7 +731,26 @@ def parser() -> argparse.ArgumentParser:
         help='JSON thresholds per metric: {"worst_gap": {"abs": 100, "rel": 0.2}}',
     )
     comp.add_argument("--json", action="store_true")
+    comp.add_argument(
+        "--html",
+        default=None,
+        metavar="FILE",
+        help="also write an HTML page with side-by-side bars and 95%% intervals",
+    )
     comp.set_defaults(func=cmd_compare)
+
+    rep = sub.add_parser(
+        "report",
+        help="write an HTML (or Markdown) report with plots",
+        description="Report on one run (its directory name or path), a baseline, or a "
+        "selection such as scenario=steady,scheduler=scx_simple: verdicts, findings, "
+        "per-cgroup statistics, a per-CPU utilization heatmap, CPU share vs cpu.weight, "
+        "longest gaps and wake latencies. HTML is one self-contained file.",
+    )
+    rep.add_argument("what", help="run, baseline name or selection")
+    rep.add_argument("-o", "--output", default=None, help="output file (default report.html)")
+    rep.add_argument("--format", choices=("html", "md"), default="html")
+    rep.set_defaults(func=cmd_report)
 
     doc = sub.add_parser("doctor", help="check this host and say how to fix what is missing")
     doc.set_defaults(func=cmd_doctor)

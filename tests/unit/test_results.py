@@ -135,3 +135,45 @@ def test_index_queries_and_baselines(tmp_path, monkeypatch):
     assert len(baselines.records("scheduler=scx_simple")) == 2
     with pytest.raises(ConfigError, match="no baseline"):
         baselines.records("scheduler=nothing")
+
+
+def _reportable():
+    rec = record(wake={"n": 10, "p50_us": 100.0, "p99_us": 900.0, "max_us": 1000.0})
+    rec["timeline"] = [{"at_s": t / 2, "util": {"0": 0.9, "1": 0.4 + t / 40}} for t in range(12)]
+    rec["events"] = [{"op": "add_cgroup", "path": "cg_0", "weight": 200}]
+    for w in rec["workers"]:
+        w["cgroup_path"] = "cg_0"
+    rec["verdict"] = "fail"
+    rec["findings"].append(
+        {"check": "scheduler", "status": "fail", "kind": "stall", "message": "qmap stalled <b>"}
+    )
+    return rec
+
+
+def test_html_report_is_self_contained_with_plots():
+    from ktstr.results import report
+
+    page = report.html_report([_reportable()], "t")
+    assert page.count("data:image/png;base64,") == 3
+    assert "BUG SUMMARY: [scheduler/stall]" in page and "&lt;b&gt;" in page  # escaped
+    assert "<script" not in page and "http" not in page  # nothing fetched
+
+
+def test_markdown_report_writes_images_next_to_it(tmp_path):
+    from ktstr.results import report
+
+    out = report.markdown_report([_reportable()], tmp_path / "summary.md")
+    text = out.read_text()
+    assert "| scheduler | fail | stall |" in text
+    images = sorted(p.name for p in tmp_path.glob("summary-*.png"))
+    assert len(images) == 3 and all(f"]({name})" in text for name in images)
+
+
+def test_compare_page_has_bars_with_intervals():
+    from ktstr.results import report
+
+    rows = compare.compare(
+        [record(gap=0.05), record(gap=0.06)], [record(gap=0.30), record(gap=0.32)]
+    )
+    page = report.compare_html(rows, "main", "patch")
+    assert "A: main vs B: patch" in page and "data:image/png;base64," in page

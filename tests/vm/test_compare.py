@@ -36,3 +36,17 @@ def test_scheduler_against_eevdf_prints_deltas_and_significance():
     assert again.returncode == 0, again.stderr
     rows = json.loads(again.stdout)
     assert {"metric", "a_mean", "b_mean", "delta", "p", "verdict"} <= set(rows[0])
+
+
+def test_report_of_real_runs(tmp_path):
+    ktstr("run", "steady", "--duration", "4")
+    run = json.loads(ktstr("results", "list", "--json", "--filter", "scenario=steady").stdout)
+    assert run, "no steady run recorded"
+    html_out = tmp_path / "r.html"
+    proc = ktstr("report", run[-1]["run"], "-o", str(html_out))
+    assert proc.returncode == 0, proc.stderr
+    page = html_out.read_text()
+    assert page.count("data:image/png;base64,") >= 2 and "steady on 1n2l2c1t" in page
+    md = tmp_path / "r.md"
+    assert ktstr("report", "scenario=steady", "--format", "md", "-o", str(md)).returncode == 0
+    assert "## steady on 1n2l2c1t" in md.read_text()

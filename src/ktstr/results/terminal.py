@@ -17,7 +17,7 @@ def _num(value: object, fmt: str = "{:.0f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def verdicttable(record: dict) -> str:
+def verdict_table(record: dict) -> str:
     """One row per check: status, worst value, limit; then the failing findings."""
     rows = [("check", "status", "worst", "limit", "detail")]
     by_check: dict[str, list[dict]] = defaultdict(list)
@@ -49,7 +49,7 @@ def verdicttable(record: dict) -> str:
     return "\n".join(lines)
 
 
-def cgrouptable(record: dict) -> str:
+def cgroup_table(record: dict) -> str:
     """Per cgroup: workers, work rate, CPU share, longest gap, migrations, p99 wake."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for w in record.get("workers", []):
@@ -93,8 +93,8 @@ def cgrouptable(record: dict) -> str:
 
 def run_summary(record: dict, run_dir: str) -> str:
     cal = record.get("calibration", {})
-    parts = [verdicttable(record)]
-    table = cgrouptable(record)
+    parts = [verdict_table(record)]
+    table = cgroup_table(record)
     if table:
         parts.append(table)
     info = [

@@ -1,0 +1,248 @@
+"""Reports people would rather look at than read: one self-contained HTML file
+(plots embedded as PNG), or Markdown with the plots as files for CI summaries.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+from ktstr.checks.scheduler import bug_summary  # noqa: E402
+from ktstr.results.terminal import cgroup_table  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def utilization_heatmap(record: dict) -> bytes | None:
+    timeline = record.get("timeline", [])
+    cpus = sorted({int(c) for s in timeline for c in s.get("util", {})})
+    samples = [s for s in timeline if s.get("util")]
+    if not cpus or not samples:
+        return None
+    grid = [[s["util"].get(str(c), 0.0) for s in samples] for c in cpus]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(cpus) + 1.5))
+    extent = (samples[0]["at_s"], samples[-1]["at_s"], len(cpus) - 0.5, -0.5)
+    image = ax.imshow(
+        grid, aspect="auto", cmap="viridis", vmin=0, vmax=1, extent=extent, interpolation="nearest"
+    )
+    ax.set_yticks(range(len(cpus)), [f"cpu {c}" for c in cpus])
+    ax.set_xlabel("seconds into the scenario")
+    ax.set_title("per-CPU utilization")
+    fig.colorbar(image, ax=ax, label="busy fraction")
+    return _png(fig)
+
+
+def cgroup_share_vs_weight(record: dict) -> bytes | None:
+    weights = {}
+    for ev in record.get("events", []):
+        if ev.get("op") in ("add_cgroup", "set_weight") and ev.get("weight"):
+            weights[ev["path"]] = ev["weight"]
+    cpu: dict[str, float] = defaultdict(float)
+    for w in record.get("workers", []):
+        cpu[w.get("cgroup_path", "?")] += w.get("cpu_time_ns", 0) / 1e9
+    total = sum(cpu.values())
+    if not total:
+        return None
+    names = sorted(cpu)
+    fig, ax = plt.subplots(figsize=(8, 3))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], [cpu[n] / total for n in names], 0.4, label="CPU share")
+    wsum = sum(weights.get(n, 100) for n in names)
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [weights.get(n, 100) / wsum for n in names],
+        0.4,
+        label="cpu.weight share",
+        alpha=0.6,
+    )
+    ax.set_xticks(list(xs), names, rotation=20)
+    ax.set_ylabel("fraction")
+    ax.set_title("per-cgroup CPU share vs weight")
+    ax.legend()
+    return _png(fig)
+
+
+def worker_gaps_and_wakes(record: dict) -> bytes | None:
+    workers = record.get("workers", [])
+    if not workers:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3))
+    labels = [f"w{w['id']}" for w in workers]
+    gaps = [max((g[0] for g in w.get("gaps", [])), default=0) * 1000 for w in workers]
+    left.bar(labels, gaps, color="tab:orange")
+    left.set_title("longest gap between progress stamps")
+    left.set_xlabel("worker")
+    left.set_ylabel("ms")
+    wakes = [(w["id"], w["wake"]) for w in workers if w.get("wake")]
+    if wakes:
+        xs = range(len(wakes))
+        for offset, key in ((-0.25, "p50_us"), (0, "p99_us"), (0.25, "max_us")):
+            right.bar([x + offset for x in xs], [wk[key] for _, wk in wakes], 0.25, label=key[:-3])
+        right.set_xticks(list(xs), [f"w{i}" for i, _ in wakes])
+        right.set_yscale("log")
+        right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    right.set_title("wake latency")
+    right.set_xlabel("worker")
+    right.set_ylabel("µs")
+    return _png(fig)
+
+
+PLOTS = {
+    "utilization": utilization_heatmap,
+    "cgroups": cgroup_share_vs_weight,
+    "workers": worker_gaps_and_wakes,
+}
+
+
+def plots(record: dict) -> dict[str, bytes]:
+    out = {}
+    for name, fn in PLOTS.items():
+        data = fn(record)
+        if data:
+            out[name] = data
+    return out
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+h1{font-size:1.5em} h2{font-size:1.2em;margin-top:2em} table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:.9em}
+.pass{color:#176f2c;font-weight:bold} .fail{color:#b00020;font-weight:bold}
+.inconclusive,.skip{color:#8a6d00;font-weight:bold} pre{background:#f6f6f6;padding:1em}
+.bug{background:#fdecea;border-left:4px solid #b00020;padding:.6em 1em}"""
+
+
+def _findings_table(record: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(f['check'])}</td><td class='{f['status']}'>{f['status']}</td>"
+        f"<td>{html.escape(f['kind'])}</td><td>{html.escape(f['message'])}</td></tr>"
+        for f in record.get("findings", [])
+    )
+    return (
+        f"<table><tr><th>check</th><th>status</th><th>kind</th><th>message</th></tr>{rows}</table>"
+    )
+
+
+def run_section(record: dict, images: dict[str, str]) -> str:
+    verdict = record.get("verdict", "?")
+    sched = record.get("scheduler")
+    sched_name = sched.get("name") if isinstance(sched, dict) else sched
+    bug = bug_summary(record)
+    parts = [
+        f"<h2>{html.escape(str(record.get('scenario')))} on "
+        f"{html.escape(str(record.get('topology')))} under {html.escape(str(sched_name))}: "
+        f"<span class='{verdict}'>{verdict.upper()}</span></h2>",
+        f"<p class='bug'>{html.escape(bug)}</p>" if bug else "",
+        _findings_table(record),
+        f"<pre>{html.escape(cgroup_table(record))}</pre>",
+    ]
+    parts += [f"<p><img alt='{name}' src='{src}'></p>" for name, src in images.items()]
+    return "\n".join(parts)
+
+
+def html_report(records: list[dict], title: str = "ktstr report") -> str:
+    sections = []
+    for record in records:
+        images = {
+            n: "data:image/png;base64," + base64.b64encode(d).decode()
+            for n, d in plots(record).items()
+        }
+        sections.append(run_section(record, images))
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+        + "\n".join(sections)
+        + "</body></html>\n"
+    )
+
+
+def markdown_report(records: list[dict], out: Path) -> Path:
+    """``out`` is the .md file; plots go next to it as PNG files."""
+    lines = ["# ktstr report", ""]
+    for index, record in enumerate(records):
+        bug = bug_summary(record)
+        lines += [
+            f"## {record.get('scenario')} on {record.get('topology')}: "
+            f"**{record.get('verdict', '?').upper()}**",
+            "",
+        ]
+        if bug:
+            lines += [f"> {bug}", ""]
+        lines += ["| check | status | kind | message |", "|---|---|---|---|"]
+        lines += [
+            f"| {f['check']} | {f['status']} | {f['kind']} | {f['message'].replace('|', '/')} |"
+            for f in record.get("findings", [])
+        ]
+        lines += ["", "```", cgroup_table(record), "```", ""]
+        for name, data in plots(record).items():
+            image = out.with_name(f"{out.stem}-{index}-{name}.png")
+            image.write_bytes(data)
+            lines += [f"![{name}]({image.name})", ""]
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def compare_figure(rows) -> bytes | None:
+    """Side-by-side bars with 95 % intervals, one panel per metric (first 12)."""
+    rows = list(rows)[:12]
+    if not rows:
+        return None
+    cols = 3
+    fig, axes = plt.subplots(
+        (len(rows) + cols - 1) // cols,
+        cols,
+        figsize=(11, 2.6 * ((len(rows) + cols - 1) // cols)),
+        squeeze=False,
+    )
+    for ax, r in zip(axes.flat, rows, strict=False):
+        color = {"regression": "tab:red", "better": "tab:green"}.get(r.verdict, "tab:blue")
+        ax.bar(
+            ["A", "B"],
+            [r.a_mean, r.b_mean],
+            yerr=[r.a_ci, r.b_ci],
+            capsize=4,
+            color=["tab:gray", color],
+        )
+        ax.set_title(f"{r.metric} ({r.verdict}, p={r.p:.2f})", fontsize=9)
+    for ax in list(axes.flat)[len(rows) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def compare_html(rows, a_label: str, b_label: str) -> str:
+    figure = compare_figure(rows)
+    table = "".join(
+        f"<tr><td>{html.escape(r.group)}</td><td>{r.metric}</td><td>{r.a_mean:.4g} "
+        f"±{r.a_ci:.2g}</td><td>{r.b_mean:.4g} ±{r.b_ci:.2g}</td><td>{r.delta:+.4g}</td>"
+        f"<td>{r.p:.3f}</td><td>{r.verdict}</td></tr>"
+        for r in rows
+    )
+    img = (
+        (
+            "<p><img alt='comparison' src='data:image/png;base64,"
+            + base64.b64encode(figure).decode()
+            + "'></p>"
+        )
+        if figure
+        else ""
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>ktstr compare</title>"
+        f"<style>{_STYLE}</style></head><body><h1>A: {html.escape(a_label)} vs B: "
+        f"{html.escape(b_label)}</h1><table><tr><th>group</th><th>metric</th><th>A</th>"
+        f"<th>B</th><th>delta</th><th>p</th><th>verdict</th></tr>{table}</table>{img}"
+        "</body></html>\n"
+    )
