@@ -137,12 +137,37 @@ def test_index_queries_and_baselines(tmp_path, monkeypatch):
         baselines.records("scheduler=nothing")
 
 
+def test_git_revision_side_selects_runs_made_at_that_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    repo = tmp_path / "sched-project"
+    repo.mkdir()
+    git = ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "-C", str(repo), "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    monkeypatch.chdir(repo)
+    sha = baselines.git_commit("HEAD")
+    assert sha and len(sha) == 40
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("KTSTR_RUNS_DIR", str(runs))
+    run_dir = runs / "r1"
+    run_dir.mkdir(parents=True)
+    rec = record()
+    rec["git"] = {"commit": sha, "dirty": False}
+    (run_dir / "record.json").write_text(json.dumps(rec))
+    store.reindex()
+    assert len(baselines.records("HEAD")) == 1
+    assert baselines.git_commit("no-such-rev") is None
+
+
 def _reportable():
     rec = record(wake={"n": 10, "p50_us": 100.0, "p99_us": 900.0, "max_us": 1000.0})
     rec["timeline"] = [{"at_s": t / 2, "util": {"0": 0.9, "1": 0.4 + t / 40}} for t in range(12)]
     rec["events"] = [{"op": "add_cgroup", "path": "cg_0", "weight": 200}]
     for w in rec["workers"]:
         w["cgroup_path"] = "cg_0"
+        w["progress"] = [[t / 10, t * 5] for t in range(60)]
+        w["wake"] = dict(w["wake"], cdf_us=[100.0 + 20 * i for i in range(50)])
     rec["verdict"] = "fail"
     rec["findings"].append(
         {"check": "scheduler", "status": "fail", "kind": "stall", "message": "qmap stalled <b>"}
@@ -154,7 +179,7 @@ def test_html_report_is_self_contained_with_plots():
     from ktstr.results import report
 
     page = report.html_report([_reportable()], "t")
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 5
     assert "BUG SUMMARY: [scheduler/stall]" in page and "&lt;b&gt;" in page  # escaped
     assert "<script" not in page and "http" not in page  # nothing fetched
 
@@ -166,7 +191,7 @@ def test_markdown_report_writes_images_next_to_it(tmp_path):
     text = out.read_text()
     assert "| scheduler | fail | stall |" in text
     images = sorted(p.name for p in tmp_path.glob("summary-*.png"))
-    assert len(images) == 3 and all(f"]({name})" in text for name in images)
+    assert len(images) == 5 and all(f"]({name})" in text for name in images)
 
 
 def test_compare_page_has_bars_with_intervals():

@@ -24,6 +24,8 @@ _FUTEX_WAIT, _FUTEX_WAKE = 0, 1
 TOP_GAPS = 5
 MAX_RESIDENCY = 20000
 SPIN_CHUNK = 2000
+PROGRESS_STEP_S = 0.1  # progress points at most this often: ~120 for a 12 s run
+CDF_POINTS = 50  # wake latency quantiles kept for CDF plots
 _TS = struct.Struct("<d")
 
 
@@ -50,6 +52,7 @@ class Recorder:
         self.gaps: list[list[float]] = []  # [gap_s, at_s (start of gap), cpu]
         self.wakes: list[float] = []
         self.started = self.last
+        self.progress = [[round(self.last - t0, 3), 0]]  # (scenario s, units) for plots
 
     def stamp(self, n: int = 1) -> None:
         now = time.monotonic()
@@ -67,6 +70,8 @@ class Recorder:
         self.cpus[cpu] = self.cpus.get(cpu, 0) + 1
         self.units += n
         self.last = now
+        if now - self.progress[-1][0] - self.t0 >= PROGRESS_STEP_S:
+            self.progress.append([round(now - self.t0, 3), self.units])
         if self.stopping or now >= self.deadline:
             raise Stop
 
@@ -318,11 +323,15 @@ def result(wid: int, kind: str, rec: Recorder, error: str | None) -> dict:
         "cpus": {str(c): n for c, n in sorted(rec.cpus.items())},
         "migrations": rec.migrations,
         "residency": rec.residency,
+        "progress": rec.progress,
         "wake": {
             "n": len(wakes),
             "p50_us": round(_percentile(wakes, 0.5) * 1e6, 1),
             "p99_us": round(_percentile(wakes, 0.99) * 1e6, 1),
             "max_us": round(wakes[-1] * 1e6, 1),
+            "cdf_us": [
+                round(_percentile(wakes, i / (CDF_POINTS - 1)) * 1e6, 1) for i in range(CDF_POINTS)
+            ],
         }
         if wakes
         else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from ktstr import paths
@@ -33,19 +34,38 @@ def exists(name: str) -> bool:
         return False
 
 
+def git_commit(revision: str) -> str | None:
+    """The commit a revision of the project in the current directory names, if it is one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
 def records(side: str) -> list[dict]:
-    """A side of a comparison: a baseline name, or a selection such as ``scheduler=eevdf``."""
+    """A side of a comparison: a baseline name, a selection such as ``scheduler=eevdf``, or a
+    git revision of the project the runs were made in (``main``, ``HEAD~1``, a SHA)."""
     if exists(side):
         names = json.loads(_path(side).read_text())["runs"]
-    else:
+    elif "=" in side:
         names = [r["run"] for r in store.query(store.parse_filters([side]))]
+    elif commit := git_commit(side):
+        names = [r["run"] for r in store.query({"commit": commit})]
+    else:
+        names = []
     out = []
     for name in names:
         path = store.run_path(name) / "record.json"
         out.append(json.loads(path.read_text()))
     if not out:
         raise ConfigError(
-            f"{side!r} names no baseline and selects no runs",
+            f"{side!r} names no baseline, selects no runs and is no git revision with runs",
             "save a baseline or give filters such as scheduler=eevdf",
         )
     return out

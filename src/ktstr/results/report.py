@@ -100,10 +100,49 @@ def worker_gaps_and_wakes(record: dict) -> bytes | None:
     return _png(fig)
 
 
+def worker_progress(record: dict) -> bytes | None:
+    """Work units over time per worker: a flat stretch is a stall."""
+    workers = [w for w in record.get("workers", []) if len(w.get("progress", [])) > 1]
+    if not workers:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for w in workers:
+        xs, ys = zip(*w["progress"], strict=True)
+        ax.plot(xs, ys, label=f"w{w['id']} ({w.get('cgroup_path', '?')})", linewidth=1.2)
+    ax.set_xlabel("seconds into the scenario")
+    ax.set_ylabel("work units")
+    ax.set_title("per-worker progress (flat lines are stalls)")
+    if len(workers) <= 12:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _png(fig)
+
+
+def wake_cdfs(record: dict) -> bytes | None:
+    workers = [w for w in record.get("workers", []) if (w.get("wake") or {}).get("cdf_us")]
+    if not workers:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for w in workers:
+        cdf = w["wake"]["cdf_us"]
+        ax.plot(
+            cdf,
+            [i / (len(cdf) - 1) for i in range(len(cdf))],
+            label=f"w{w['id']} ({w.get('work', '?')})",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("wake latency (µs)")
+    ax.set_ylabel("fraction of wakeups")
+    ax.set_title("wake latency CDF")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _png(fig)
+
+
 PLOTS = {
     "utilization": utilization_heatmap,
+    "progress": worker_progress,
     "cgroups": cgroup_share_vs_weight,
     "workers": worker_gaps_and_wakes,
+    "wake_cdf": wake_cdfs,
 }
 
 
