@@ -713,7 +713,7 @@ def parser() -> argparse.ArgumentParser:
         help="compare two sets of runs, metric by metric",
         description="Compare A and B (each a baseline name, a selection such as "
         "scheduler=scx_simple,kernel=7.2, or a git revision of the project the runs were made "
-        "in), paired by scenario, topology and profile: mean, 95%% "
+        "in), paired by scenario, topology and profile: mean, 95% "
         "interval, Mann-Whitney p-value and a verdict. A regression needs the absolute and "
         "relative thresholds and p < 0.05; exit 1 on any regression. With --scheduler and "
         "--against, run both first.",
