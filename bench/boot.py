@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ktstr.initramfs.cpio import Archive
-from ktstr.initramfs.image import find_busybox
+from ktstr.initramfs.image import busybox_archive
 from ktstr.kernel.store import resolve
 from ktstr.topology import Topology
 from ktstr.vm.accel import choose
@@ -30,10 +29,7 @@ TOPOLOGIES = {"2": "1n1l2c1t", "8": "1n2l4c1t"}
 
 
 def floor_initrd(path: Path) -> None:
-    archive = Archive()
-    archive.add_file("bin/busybox", Path(find_busybox()).read_bytes(), 0o755)
-    archive.add_char_device("dev/console", 5, 1)
-    archive.add_file("init", b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n", 0o755)
+    archive = busybox_archive("#!/bin/busybox sh\n/bin/busybox poweroff -f\n")
     with open(path, "wb") as f:
         archive.write(f)
 

@@ -56,13 +56,6 @@ def _verifier_summary(lines: list[str]) -> str:
     return f"{text}" + (f" (after: {context})" if context else "") + (f"; {insns}" if insns else "")
 
 
-def _collapse(lines: list[str], limit: int = 40) -> list[str]:
-    """Verifier logs repeat: keep the head and the tail."""
-    if len(lines) <= limit:
-        return lines
-    return lines[: limit // 2] + [f"... {len(lines) - limit} lines ..."] + lines[-limit // 2 :]
-
-
 def scheduler_health(record: dict, th: dict) -> list[Finding]:
     sched = record.get("scheduler")
     if not isinstance(sched, dict) or not sched.get("binary"):
@@ -238,7 +231,3 @@ def bug_summary(record: dict) -> str | None:
 
     first = min(failed, key=rank)
     return f"BUG SUMMARY: [{first['check']}/{first['kind']}] {first['message']}"
-
-
-def collapse_output(lines: list[str]) -> list[str]:
-    return _collapse(lines)

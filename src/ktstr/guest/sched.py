@@ -12,6 +12,7 @@ import signal
 import time
 
 from ktstr import wire
+from ktstr.guest import topo
 from ktstr.guest.channel import Channel
 
 SCX = "/sys/kernel/sched_ext"
@@ -19,11 +20,7 @@ STOP_WAIT_S = 5.0
 
 
 def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    return topo.read(path) or ""
 
 
 def events() -> dict[str, int]:

@@ -20,7 +20,8 @@ def parse_cpulist(text: str) -> list[int]:
     return cpus
 
 
-def _read(path: str) -> str | None:
+def read(path: str) -> str | None:
+    """A sysfs/procfs file, stripped; None if it cannot be read."""
     try:
         with open(path) as f:
             return f.read().strip()
@@ -38,7 +39,7 @@ def _llc_of(cpu: int) -> list[int]:
     base = f"{_CPU}/cpu{cpu}/cache"
     try:
         indexes = sorted(
-            (int(_read(f"{base}/{d}/level") or 0), d)
+            (int(read(f"{base}/{d}/level") or 0), d)
             for d in os.listdir(base)
             if d.startswith("index")
         )
@@ -46,18 +47,18 @@ def _llc_of(cpu: int) -> list[int]:
         return [cpu]
     if not indexes:
         return [cpu]
-    shared = _read(f"{base}/{indexes[-1][1]}/shared_cpu_list")
+    shared = read(f"{base}/{indexes[-1][1]}/shared_cpu_list")
     return parse_cpulist(shared) if shared else [cpu]
 
 
 def observed_topology() -> dict[str, object]:
     """The topology in the wire form: cpus, numa_nodes, llcs, smt_siblings (+ distances)."""
-    online = parse_cpulist(_read(f"{_CPU}/online") or "0")
+    online = parse_cpulist(read(f"{_CPU}/online") or "0")
     smt = [
-        parse_cpulist(_read(f"{_CPU}/cpu{c}/topology/thread_siblings_list") or str(c))
+        parse_cpulist(read(f"{_CPU}/cpu{c}/topology/thread_siblings_list") or str(c))
         for c in online
     ]
-    packages = {c: _read(f"{_CPU}/cpu{c}/topology/physical_package_id") for c in online}
+    packages = {c: read(f"{_CPU}/cpu{c}/topology/physical_package_id") for c in online}
     nodes: list[list[int]] = []
     distances: list[list[int]] = []
     try:
@@ -67,10 +68,10 @@ def observed_topology() -> dict[str, object]:
     except OSError:
         names = []
     for _, name in names:
-        cpus = parse_cpulist(_read(f"{_NODE}/{name}/cpulist") or "")
+        cpus = parse_cpulist(read(f"{_NODE}/{name}/cpulist") or "")
         if cpus:
             nodes.append(cpus)
-            distances.append([int(x) for x in (_read(f"{_NODE}/{name}/distance") or "").split()])
+            distances.append([int(x) for x in (read(f"{_NODE}/{name}/distance") or "").split()])
     if not nodes:
         nodes = [online]
     return {
@@ -89,10 +90,10 @@ def sched_ext_state() -> dict[str, object]:
         return {"present": False}
     info: dict[str, object] = {"present": True}
     for key in ("state", "switch_all", "nr_rejected", "hotplug_seq", "enable_seq"):
-        value = _read(f"{_SCX}/{key}")
+        value = read(f"{_SCX}/{key}")
         if value is not None:
             info[key] = int(value) if value.isdigit() else value
-    ops = _read(f"{_SCX}/root/ops")
+    ops = read(f"{_SCX}/root/ops")
     if ops is not None:
         info["ops"] = ops
     return info

@@ -53,6 +53,15 @@ def find_busybox() -> str:
     )
 
 
+def busybox_archive(init_script: str) -> Archive:
+    """A minimal image: busybox, a console, and ``init_script`` as /init (probes, benches)."""
+    archive = Archive()
+    archive.add_file("bin/busybox", Path(find_busybox()).read_bytes(), 0o755)
+    archive.add_char_device("dev/console", 5, 1)
+    archive.add_file("init", init_script.encode(), 0o755)
+    return archive
+
+
 def _busybox_applets(busybox: str) -> list[str]:
     out = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout
     return sorted(a for a in out.split() if a and "/" not in a)

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from ktstr import paths
 from ktstr.errors import ConfigError, VmError
-from ktstr.initramfs.cpio import Archive
-from ktstr.initramfs.image import find_busybox
+from ktstr.initramfs.image import busybox_archive
 from ktstr.vm import qemu
 
 CHOICES = ("auto", "kvm", "tcg")
@@ -65,12 +64,7 @@ def _cache_path() -> Path:
 
 def boot_probe(kernel: str) -> str | None:
     """Boot a busybox guest under KVM; None if it reached init, else what went wrong."""
-    archive = Archive()
-    archive.add_file("bin/busybox", Path(find_busybox()).read_bytes(), 0o755)
-    archive.add_char_device("dev/console", 5, 1)
-    archive.add_file(
-        "init", f"#!/bin/busybox sh\necho {_MARKER}\n/bin/busybox poweroff -f\n".encode(), 0o755
-    )
+    archive = busybox_archive(f"#!/bin/busybox sh\necho {_MARKER}\n/bin/busybox poweroff -f\n")
     with tempfile.NamedTemporaryFile(prefix="ktstr-kvm-probe-", suffix=".cpio") as initrd:
         archive.write(initrd)
         initrd.flush()
