@@ -14,6 +14,8 @@ from ktstr.budget import record_cost
 from ktstr.checks import judge
 from ktstr.checks.model import FAIL, PASS, Finding, Verdict
 from ktstr.checks.scheduler import scheduler_health
+from ktstr.disk import Disk
+from ktstr.disk_evidence import disk_records
 from ktstr.errors import ConfigError, KernelError, VmError
 from ktstr.guest.scenario import calibrate
 from ktstr.initramfs import elfdeps
@@ -85,7 +87,14 @@ def write_scheduler_logs(sched: dict, run_dir: Path) -> None:
 
 
 def build_record(
-    scenario: Scenario, topology: Topology, plan: dict, result, kernel, accel, duration: float
+    scenario: Scenario,
+    topology: Topology,
+    plan: dict,
+    result,
+    kernel,
+    accel,
+    duration: float,
+    disks: list | None = None,
 ) -> dict:
     msgs = result.messages
     by_kind: dict[str, list[dict]] = {}
@@ -130,7 +139,19 @@ def build_record(
         "vm_end": result.end,
         "timings_s": timings(result),
         "thresholds": scenario.checks.thresholds,
+        "checks_enabled": {
+            name: getattr(scenario.checks, name)
+            for name in ("not_stuck", "fairness", "isolation", "kernel_health", "disk_errors")
+        },
     }
+    if disks:
+        record["disks"] = disk_records(
+            disks,
+            ((by_kind.get(wire.DISKS) or [{}])[0]).get("disks", []),
+            ((by_kind.get(wire.DISK_STATS) or [{}])[0]).get("disks", []),
+            result.blockstats,
+            record["workers"],
+        )
     sched = plan.get("scheduler")
     record["scheduler"] = {
         "name": sched["name"] if sched else "eevdf",
@@ -247,8 +268,12 @@ def run_scenario(
     profile: str | None = None,
     extra_args: tuple[str, ...] = (),
     expect: dict | None = None,
+    disks: tuple[Disk, ...] | None = None,
 ) -> tuple[dict, Path]:
-    """Boot, run, judge; the record is saved in the run directory and returned."""
+    """Boot, run, judge; the record is saved in the run directory and returned.
+
+    ``disks`` replaces the scenario's own disks when given.
+    """
     duration = float(duration_s or scenario.duration_s)
     run_dir = paths.new_run_dir(f"{scenario.name}-{topology.name}")
     reason = scenario.requires.reason(topology.layout())
@@ -262,7 +287,8 @@ def run_scenario(
         apply_verdict(record, judge_record(record))
         save(record, run_dir)
         return record, run_dir
-    plan = compile_plan(scenario, topology, duration)
+    disks = tuple(scenario.disks if disks is None else disks)
+    plan = compile_plan(scenario, topology, duration, disks)
     info = resolve(kernel)
     files: dict[str, bytes] = {}
     if not scheduler.is_eevdf:
@@ -292,6 +318,7 @@ def run_scenario(
         strict=False,
         files=files,
         cmdline=list(scheduler.kernel_args),
+        disks=disks,
     )
     result = done.result
     if result.end == lifecycle.QEMU_FAILED:
@@ -304,7 +331,7 @@ def run_scenario(
             f"see {run_dir / 'agent-traceback.txt'}",
         )
     record_cost(topology.cpus, duration, time.monotonic() - started)
-    record = build_record(scenario, topology, plan, result, info, chosen, duration)
+    record = build_record(scenario, topology, plan, result, info, chosen, duration, done.disks)
     apply_verdict(record, judge_record(record))
     save(record, run_dir)
     return record, run_dir

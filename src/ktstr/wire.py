@@ -36,6 +36,9 @@ SCENARIO_END = "scenario_end"
 SCHED = "sched"  # lifecycle: started, attached, attach_failed, state, exited, stopped
 SCHED_OUTPUT = "sched_out"  # one line of the scheduler's stdout/stderr
 KMSG = "kmsg"  # one kernel log record, from the scheduler's start on
+# Disks.
+DISKS = "disks"  # each declared disk as the guest sees it, with its counters at the start
+DISK_STATS = "disk_stats"  # each disk's /sys/block counters at the end
 
 KINDS = frozenset(
     {
@@ -52,8 +55,22 @@ KINDS = frozenset(
         SCHED,
         SCHED_OUTPUT,
         KMSG,
+        DISKS,
+        DISK_STATS,
     }
 )
+
+# What I/O workers write: every 512-byte sector starts with its byte offset on the
+# disk and a tag, then a fixed fill, so the host can check any sector of a backing file.
+IO_PATTERN_TAG = b"ktstr-io"
+_FILL = bytes(range(256))[16:] + bytes(range(256))
+
+
+def io_pattern(offset: int, size: int) -> bytes:
+    """The bytes a pattern-writing worker puts at ``offset`` (both sector-aligned)."""
+    return b"".join(
+        (offset + i).to_bytes(8, "little") + IO_PATTERN_TAG + _FILL for i in range(0, size, 512)
+    )
 
 
 class WireError(ValueError):

@@ -42,7 +42,7 @@ def test_cpuset_errors_are_sentences():
 def test_work_validation():
     with pytest.raises(ConfigError, match="unknown work kind"):
         WorkSpec("teleport")
-    with pytest.raises(ConfigError, match="positive integer"):
+    with pytest.raises(ConfigError, match="whole number >= 1"):
         WorkSpec("bursty", {"burst_ms": 0})
     with pytest.raises(ConfigError, match="groups of 2"):
         pipe_pingpong().check_count(3, "cg")

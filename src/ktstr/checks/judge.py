@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from ktstr.checks import timeline as tl
+from ktstr.checks.disks import disk_errors
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, SKIP, Finding, Verdict
 from ktstr.checks.thresholds import merged
 
@@ -420,6 +421,7 @@ CHECKS: dict[str, Callable[[dict, dict], list[Finding]]] = {
     "fairness": fairness,
     "isolation": isolation,
     "kernel_health": kernel_health,
+    "disk_errors": disk_errors,
 }
 
 

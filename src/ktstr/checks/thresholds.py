@@ -18,6 +18,8 @@ DEFAULTS: dict[str, float] = {
     "fairness.weight_tolerance_pct": 25.0,
     # isolation: how long after a cpuset change a worker may still be seen on an old CPU.
     "isolation.grace_ms": 250.0,
+    # disk_errors: I/O errors allowed per disk (workers' errors + QEMU's failed requests).
+    "disk_errors.max_errors": 0.0,
     # optional checks; 0 disables them.
     "max_migration_ratio.limit": 0.0,  # migrations per unit of work
     "max_p99_wake_latency_us.limit": 0.0,

@@ -13,7 +13,7 @@ import sys
 import time
 
 from ktstr import wire
-from ktstr.guest import system, topo
+from ktstr.guest import disks, system, topo
 from ktstr.guest.channel import Channel, find_port
 from ktstr.guest.scenario import Runner
 
@@ -98,15 +98,20 @@ def run(channel: Channel, spec: dict[str, object], mount_failures: list[str]) ->
     )
     channel.send(wire.TOPOLOGY, **topo.observed_topology())
     channel.send(wire.SCHED_EXT, **topo.sched_ext_state())
+    devices = disks.setup(spec)
+    if devices:
+        channel.send(wire.DISKS, disks=devices)
     mode = spec.get("mode", "probe")
     if mode == "shell":
         interactive_shell()
     elif mode == "scenario":
-        Runner(channel, spec).run()
+        Runner(channel, spec, devices).run()
     elif mode in DEBUG_MODES:
         DEBUG_MODES[mode]()
     elif mode != "probe":
         raise ValueError(f"unknown agent mode {mode!r}")
+    if devices:
+        channel.send(wire.DISK_STATS, disks=disks.final_stats(devices))
     channel.send(wire.DONE, uptime_s=_uptime())
 
 

@@ -14,7 +14,7 @@ import signal
 import time
 
 from ktstr import wire
-from ktstr.guest import topo, workers
+from ktstr.guest import ioworkers, topo, workers
 from ktstr.guest.channel import Channel
 from ktstr.guest.sched import SchedulerProcess
 
@@ -69,8 +69,9 @@ def _schedstat_cpus() -> dict[int, list[int]]:
 
 
 class Runner:
-    def __init__(self, channel: Channel, plan: dict) -> None:
+    def __init__(self, channel: Channel, plan: dict, disks: list[dict] | None = None) -> None:
         self.channel, self.plan = channel, plan
+        self.disks = {d["index"]: d for d in disks or []}  # as ktstr.guest.disks describes them
         self.pids: dict[int, int] = {}  # worker id -> pid
         self.path_of: dict[int, str] = {}
         self.exited: set[int] = set()
@@ -155,6 +156,12 @@ class Runner:
                     else:
                         member["keep"] = {pipes[rank][0]}
                 out.append(member)
+        if kind in ioworkers.KINDS:  # disk I/O: each worker gets its share of the device
+            disk = self.disks[params["disk"]]
+            for slot, member in enumerate(out):
+                member.update(
+                    device=disk["device"], sectors=disk["sectors"], slot=slot, slots=len(out)
+                )
         return out, fds
 
     def spawn(self, op: dict, gate_fd: int) -> None:

@@ -7,6 +7,7 @@ import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _RB_POWER_OFF = 0x4321FEDC
+MS_RDONLY = 1
 
 # (source, target, fstype, options); order matters (sysfs before its children).
 MOUNTS = [
@@ -21,12 +22,20 @@ MOUNTS = [
 ]
 
 
-def mount(source: str, target: str, fstype: str, options: str = "") -> None:
+def mount(source: str, target: str, fstype: str, options: str = "", flags: int = 0) -> None:
     os.makedirs(target, exist_ok=True)
-    rc = _libc.mount(source.encode(), target.encode(), fstype.encode(), 0, options.encode() or None)
+    rc = _libc.mount(
+        source.encode(), target.encode(), fstype.encode(), flags, options.encode() or None
+    )
     if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+
+
+def umount(target: str) -> None:
+    if _libc.umount(target.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount {target}: {os.strerror(err)}")
 
 
 def mount_all() -> list[str]:

@@ -17,6 +17,8 @@ import struct
 import time
 
 from ktstr import wire
+from ktstr.guest import ioworkers
+from ktstr.guest.quantiles import percentile
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_FUTEX = 202
@@ -53,6 +55,7 @@ class Recorder:
         self.wakes: list[float] = []
         self.started = self.last
         self.progress = [[round(self.last - t0, 3), 0]]  # (scenario s, units) for plots
+        self.extra: dict[str, object] = {}  # kind-specific results (I/O counters)
 
     def stamp(self, n: int = 1) -> None:
         now = time.monotonic()
@@ -88,11 +91,6 @@ def _spin_for(seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         _spin(200)
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
 
 
 # Each kind: fn(rec, params, group) loops until rec.stamp() raises Stop.
@@ -291,6 +289,7 @@ def k_sequence(rec: Recorder, p: dict, g: dict) -> None:
 
 
 KINDS = {name[2:]: fn for name, fn in list(globals().items()) if name.startswith("k_")}
+KINDS.update(ioworkers.KINDS)
 
 
 def _schedstat() -> dict[str, int]:
@@ -326,17 +325,18 @@ def result(wid: int, kind: str, rec: Recorder, error: str | None) -> dict:
         "progress": rec.progress,
         "wake": {
             "n": len(wakes),
-            "p50_us": round(_percentile(wakes, 0.5) * 1e6, 1),
-            "p99_us": round(_percentile(wakes, 0.99) * 1e6, 1),
+            "p50_us": round(percentile(wakes, 0.5) * 1e6, 1),
+            "p99_us": round(percentile(wakes, 0.99) * 1e6, 1),
             "max_us": round(wakes[-1] * 1e6, 1),
             "cdf_us": [
-                round(_percentile(wakes, i / (CDF_POINTS - 1)) * 1e6, 1) for i in range(CDF_POINTS)
+                round(percentile(wakes, i / (CDF_POINTS - 1)) * 1e6, 1) for i in range(CDF_POINTS)
             ],
         }
         if wakes
         else None,
         "cgroup": _cgroup(),
         "error": error,
+        **rec.extra,
         **_schedstat(),
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ktstr.disk import Disk, check_disks
 from ktstr.errors import ConfigError
 from ktstr.scenario.cpuset import CpusetSpec
 from ktstr.scenario.work import WorkSpec, spin
@@ -207,6 +208,7 @@ class Checks:
     fairness: bool = True
     isolation: bool = True
     kernel_health: bool = True
+    disk_errors: bool = True
     thresholds: dict[str, float] = field(default_factory=dict)  # "check.key" -> value
 
 
@@ -236,8 +238,10 @@ class Scenario:
     duration_s: float = 12.0
     checks: Checks = field(default_factory=Checks)
     requires: Requires = field(default_factory=Requires)
+    disks: Sequence[Disk] = ()  # virtio disks, /dev/vda onwards; I/O work names them by index
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "disks", check_disks(self.disks))
         if not self.steps:
             raise ConfigError(f"scenario {self.name} has no steps", "give at least one Step")
         if self.duration_s <= 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ktstr.disk import Disk
 from ktstr.errors import ConfigError
 from ktstr.scenario.model import CgroupDef, Op, Scenario
 from ktstr.scenario.work import WorkSpec
@@ -29,8 +30,9 @@ class _Cgroup:
 
 
 class _Compiler:
-    def __init__(self, layout: dict) -> None:
+    def __init__(self, layout: dict, disks: tuple[Disk, ...]) -> None:
         self.layout = layout
+        self.disks = disks
         self.cgroups: dict[str, _Cgroup] = {}
         self.defs: dict[str, CgroupDef] = {}
         self.workers: dict[int, dict] = {}
@@ -59,6 +61,12 @@ class _Compiler:
     def spawn(self, path: str, n: int, cg: CgroupDef, work: WorkSpec | None = None) -> dict:
         work = work or cg.work
         work.check_count(n, f"cgroup {path}")
+        if work.disk is not None and work.disk >= len(self.disks):
+            raise ConfigError(
+                f"cgroup {path}: {work.kind} uses disk {work.disk}, but the run declares "
+                f"{len(self.disks)} disk(s)",
+                "declare the disk (Scenario(disks=[Disk()]) or --disk 256MiB) or fix the index",
+            )
         ids = list(range(self.next_id, self.next_id + n))
         self.next_id += n
         self.cgroups[path].workers += ids
@@ -161,11 +169,19 @@ class _Compiler:
         raise ConfigError(f"unknown op {k!r}", "use an Op constructor")
 
 
-def compile_plan(scenario: Scenario, topology: Topology, duration_s: float | None = None) -> dict:
-    """The guest's plan: the layout to verify, steps with times, ops, worker ids."""
+def compile_plan(
+    scenario: Scenario,
+    topology: Topology,
+    duration_s: float | None = None,
+    disks: tuple[Disk, ...] | None = None,
+) -> dict:
+    """The guest's plan: the layout to verify, steps with times, ops, worker ids.
+
+    ``disks`` replaces the scenario's own disks (the CLI's ``--disk``).
+    """
     layout = topology.layout()
     duration = float(duration_s or scenario.duration_s)
-    compiler = _Compiler(layout)
+    compiler = _Compiler(layout, tuple(scenario.disks if disks is None else disks))
     steps, t = [], 0.0
     for index, step in enumerate(scenario.steps):
         hold = step.hold.length(duration)

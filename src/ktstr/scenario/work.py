@@ -28,7 +28,15 @@ KINDS: dict[str, tuple[dict[str, object], int]] = {
     "mutex_contention": ({"n": 4}, 0),  # group is n
     "io_sync": ({"kb": 4, "path": "/tmp"}, 1),
     "sequence": ({"phases": []}, 1),
+    # I/O on a declared disk (``disk`` is its index); see docs/disks.md.
+    "io_seq_write": ({"disk": 0, "bs_kb": 64, "direct": True, "sync_every": 0, "overrun_kb": 0}, 1),
+    "io_rand_read": ({"disk": 0, "bs_kb": 4, "direct": True, "overrun_kb": 0}, 1),
+    "io_sync_write": ({"disk": 0, "bs_kb": 4, "direct": False}, 1),
+    "io_convoy": ({"disk": 0, "bs_kb": 4, "hot_kb": 1024}, 1),
 }
+IO_KINDS = frozenset(k for k in KINDS if k.startswith("io_") and k != "io_sync")
+# Integer parameters that may be 0 (every other integer must be positive).
+_ZERO_OK = {"disk", "sync_every", "overrun_kb"}
 
 
 @dataclass(frozen=True)
@@ -50,11 +58,18 @@ class WorkSpec:
             )
         for key, value in self.params.items():
             default = defaults[key]
-            if isinstance(default, int) and (not isinstance(value, int) or value <= 0):
-                raise ConfigError(
-                    f"work {self.kind}: {key}={value!r} must be a positive integer",
-                    "give a whole number above 0",
-                )
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(
+                        f"work {self.kind}: {key}={value!r} must be True or False", "give a bool"
+                    )
+            elif isinstance(default, int):
+                low = 0 if key in _ZERO_OK else 1
+                if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                    raise ConfigError(
+                        f"work {self.kind}: {key}={value!r} must be a whole number >= {low}",
+                        f"give a whole number of {low} or more",
+                    )
         if self.kind == "sequence":
             phases = self.params.get("phases") or []
             if not phases or not all(isinstance(p, WorkSpec) for p in phases):
@@ -62,11 +77,16 @@ class WorkSpec:
                     "sequence needs a list of WorkSpec phases",
                     "write sequence([spin(), bursty(5, 5)])",
                 )
-            if any(KINDS[p.kind][1] != 1 for p in phases):
+            if any(KINDS[p.kind][1] != 1 or p.kind in IO_KINDS for p in phases):
                 raise ConfigError(
-                    "sequence phases must be independent work kinds",
-                    "leave pair and group kinds out of sequences",
+                    "sequence phases must be independent CPU work kinds",
+                    "leave pair, group and disk I/O kinds out of sequences",
                 )
+
+    @property
+    def disk(self) -> int | None:
+        """The index of the declared disk this work uses, if it is disk I/O."""
+        return int(self.value("disk")) if self.kind in IO_KINDS else None  # type: ignore[arg-type]
 
     def value(self, key: str) -> object:
         return self.params.get(key, KINDS[self.kind][0][key])
@@ -152,9 +172,49 @@ def mutex_contention(n: int = 4) -> WorkSpec:
     return WorkSpec("mutex_contention", {"n": n})
 
 
-def io_sync(kb: int = 4) -> WorkSpec:
-    return WorkSpec("io_sync", {"kb": kb})
+def io_sync(kb: int = 4, path: str = "/tmp") -> WorkSpec:
+    """Write ``kb`` then fsync a file under ``path`` (tmpfs, or a disk's mount point)."""
+    return WorkSpec("io_sync", {"kb": kb, "path": path})
 
 
 def sequence(phases: list[WorkSpec]) -> WorkSpec:
     return WorkSpec("sequence", {"phases": list(phases)})
+
+
+def io_seq_write(
+    disk: int = 0, bs_kb: int = 64, direct: bool = True, sync_every: int = 0, overrun_kb: int = 0
+) -> WorkSpec:
+    """Sequential pattern writes over this worker's share of the disk, wrapping around.
+
+    ``sync_every`` flushes after that many writes (0: only at the end);
+    ``overrun_kb`` deliberately runs past the end of the disk by that much.
+    """
+    return WorkSpec(
+        "io_seq_write",
+        {
+            "disk": disk,
+            "bs_kb": bs_kb,
+            "direct": direct,
+            "sync_every": sync_every,
+            "overrun_kb": overrun_kb,
+        },
+    )
+
+
+def io_rand_read(
+    disk: int = 0, bs_kb: int = 4, direct: bool = True, overrun_kb: int = 0
+) -> WorkSpec:
+    """Random block reads over the worker's share of the disk."""
+    return WorkSpec(
+        "io_rand_read", {"disk": disk, "bs_kb": bs_kb, "direct": direct, "overrun_kb": overrun_kb}
+    )
+
+
+def io_sync_write(disk: int = 0, bs_kb: int = 4, direct: bool = False) -> WorkSpec:
+    """A pattern write then fdatasync, in a loop: an fsync storm."""
+    return WorkSpec("io_sync_write", {"disk": disk, "bs_kb": bs_kb, "direct": direct})
+
+
+def io_convoy(disk: int = 0, bs_kb: int = 4, hot_kb: int = 1024) -> WorkSpec:
+    """Small direct writes and reads on one hot region shared by every convoy worker."""
+    return WorkSpec("io_convoy", {"disk": disk, "bs_kb": bs_kb, "hot_kb": hot_kb})

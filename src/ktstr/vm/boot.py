@@ -7,17 +7,19 @@ so kernel resolution, image assembly and end-of-VM errors live in one place.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ktstr import wire
+from ktstr.disk import Disk
 from ktstr.errors import VmError
 from ktstr.initramfs.image import base_image, write_initrd
 from ktstr.kernel.image import KernelInfo
+from ktstr.kernel.modules import guest_modules
 from ktstr.topology import Topology
-from ktstr.vm import lifecycle
+from ktstr.vm import drives, lifecycle
 from ktstr.vm.accel import Accel
 from ktstr.vm.qemu import VmConfig
 from ktstr.vm.slots import vm_slot
@@ -39,6 +41,7 @@ class Boot:
     accel: Accel
     topology: Topology
     image_build_s: float
+    disks: list[drives.PreparedDisk] = field(default_factory=list)
 
 
 def boot(
@@ -53,34 +56,47 @@ def boot(
     strict: bool = True,
     files: dict[str, bytes] | None = None,
     cmdline: list[str] | None = None,
+    disks: Sequence[Disk] = (),
 ) -> Boot:
     """Run the agent with ``spec`` in a fresh VM.
 
     With ``strict`` an abnormal end raises VmError; otherwise the caller
     judges it (a scenario run turns a guest panic into a failed verdict).
+    Disks get backing files in ``run_dir`` (removed afterwards unless kept).
     """
     base = base_image()
     if base.built:
         log.info("built the guest base image (%.1f MiB) in %.2f s", base.size / 2**20, base.build_s)
-    initrd = write_initrd(run_dir / "initrd.cpio", base, spec, files)
-    cfg = VmConfig(
-        kernel=kernel.boot_path,
-        initrd=str(initrd),
-        topology=topology,
-        accel=accel.name,
-        cmdline=list(cmdline or []),
-        interactive=interactive,
-    )
+    files = dict(files or {})
+    spec = dict(spec)
+    if disks:
+        spec["modules"], module_files = guest_modules(kernel, "CONFIG_VIRTIO_BLK", "virtio_blk")
+        files.update(module_files)
+    prepared = drives.prepare(disks, run_dir)
     try:
-        with vm_slot():  # host-wide: xdist workers and parallel runs share the budget
-            result = lifecycle.run_vm(
-                cfg, run_dir, timeout_s or default_timeout(topology, accel), on_message
-            )
+        spec["disks"] = [p.guest_spec() for p in prepared]
+        initrd = write_initrd(run_dir / "initrd.cpio", base, spec, files)
+        cfg = VmConfig(
+            kernel=kernel.boot_path,
+            initrd=str(initrd),
+            topology=topology,
+            accel=accel.name,
+            cmdline=list(cmdline or []),
+            interactive=interactive,
+            drive_args=drives.qemu_args(prepared),
+        )
+        try:
+            with vm_slot():  # host-wide: xdist workers and parallel runs share the budget
+                result = lifecycle.run_vm(
+                    cfg, run_dir, timeout_s or default_timeout(topology, accel), on_message
+                )
+        finally:
+            initrd.unlink(missing_ok=True)
     finally:
-        initrd.unlink(missing_ok=True)
+        drives.cleanup(prepared)
     if strict:
         check_end(result)
-    return Boot(result, kernel, accel, topology, base.build_s)
+    return Boot(result, kernel, accel, topology, base.build_s, prepared)
 
 
 def check_end(result: lifecycle.VmResult) -> None:

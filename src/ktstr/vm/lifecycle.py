@@ -24,6 +24,7 @@ from typing import Any
 
 from ktstr import wire
 from ktstr.vm.qemu import VmConfig, build_argv
+from ktstr.vm.qmp import Monitor
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class VmResult:
     started: float = 0.0  # host monotonic at QEMU start
     first_message_s: float | None = None  # seconds after start
     exited_s: float = 0.0
+    blockstats: dict[str, dict[str, int]] | None = None  # per drive id, at power-off (QMP)
 
     def first(self, kind: str) -> dict[str, Any] | None:
         return next((m for m in self.messages if m["kind"] == kind), None)
@@ -175,6 +177,10 @@ def run_vm(
     """Boot, stream, and wait for the VM to end; never leaves QEMU running."""
     host_end, guest_end = socket.socketpair()
     cfg.channel_fd = guest_end.fileno()
+    qmp_host = qmp_guest = None
+    if cfg.drive_args:  # disks: QMP reads their counters when the guest powers off
+        qmp_host, qmp_guest = socket.socketpair()
+        cfg.monitor_fd = qmp_guest.fileno()
     argv = build_argv(cfg)
     (run_dir / "qemu.argv").write_text("\n".join(argv) + "\n")
     stderr_path = run_dir / "qemu.stderr.log"
@@ -185,11 +191,16 @@ def run_vm(
             stdin=None if cfg.interactive else subprocess.DEVNULL,
             stdout=None if cfg.interactive else subprocess.PIPE,
             stderr=stderr,
-            pass_fds=[guest_end.fileno()],
+            pass_fds=[guest_end.fileno()] + ([qmp_guest.fileno()] if qmp_guest else []),
             preexec_fn=_die_with_parent,
             start_new_session=not cfg.interactive,
         )
     guest_end.close()
+    monitor = None
+    if qmp_host and qmp_guest:
+        qmp_guest.close()
+        monitor = Monitor(qmp_host)
+        monitor.start()
     console = None
     if not cfg.interactive:
         console = _Console(proc.stdout, run_dir / "console.log")
@@ -210,6 +221,9 @@ def run_vm(
             console.join(5)
         channel.join(5)
         host_end.close()
+        if monitor:
+            monitor.join(5)
+            qmp_host.close()
     stderr_tail = stderr_path.read_text(errors="replace")[-2000:]
     panic_line = console.panic_line if console else None
     if end is None:
@@ -231,4 +245,5 @@ def run_vm(
         started=started,
         first_message_s=channel.first_at,
         exited_s=exited,
+        blockstats=monitor.blockstats if monitor else None,
     )

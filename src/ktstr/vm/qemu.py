@@ -50,6 +50,8 @@ class VmConfig:
     cmdline: list[str] = field(default_factory=list)
     interactive: bool = False  # console on the user's terminal
     channel_fd: int | None = None  # host end is ours; this one goes to QEMU
+    drive_args: list[str] = field(default_factory=list)  # -drive/-device pairs for disks
+    monitor_fd: int | None = None  # QMP; the VM then pauses at power-off instead of exiting
 
 
 TCG_THREAD_MODES = ("single", "multi")
@@ -112,6 +114,15 @@ def build_argv(cfg: VmConfig) -> list[str]:
             f"socket,id=ktstr0,fd={cfg.channel_fd}",
             "-device",
             f"virtserialport,bus=vser0.0,chardev=ktstr0,name={wire.PORT_NAME}",
+        ]
+    argv += cfg.drive_args
+    if cfg.monitor_fd is not None:
+        argv += [
+            "-no-shutdown",
+            "-chardev",
+            f"socket,id=qmp0,fd={cfg.monitor_fd}",
+            "-mon",
+            "chardev=qmp0,mode=control",
         ]
     argv += ["-device", "pvpanic", "-action", "panic=exit-failure"]
     return argv
