@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ktstr import __version__, paths
+from ktstr.disk import DISK_OPTION_HELP, Disk, parse_disk_option
 from ktstr.errors import KtstrError
 from ktstr.results.terminal import table
 from ktstr.topology import Topology
@@ -92,7 +93,7 @@ def cmd_vm_probe(args: argparse.Namespace) -> int:
     from ktstr.probe import render, run_probe
 
     topology = Topology.parse(args.topology, args.memory)
-    result = run_probe(topology, args.kernel, args.accel, args.timeout)
+    result = run_probe(topology, args.kernel, args.accel, args.timeout, disks=args.disk)
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
     else:
@@ -110,8 +111,17 @@ def cmd_shell(args: argparse.Namespace) -> int:
     chosen = accel_mod.choose(args.accel, info.boot_path)
     print(f"{chosen.line()}; kernel {info.release}; topology {topology.name}", file=sys.stderr)
     run_dir = paths.new_run_dir(f"shell-{topology.name}")
+    for i, disk in enumerate(args.disk):
+        print(f"disk {i}: {disk.describe(i)}", file=sys.stderr)
     boot(
-        topology, info, chosen, run_dir, {"mode": "shell"}, timeout_s=args.timeout, interactive=True
+        topology,
+        info,
+        chosen,
+        run_dir,
+        {"mode": "shell"},
+        timeout_s=args.timeout,
+        interactive=True,
+        disks=args.disk,
     )
     return 0
 
@@ -238,6 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             profile=profile,
             extra_args=tuple(args.sched_arg),
             expect=expect,
+            disks=tuple(args.disk) or None,
         )
         if args.json:
             with open(args.json, "w") as f:
@@ -433,7 +444,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if all(c.ok or not c.required for c in results) else 1
 
 
+def _disk_arg(text: str) -> Disk:
+    try:
+        return parse_disk_option(text)
+    except KtstrError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _vm_options(p: argparse.ArgumentParser, timeout: float | None = None) -> None:
+    p.add_argument(
+        "--disk",
+        action="append",
+        type=_disk_arg,
+        default=[],
+        metavar="SPEC",
+        help=DISK_OPTION_HELP + "; replaces a scenario's own disks",
+    )
     p.add_argument(
         "--topology",
         "-t",

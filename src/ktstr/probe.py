@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ktstr import paths, wire
+from ktstr.disk import Disk
 from ktstr.errors import KernelError, VmError
 from ktstr.kernel.store import resolve
 from ktstr.topology import Topology
@@ -26,11 +28,14 @@ class ProbeResult:
     sched_ext: dict[str, Any]
     timings_s: dict[str, float]
     run_dir: str
+    disks: list[dict[str, Any]] = field(default_factory=list)  # requested vs seen, per disk
 
     @property
     def match(self) -> bool:
-        return self.requested == self.observed and (
-            self.numa_distances["requested"] == self.numa_distances["observed"]
+        return (
+            self.requested == self.observed
+            and self.numa_distances["requested"] == self.numa_distances["observed"]
+            and all(d["match"] for d in self.disks)
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -45,6 +50,7 @@ class ProbeResult:
             "numa_distances": self.numa_distances,
             "timings_s": self.timings_s,
             "run_dir": self.run_dir,
+            "disks": self.disks,
         }
 
 
@@ -59,6 +65,7 @@ def run_probe(
     accel: str | None = None,
     timeout_s: float | None = None,
     require_sched_ext: bool = False,
+    disks: Sequence[Disk] = (),
 ) -> ProbeResult:
     info = resolve(kernel)
     if require_sched_ext and info.sched_ext is False:
@@ -68,7 +75,7 @@ def run_probe(
         )
     chosen = accel_mod.choose(accel, info.boot_path)
     run_dir = paths.new_run_dir(f"probe-{topology.name}")
-    done = boot(topology, info, chosen, run_dir, {"mode": "probe"}, timeout_s)
+    done = boot(topology, info, chosen, run_dir, {"mode": "probe"}, timeout_s, disks=disks)
     topo_msg = done.result.first(wire.TOPOLOGY)
     hello = done.result.first(wire.HELLO)
     if topo_msg is None or hello is None:
@@ -92,7 +99,32 @@ def run_probe(
         sched_ext=scx,
         timings_s=timings(done.result),
         run_dir=str(run_dir),
+        disks=_disk_rows(done),
     )
+
+
+def _disk_rows(done) -> list[dict[str, Any]]:
+    seen = {d["serial"]: d for d in (done.result.first(wire.DISKS) or {}).get("disks", [])}
+    rows = []
+    for p in done.disks:
+        want = {"serial": p.serial, "sectors": p.size // 512, "read_only": p.disk.read_only}
+        got = seen.get(p.serial)
+        have = {k: got[k] for k in want} if got else None
+        rows.append(
+            {
+                "requested": want,
+                "observed": have,
+                "name": got and got["name"],
+                "match": want == have,
+            }
+        )
+    return rows
+
+
+def _disk_text(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "absent"
+    return f"{d['serial']} {d['sectors']} sectors" + (" ro" if d["read_only"] else "")
 
 
 def _groups(groups: list[list[int]]) -> str:
@@ -121,6 +153,15 @@ def render(result: ProbeResult) -> str:
             "ok" if dist["requested"] == dist["observed"] else "MISMATCH",
         )
     )
+    for d in result.disks:
+        rows.append(
+            (
+                f"disk {d['name'] or '?'}",
+                _disk_text(d["requested"]),
+                _disk_text(d["observed"]),
+                "ok" if d["match"] else "MISMATCH",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -29,11 +29,10 @@ class IoStats:
         self.errors: dict[str, int] = {}
         self.latencies: list[float] = []
         self.written: list[int] | None = None  # [lowest, highest) byte written in full
-        self.first = self.last = 0.0
+        self.first = self.last = time.monotonic()
 
     def done(self, kind: str, started: float, nbytes: int = 0) -> None:
         now = time.monotonic()
-        self.first = self.first or started
         self.last = now
         self.ops[kind] += 1
         if kind in self.bytes:
@@ -43,6 +42,7 @@ class IoStats:
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
+        self.last = time.monotonic()
 
     def wrote(self, offset: int, size: int) -> None:
         if self.written is None:
@@ -155,7 +155,7 @@ def _loop(rec, p: dict, g: dict, write: bool, body) -> None:
     buf = mmap.mmap(-1, bs)  # page-aligned, as O_DIRECT needs
     fd = -1
     try:
-        fd = _open(stats, g["device"], write, bool(p.get("direct")))
+        fd = _open(stats, g["device"], write, bool(p.get("direct", True)))
         n = 0
         while True:
             body(stats, fd, buf, start, end, n)

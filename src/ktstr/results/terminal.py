@@ -91,12 +91,40 @@ def cgroup_table(record: dict) -> str:
     return "\n".join(table(rows))
 
 
+def disk_table(record: dict) -> str:
+    """Per disk: what the guest's block layer and QEMU each counted, and worker IOPS."""
+    disks = record.get("disks") or []
+    if not disks:
+        return ""
+    rows = [("disk", "capacity", "limit", "guest r/w/flush", "qemu r/w/flush", "iops", "errors")]
+    for d in disks:
+        guest = (d.get("guest") or {}).get("stat_delta") or {}
+        host = d.get("host") or {}
+        limit = d.get("throttle") or {}
+        rows.append(
+            (
+                f"{(d.get('guest') or {}).get('name', '?')} {d['serial']}"
+                + (" ro" if d.get("read_only") else ""),
+                f"{d['capacity_bytes'] / 2**20:g} MiB",
+                f"{limit['iops']} iops" if limit.get("iops") else "-",
+                "/".join(str(guest.get(k, "-")) for k in ("read_ios", "write_ios", "flush_ios")),
+                "/".join(
+                    str(host.get(k, "-"))
+                    for k in ("rd_operations", "wr_operations", "flush_operations")
+                ),
+                f"{d['workers']['iops']:.0f}" if d.get("workers") else "-",
+                str((d.get("workers") or {}).get("errors", 0)),
+            )
+        )
+    return "\n".join(table(rows))
+
+
 def run_summary(record: dict, run_dir: str) -> str:
     cal = record.get("calibration", {})
     parts = [verdict_table(record)]
-    table = cgroup_table(record)
-    if table:
-        parts.append(table)
+    for extra in (cgroup_table(record), disk_table(record)):
+        if extra:
+            parts.append(extra)
     info = [
         f"kernel {record.get('kernel', {}).get('release', '?')}",
         f"accelerator {record.get('accel', {}).get('name', '?')}",

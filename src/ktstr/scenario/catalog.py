@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ktstr.disk import Disk, Throttle
 from ktstr.errors import ConfigError
 from ktstr.scenario.cpuset import CpusetSpec as C
 from ktstr.scenario.model import CgroupDef, HoldSpec, Op, Requires, Scenario, Step
@@ -9,7 +10,10 @@ from ktstr.scenario.work import (
     bursty,
     cache_pressure,
     fan_out,
+    io_convoy,
+    io_rand_read,
     io_sync,
+    io_sync_write,
     mixed,
     pipe_pingpong,
     spin,
@@ -199,6 +203,34 @@ def _build() -> dict[str, Scenario]:
                     ]
                 )
             ],
+        ),
+        Scenario(
+            "io_wakeup",
+            "spinners on every CPU next to readers and fsync writers blocked on a 200-IOPS disk",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(CgroupDef("cpu", workers=0, workers_pct=1.0)),
+                        Op.add_cgroup(CgroupDef("readers", workers=2, work=io_rand_read())),
+                        Op.add_cgroup(CgroupDef("syncers", workers=2, work=io_sync_write())),
+                    ]
+                )
+            ],
+            disks=(Disk("64MiB", throttle=Throttle(iops=200)),),
+        ),
+        Scenario(
+            "io_convoy",
+            "four workers queue small direct I/Os on one hot region of a 100-IOPS disk, "
+            "next to spinners",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(CgroupDef("cpu", workers=0, workers_pct=1.0)),
+                        Op.add_cgroup(CgroupDef("convoy", workers=4, work=io_convoy())),
+                    ]
+                )
+            ],
+            disks=(Disk("16MiB", throttle=Throttle(iops=100)),),
         ),
     ]
     return {s.name: s for s in scenarios}

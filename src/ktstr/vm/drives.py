@@ -24,7 +24,12 @@ class PreparedDisk:
     serial: str
     path: Path
     size: int
-    created: bool  # ktstr made the backing file (and may remove it)
+    created: bool  # ktstr made the backing file (a fresh, zeroed disk)
+
+    @property
+    def temporary(self) -> bool:
+        """A disk in the run directory that nobody asked to keep."""
+        return self.disk.backing is None and not self.disk.keep
 
     @property
     def drive_id(self) -> str:
@@ -57,7 +62,7 @@ class PreparedDisk:
             "throttle": d.throttle.as_dict(),
             "backing": str(self.path),
             "backing_created": self.created,
-            "kept": not self.created or d.keep,
+            "kept": not self.temporary,
         }
 
 
@@ -101,7 +106,7 @@ def prepare(disks: Sequence[Disk], run_dir: Path) -> list[PreparedDisk]:
         for index, disk in enumerate(check_disks(disks)):
             made.append(_prepare_one(index, disk, run_dir))
     except BaseException:
-        cleanup(made)
+        _discard(made)
         raise
     return made
 
@@ -134,9 +139,16 @@ def _prepare_one(index: int, disk: Disk, run_dir: Path) -> PreparedDisk:
         if disk.fs and created:
             _format(path, size, f"disk{index}")
     except BaseException:
-        cleanup([prepared])
+        _discard([prepared])
         raise
     return prepared
+
+
+def _discard(disks: Sequence[PreparedDisk]) -> None:
+    """Undo a failed preparation: remove every file it created, wherever."""
+    for p in disks:
+        if p.created:
+            p.path.unlink(missing_ok=True)
 
 
 def qemu_args(disks: Sequence[PreparedDisk]) -> list[str]:
@@ -165,7 +177,7 @@ def qemu_args(disks: Sequence[PreparedDisk]) -> list[str]:
 
 
 def cleanup(disks: Sequence[PreparedDisk]) -> None:
-    """Remove the backing files ktstr created, unless the disk asked to keep them."""
+    """Remove run-directory backing files unless kept; a user's backing file always stays."""
     for p in disks:
-        if p.created and not p.disk.keep:
+        if p.temporary:
             p.path.unlink(missing_ok=True)

@@ -1,0 +1,131 @@
+"""Disks in real VMs: exact bytes, the capacity limit, read-only, serials, throttling, counters."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ktstr import wire
+from ktstr.disk import Disk, Throttle
+from ktstr.scenario.model import CgroupDef, Op, Scenario, Step
+from ktstr.scenario.work import io_rand_read, io_seq_write
+from ktstr.topology import Topology
+from tests.helpers import ktstr
+
+TOPO = "1n1l2c1t"
+SERIAL_20 = "abcdefghij0123456789"
+
+
+def _run(name: str, cgroups: list[CgroupDef], disks: tuple[Disk, ...], duration: float = 4):
+    from ktstr.runner import run_scenario
+
+    scenario = Scenario(
+        name, name, [Step([Op.add_cgroup(c) for c in cgroups])], duration, disks=disks
+    )
+    return run_scenario(scenario, Topology.parse(TOPO))
+
+
+def _disk(record: dict, serial: str) -> dict:
+    return next(d for d in record["disks"] if d["serial"] == serial)
+
+
+def _mismatches(path: Path, start: int, end: int, bs: int) -> list[int]:
+    bad = []
+    with open(path, "rb") as f:
+        f.seek(start)
+        for offset in range(start, end, bs):
+            if f.read(bs) != wire.io_pattern(offset, bs):
+                bad.append(offset)
+    return bad
+
+
+def test_written_pattern_reaches_the_backing_file_and_both_sides_count_it(tmp_path):
+    backing = tmp_path / "data.img"
+    disk = Disk("8MiB", backing=str(backing), serial=SERIAL_20)
+    writer = CgroupDef("w", workers=1, work=io_seq_write(bs_kb=64, sync_every=8))
+    record, _ = _run("disk_pattern", [writer], (disk,))
+    assert record["verdict"] == "pass", record["findings"]
+    d = _disk(record, SERIAL_20)
+    assert d["guest"]["serial"] == SERIAL_20  # all 20 bytes, as /sys/block/vdX/serial reads
+    assert d["guest"]["sectors"] == 8 * 2**20 // 512 and d["guest"]["read_only"] is False
+    io = record["workers"][0]["io"]
+    assert io["errors"] == 0 and io["ops"]["write"] > 0 and io["ops"]["flush"] > 0
+    # The pattern is byte-identical in the backing file, and the capacity did not grow.
+    start, end = io["written"]
+    assert end - start == 8 * 2**20  # the writer wrapped around the whole disk
+    assert _mismatches(backing, start, end, 64 * 1024) == []
+    assert backing.stat().st_size == 8 * 2**20
+    # Both sides of the VM boundary saw the same writes and the flushes.
+    host, guest = d["host"], d["guest"]["stat_delta"]
+    assert host["wr_bytes"] == io["bytes"]["write"] == guest["write_sectors"] * 512
+    assert host["wr_operations"] == io["ops"]["write"]
+    assert host["flush_operations"] >= io["ops"]["flush"] > 0
+    assert guest["flush_ios"] >= io["ops"]["flush"]
+    assert host["failed_wr_operations"] == 0
+
+
+def test_capacity_and_read_only_refuse_io_with_counted_errors(tmp_path):
+    edge = Disk("1MiB", backing=str(tmp_path / "edge.img"))
+    locked = Disk("1MiB", backing=str(tmp_path / "ro.img"), read_only=True, serial="locked")
+    cgroups = [
+        CgroupDef("past_end_w", workers=1, work=io_seq_write(disk=0, overrun_kb=128)),
+        CgroupDef("past_end_r", workers=1, work=io_rand_read(disk=0, bs_kb=64, overrun_kb=64)),
+        CgroupDef("ro_w", workers=1, work=io_seq_write(disk=1)),
+    ]
+    record, _ = _run("disk_errors", cgroups, (edge, locked))
+    by_cgroup = {w["cgroup_path"]: w["io"] for w in record["workers"]}
+    # Past the end: the guest's block layer refuses, the worker counts it and goes on.
+    assert by_cgroup["past_end_w"]["error_kinds"].get("ENOSPC", 0) > 0
+    assert by_cgroup["past_end_w"]["ops"]["write"] > 0
+    assert by_cgroup["past_end_r"]["error_kinds"].get("short_read", 0) > 0
+    assert (tmp_path / "edge.img").stat().st_size == 2**20  # no growth
+    # Read-only: the guest sees it so, and every write fails.
+    assert _disk(record, "locked")["guest"]["read_only"] is True
+    ro = by_cgroup["ro_w"]
+    assert ro["ops"]["write"] == 0 and ro["errors"] > 0 and set(ro["error_kinds"]) <= {"EPERM"}
+    assert (tmp_path / "ro.img").read_bytes() == bytes(2**20)
+    # Nothing crashed; disk_errors names both disks and their error kinds.
+    assert record["vm_end"] == "poweroff"
+    status = {f["check"]: f["status"] for f in record["findings"] if f["check"] != "disk_errors"}
+    assert status["kernel_health"] == "pass" and status["not_stuck"] == "pass"
+    failed = [f for f in record["findings"] if f["check"] == "disk_errors"]
+    assert [f["status"] for f in failed] == ["fail", "fail"]
+    assert "ENOSPC" in failed[0]["message"] and "EPERM" in failed[1]["message"]
+    assert record["verdict"] == "fail"
+
+
+def test_iops_throttle_holds_within_15_percent_while_unthrottled_is_faster():
+    limit = 100
+    disks = (Disk("16MiB", throttle=Throttle(iops=limit)), Disk("16MiB", serial="free"))
+    cgroups = [
+        CgroupDef("slow", workers=2, work=io_rand_read(disk=0)),
+        CgroupDef("fast", workers=1, work=io_rand_read(disk=1)),
+    ]
+    record, _ = _run("disk_throttle", cgroups, disks, duration=5)
+    assert record["verdict"] == "pass", record["findings"]
+    throttled, free = record["disks"]
+    assert throttled["throttle"]["iops"] == limit
+    measured = throttled["workers"]["iops"]
+    assert abs(measured - limit) <= 0.15 * limit, measured
+    assert free["workers"]["iops"] > 1.5 * limit, free["workers"]
+
+
+@pytest.mark.parametrize("scheduler", ["eevdf", "scx_simple"])
+def test_io_wakeup_scenario_passes(scheduler, tmp_path):
+    out = tmp_path / "record.json"
+    args = ["run", "io_wakeup", "--topology", "1n2l2c1t", "--duration", "6", "--json", str(out)]
+    if scheduler != "eevdf":
+        args += ["--scheduler", scheduler]
+    proc = ktstr(*args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    record = json.loads(out.read_text())
+    (disk,) = record["disks"]
+    assert disk["throttle"]["iops"] == 200 and disk["workers"]["errors"] == 0
+    assert disk["host"]["rd_operations"] > 0 and disk["host"]["flush_operations"] > 0
+    assert "disk_errors    PASS" in proc.stdout and "vda ktstr-0" in proc.stdout
+
+
+def test_probe_shows_declared_disks():
+    proc = ktstr("vm", "probe", "--topology", TOPO, "--disk", "4MiB,ro,serial=probe-disk")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "disk vda" in proc.stdout and "probe-disk 8192 sectors ro" in proc.stdout
