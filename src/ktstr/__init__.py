@@ -1,5 +1,6 @@
 """ktstr: test Linux process schedulers in QEMU VMs with declared CPU topologies."""
 
+from ktstr.disk import Disk, Throttle
 from ktstr.scenario.cpuset import CpusetSpec
 from ktstr.scenario.model import (
     BATCH,
@@ -43,6 +44,7 @@ __all__ = [
     "CgroupDef",
     "Checks",
     "CpusetSpec",
+    "Disk",
     "Fifo",
     "Flag",
     "HoldSpec",
@@ -52,6 +54,7 @@ __all__ = [
     "Scenario",
     "Scheduler",
     "Step",
+    "Throttle",
     "Topology",
     "WorkSpec",
     "__version__",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from ktstr.disk import Disk, check_disks
 from ktstr.errors import KtstrError
 from ktstr.presets import DEFAULT_MAX_CPUS, Variant, expand, parse_shard, shard
 from ktstr.scenario.model import CgroupDef, Checks, Scenario, Step, run_defs, run_steps
@@ -74,6 +75,7 @@ class KtstrContext:
     checks: Checks = field(default_factory=Checks)
     expect: dict = field(default_factory=dict)
     records: list = field(default_factory=list)
+    disks: tuple[Disk, ...] = ()  # when given, they replace a scenario's own disks
 
     def run(self, scenario: Scenario) -> dict:
         from ktstr.runner import run_scenario
@@ -85,6 +87,7 @@ class KtstrContext:
             scheduler=self.scheduler,
             profile=self.profile,
             expect=self.expect,
+            disks=self.disks or None,
         )
         record["_run_dir"] = str(run_dir)
         self.records.append(record)
@@ -125,10 +128,16 @@ def ktstr_test(
     checks: Checks | None = None,
     expect_error: str | None = None,
     expect_fail: bool = False,
+    disks: Sequence[Disk] = (),
     **constraints: object,
 ) -> Callable:
-    """Declare a VM test; the function gets a KtstrContext and returns a run record."""
+    """Declare a VM test; the function gets a KtstrContext and returns a run record.
+
+    ``disks`` attaches virtio disks to every run of the test (I/O work
+    names them by index).
+    """
     limits = Constraints(**constraints)  # type: ignore[arg-type]
+    declared_disks = check_disks(disks)
     if expect_error:
         from ktstr.runner import validate_expect_error
 
@@ -145,7 +154,14 @@ def ktstr_test(
                 pytest.skip(reason)
             expect = {"error": expect_error, "fail": expect_fail}
             ctx = KtstrContext(
-                fn.__name__, topo, scheduler, duration_s, chosen, checks or Checks(), expect
+                fn.__name__,
+                topo,
+                scheduler,
+                duration_s,
+                chosen,
+                checks or Checks(),
+                expect,
+                disks=declared_disks,
             )
             error = None
             try:

@@ -7,8 +7,8 @@ import pytest
 
 from ktstr import wire
 from ktstr.disk import Disk, Throttle
-from ktstr.scenario.model import CgroupDef, Op, Scenario, Step
-from ktstr.scenario.work import io_rand_read, io_seq_write
+from ktstr.scenario.model import CgroupDef, HoldSpec, Op, Scenario, Step
+from ktstr.scenario.work import io_rand_read, io_seq_write, io_sync
 from ktstr.topology import Topology
 from tests.helpers import ktstr
 
@@ -129,3 +129,35 @@ def test_probe_shows_declared_disks():
     proc = ktstr("vm", "probe", "--topology", TOPO, "--disk", "4MiB,ro,serial=probe-disk")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "disk vda" in proc.stdout and "probe-disk 8192 sectors ro" in proc.stdout
+
+
+def test_frozen_filesystem_blocks_a_writer_and_kernel_health_reports_the_hung_task():
+    """A real kernel warning raised in the guest: the hung-task detector on a frozen ext4."""
+    from ktstr.runner import run_scenario
+
+    scenario = Scenario(
+        "debug_hung_task",
+        "an fsync writer on ext4, the filesystem frozen for 5 s",
+        [
+            Step(
+                [Op.add_cgroup(CgroupDef("w", workers=1, work=io_sync(path="/mnt/disk0")))],
+                HoldSpec(seconds=2),
+            ),
+            Step([Op.debug_freeze_fs(0, 5000, hung_task_timeout_s=1)], HoldSpec(seconds=6)),
+        ],
+        duration_s=8,
+        disks=(Disk("32MiB", fs="ext4"),),
+    )
+    record, _ = run_scenario(scenario, Topology.parse(TOPO))
+    (worker,) = record["workers"]
+    assert worker["units"] > 0 and worker["error"] is None  # it wrote on ext4 before and after
+    hung = [
+        f for f in record["findings"] if f["check"] == "kernel_health" and f["status"] == "fail"
+    ]
+    assert [f["kind"] for f in hung] == ["hung_task"], record["findings"]
+    assert f":{worker['pid']} blocked for more than" in hung[0]["message"]
+    assert hung[0]["worker"] == 0 and "(worker 0 (w))" in hung[0]["message"]
+    stuck = [f for f in record["findings"] if f["check"] == "not_stuck" and f["status"] == "fail"]
+    assert stuck and stuck[0]["worker"] == 0 and 1.5 <= stuck[0]["at_s"] <= 3.0
+    assert record["disks"][0]["host"]["flush_operations"] > 0  # fsyncs reached the device
+    assert record["verdict"] == "fail"

@@ -8,7 +8,8 @@ pytest_plugins = ["pytester"]
 CACHE = str(paths.cache_dir())  # read before pytester points HOME elsewhere
 
 USER_TESTS = """
-from ktstr import CgroupDef, Scheduler, ktstr_test
+from ktstr import CgroupDef, Disk, Scheduler, Throttle, ktstr_test
+from ktstr.scenario.work import io_rand_read
 
 QMAP_ERROR = Scheduler("scx_qmap", "scx_qmap", args=("-e", "100"))
 
@@ -26,6 +27,13 @@ def test_broken_scheduler(ctx):
 @ktstr_test(topology="1n1l2c1t", min_llcs=4)
 def test_needs_more_llcs(ctx):
     return ctx.run_defs([CgroupDef("cg_0", workers=2)])
+
+
+@ktstr_test(topology="1n1l2c1t", duration_s=3, disks=[Disk("8MiB", throttle=Throttle(iops=100))])
+def test_disk_reads(ctx):
+    record = ctx.run_defs([CgroupDef("io", workers=1, work=io_rand_read())])
+    assert record["disks"][0]["workers"]["iops"] > 0
+    return record
 """
 
 
@@ -34,7 +42,7 @@ def test_ktstr_test_pass_fail_skip_with_bug_summary(pytester, monkeypatch):
     pytester.makepyfile(test_user=USER_TESTS)
     junit = pytester.path / "junit.xml"
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--junitxml={junit}", "-rA")
-    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    result.assert_outcomes(passed=2, failed=1, skipped=1)
     text = result.stdout.str()
     assert "BUG SUMMARY: [scheduler/error_exit]" in text
     assert "test triggering error" in text
@@ -95,4 +103,4 @@ def test_xdist_workers_share_the_vm_budget(pytester, monkeypatch):
     monkeypatch.setenv("KTSTR_VM_SLOTS", "1")  # two workers, one VM at a time
     pytester.makepyfile(test_x=USER_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
-    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    result.assert_outcomes(passed=2, failed=1, skipped=1)

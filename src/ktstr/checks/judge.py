@@ -28,6 +28,7 @@ KERNEL_DENY: list[tuple[str, str]] = [
 # Lines that match a deny pattern but are known to be harmless.
 KERNEL_ALLOW: list[str] = []
 _STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]")
+_TASK = re.compile(r"\btask \S+:(\d+)\b")  # "INFO: task python3:107 blocked ..."
 
 
 def _label(record: dict, wid: int) -> str:
@@ -334,6 +335,7 @@ def isolation(record: dict, th: dict) -> list[Finding]:
 
 def kernel_health(record: dict, th: dict) -> list[Finding]:
     out, seen = [], set()
+    pids = {w["pid"]: w["id"] for w in record.get("workers", []) if w.get("pid")}
     allow = [re.compile(a) for a in KERNEL_ALLOW + record.get("kernel_allow", [])]
     for line in record.get("console", []):
         for kind, pattern in KERNEL_DENY:
@@ -343,12 +345,16 @@ def kernel_health(record: dict, th: dict) -> list[Finding]:
                 continue
             seen.add(kind)
             stamp = _STAMP.match(line)
+            task = _TASK.search(line)
+            worker = pids.get(int(task.group(1))) if task else None
+            whose = f" ({_label(record, worker)})" if worker is not None else ""
             out.append(
                 Finding(
                     "kernel_health",
                     FAIL,
                     kind,
-                    f"kernel {kind}: {line.strip()}",
+                    f"kernel {kind}: {line.strip()}{whose}",
+                    worker=worker,
                     at_s=float(stamp.group(1)) if stamp else None,
                 )
             )

@@ -7,11 +7,13 @@ while the workers run as separate processes.
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import select
 import signal
 import time
+from collections.abc import Callable
 
 from ktstr import wire
 from ktstr.guest import ioworkers, topo, workers
@@ -24,6 +26,8 @@ RESULTS = "/tmp/ktstr-results"
 START_DELAY_S = 0.3  # time for forked workers to reach the gate
 STOP_GRACE_S = 3.0  # after the deadline, before SIGKILL
 CALIBRATION_LOOPS = 200_000
+FIFREEZE, FITHAW = 0xC0045877, 0xC0045878  # _IOWR('X', 119/120, int)
+HUNG_TASK_TIMEOUT = "/proc/sys/kernel/hung_task_timeout_secs"
 
 
 def calibrate() -> float:
@@ -76,7 +80,7 @@ class Runner:
         self.path_of: dict[int, str] = {}
         self.exited: set[int] = set()
         self.killed: set[int] = set()
-        self.resume: list[tuple[float, int]] = []  # (when, pid) for debug stops
+        self.undo: list[tuple[float, Callable[[], None]]] = []  # (when, action): end a debug fault
         self.t0 = 0.0
         self.deadline = 0.0
         self.gate_w = -1
@@ -260,8 +264,22 @@ class Runner:
         elif kind == "debug_stop_worker":
             wid = self.members(op["path"])[op["index"]]
             os.kill(self.pids[wid], signal.SIGSTOP)
-            self.resume.append((time.monotonic() + op["ms"] / 1000, self.pids[wid]))
+            pid = self.pids[wid]
+            self.later(op["ms"], lambda: os.kill(pid, signal.SIGCONT))
             self.event(op, worker=wid, ms=op["ms"])
+        elif kind == "debug_freeze_fs":
+            if op["hung_task_timeout_s"]:
+                _write(HUNG_TASK_TIMEOUT, str(op["hung_task_timeout_s"]))
+            fd = os.open(self.disks[op["disk"]]["mount"], os.O_RDONLY | os.O_DIRECTORY)
+            fcntl.ioctl(fd, FIFREEZE, 0)
+
+            def thaw() -> None:
+                fcntl.ioctl(fd, FITHAW, 0)
+                os.close(fd)
+                self.event({"op": "debug_thaw_fs"}, disk=op["disk"])
+
+            self.later(op["ms"], thaw)
+            self.event(op, disk=op["disk"], ms=op["ms"])
         elif kind == "debug_kernel_crash":
             self.event(op)
             _write("/proc/sysrq-trigger", "c")
@@ -272,6 +290,10 @@ class Runner:
             self.event(op, worker=wid, cpu=op["cpu"])
         else:
             raise ValueError(f"unknown op {kind!r}")
+
+    def later(self, ms: float, action: Callable[[], None]) -> None:
+        """Run ``action`` after ``ms`` (or at the end, whichever comes first)."""
+        self.undo.append((time.monotonic() + ms / 1000, action))
 
     # --- lifetime ------------------------------------------------------
     def reap(self) -> None:
@@ -357,14 +379,14 @@ class Runner:
             now = time.monotonic()
             if now >= self.deadline:
                 break
-            for when, pid in list(self.resume):
-                if now >= when:
-                    os.kill(pid, signal.SIGCONT)
-                    self.resume.remove((when, pid))
+            for entry in list(self.undo):
+                if now >= entry[0]:
+                    self.undo.remove(entry)
+                    entry[1]()
             due.sort()
             when, kind, index = due[0]
             if now < when:
-                wake = min([when, self.deadline] + [w for w, _ in self.resume])
+                wake = min([when, self.deadline] + [w for w, _ in self.undo])
                 self.wait(max(0.0, wake - now))
                 self.reap()
                 continue
@@ -397,8 +419,9 @@ class Runner:
         self.sched.poll()
 
     def finish(self) -> None:
-        for _, pid in self.resume:
-            os.kill(pid, signal.SIGCONT)
+        for _, action in self.undo:
+            action()
+        self.undo = []
         for path in set(self.path_of.values()):
             try:
                 _write(f"{self.cg(path)}/cgroup.freeze", "0")

@@ -164,6 +164,15 @@ class Op:
         return Op("debug_kernel_crash")
 
     @staticmethod
+    def debug_freeze_fs(disk: int, ms: int, hung_task_timeout_s: int = 0) -> Op:
+        """Freeze a disk's filesystem for ``ms``: writers on it block in D state.
+
+        With ``hung_task_timeout_s`` the kernel's hung-task detector is set to
+        that many seconds first, so it reports the blocked writers (kernel_health).
+        """
+        return Op("debug_freeze_fs", "", (disk, ms, hung_task_timeout_s))
+
+    @staticmethod
     def debug_escape_cpuset(name: str, index: int) -> Op:
         """Move one worker out of its cgroup onto a CPU outside its cpuset (isolation)."""
         return Op("debug_escape_cpuset", name, (index,))

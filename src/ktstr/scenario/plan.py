@@ -110,6 +110,14 @@ class _Compiler:
             return self.add(op.args[0], self.find(op.target) if op.target else "")
         if k == "debug_kernel_crash":
             return [{"op": k}]
+        if k == "debug_freeze_fs":
+            disk, ms, hung = op.args
+            if disk >= len(self.disks) or not self.disks[disk].fs:
+                raise ConfigError(
+                    f"debug_freeze_fs needs disk {disk} with a filesystem",
+                    "declare Disk(fs='ext4') at that index",
+                )
+            return [{"op": k, "disk": disk, "ms": ms, "hung_task_timeout_s": hung}]
         path = self.find(op.target)
         if k == "remove_cgroup":
             for p in [p for p in self.cgroups if p == path or p.startswith(path + "/")]:
