@@ -50,7 +50,7 @@ def verdict_table(record: dict) -> str:
 
 
 def cgroup_table(record: dict) -> str:
-    """Per cgroup: workers, work rate, CPU share, longest gap, migrations, p99 wake."""
+    """Per cgroup: workers, work rate, CPU share, longest gap, migrations, p99 wake or I/O."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for w in record.get("workers", []):
         groups[w.get("cgroup_path", "?")].append(w)
@@ -65,7 +65,7 @@ def cgroup_table(record: dict) -> str:
             "cpu share",
             "max gap ms",
             "migrations",
-            "p99 wake us",
+            "p99 wake/io us",
         )
     ]
     for path, ws in sorted(groups.items()):
@@ -76,6 +76,7 @@ def cgroup_table(record: dict) -> str:
         ) / len(ws)
         gap = max((g[0] for w in ws for g in w.get("gaps", [])), default=0) * 1000
         wakes = [w["wake"]["p99_us"] for w in ws if w.get("wake")]
+        wakes += [w["io"]["lat_us"]["p99"] for w in ws if (w.get("io") or {}).get("lat_us")]
         rows.append(
             (
                 path,
