@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ktstr.errors import ConfigError
 
@@ -194,7 +194,3 @@ def _whole(key: str, value: str) -> int:
         return int(value)
     except ValueError:
         raise ConfigError(f"{key}={value!r} is not a whole number", f"write {key}=500") from None
-
-
-def with_backing(disk: Disk, path: str) -> Disk:
-    return replace(disk, backing=path)

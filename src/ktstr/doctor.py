@@ -53,13 +53,17 @@ def checks() -> list[Check]:
             out.append(Check("accelerator", True, f"{chosen.name}: {chosen.reason}"))
         except KtstrError as err:
             out.append(Check("accelerator", False, str(err), "unset KTSTR_ACCEL"))
-    for tool, pkg in (("apt-get", "apt"), ("dpkg-deb", "dpkg")):
-        found = shutil.which(tool)
+    for tool, pkg, why in (
+        ("apt-get", "apt", "'ktstr kernel fetch'"),
+        ("dpkg-deb", "dpkg", "'ktstr kernel fetch'"),
+        ("mkfs.ext4", "e2fsprogs", "disks with fs=ext4"),
+    ):
+        found = shutil.which(tool) or shutil.which(tool, path="/sbin:/usr/sbin")
         out.append(
             Check(
                 tool,
                 bool(found),
-                found or "not installed (needed by 'ktstr kernel fetch')",
+                found or f"not installed (needed by {why})",
                 f"{APT} {pkg}",
                 required=False,
             )

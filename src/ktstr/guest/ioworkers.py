@@ -109,32 +109,29 @@ class _Lcg:
         return (self.state * n) >> 31
 
 
+def _transfer(stats: IoStats, kind: str, call, fd: int, buf: mmap.mmap, offset: int) -> int:
+    """One pwritev/preadv, timed and counted; a partial transfer is an error too."""
+    started = time.monotonic()
+    try:
+        n = call(fd, [buf], offset)
+    except OSError as err:
+        stats.error(_errname(err))
+        return 0
+    stats.done(kind, started, n)
+    if n < len(buf):
+        stats.error(f"short_{kind}")
+    return n
+
+
 def _write(stats: IoStats, fd: int, buf: mmap.mmap, offset: int, fill: bool) -> None:
     if fill:
         buf[:] = wire.io_pattern(offset, len(buf))
-    started = time.monotonic()
-    try:
-        n = os.pwritev(fd, [buf], offset)
-    except OSError as err:
-        stats.error(_errname(err))
-        return
-    stats.done("write", started, n)
-    if n < len(buf):
-        stats.error("short_write")
-    elif fill:
-        stats.wrote(offset, n)
+    if _transfer(stats, "write", os.pwritev, fd, buf, offset) == len(buf) and fill:
+        stats.wrote(offset, len(buf))
 
 
 def _read(stats: IoStats, fd: int, buf: mmap.mmap, offset: int) -> None:
-    started = time.monotonic()
-    try:
-        n = os.preadv(fd, [buf], offset)
-    except OSError as err:
-        stats.error(_errname(err))
-        return
-    stats.done("read", started, n)
-    if n < len(buf):
-        stats.error("short_read")
+    _transfer(stats, "read", os.preadv, fd, buf, offset)
 
 
 def _flush(stats: IoStats, fd: int) -> None:
@@ -192,13 +189,8 @@ def k_io_rand_read(rec, p: dict, g: dict) -> None:
 
 
 def k_io_sync_write(rec, p: dict, g: dict) -> None:
-    bs = p["bs_kb"] * 1024
-
-    def body(stats, fd, buf, start, end, n):
-        _write(stats, fd, buf, start + n * bs % (end - start) // bs * bs, fill=True)
-        _flush(stats, fd)
-
-    _loop(rec, p, g, True, body)
+    """A sequential pattern write then fdatasync, every time: an fsync storm."""
+    k_io_seq_write(rec, dict(p, sync_every=1), g)
 
 
 def k_io_convoy(rec, p: dict, g: dict) -> None:
