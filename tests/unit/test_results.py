@@ -59,7 +59,16 @@ def test_metrics_from_a_record():
     assert v["imbalance"] == pytest.approx(2.0)
     assert v["worst_fairness_spread"] == 3.0
     assert "weight_share_deviation" not in v  # nothing to measure
+    assert "io_iops" not in v and "io_lat_p99" not in v  # no disk I/O
     assert set(v) <= set(METRICS)
+
+
+def test_disk_io_metrics():
+    r = record()
+    for i, w in enumerate(r["workers"]):
+        w["io"] = {"iops": 100.0 + i, "lat_us": {"p50": 1.0, "p99": 1000.0 * (i + 1), "max": 1.0}}
+    v = values(r)
+    assert v["io_iops"] == 201.0 and v["io_lat_p99"] == 1500.0
 
 
 def test_identical_distributions_are_no_regression():

@@ -87,6 +87,20 @@ def _imbalance(r: dict) -> float | None:
     return max(means) / min(means)
 
 
+def _io(r: dict) -> list[dict]:
+    return [w["io"] for w in _workers(r) if w.get("io")]
+
+
+def _io_iops(r: dict) -> float | None:
+    ios = _io(r)
+    return float(sum(io["iops"] for io in ios)) if ios else None
+
+
+def _io_p99(r: dict) -> float | None:
+    values = [io["lat_us"]["p99"] for io in _io(r) if io.get("lat_us")]
+    return statistics.median(values) if values else None
+
+
 def _total(r: dict, fn: Callable[[dict], float]) -> float | None:
     ws = _workers(r)
     return float(sum(fn(w) for w in ws)) if ws else None
@@ -203,6 +217,16 @@ METRICS: dict[str, Metric] = {
             _weight_deviation,
         ),
         Metric("imbalance", "x", False, 0.1, 0.10, "max/min mean CPU utilization", _imbalance),
+        Metric("io_iops", "/s", True, 10.0, 0.05, "total IOPS of the disk I/O workers", _io_iops),
+        Metric(
+            "io_lat_p99",
+            "us",
+            False,
+            500.0,
+            0.20,
+            "median of I/O workers' p99 operation latency",
+            _io_p99,
+        ),
     ]
 }
 

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
 from ktstr.checks.scheduler import bug_summary  # noqa: E402
-from ktstr.results.terminal import cgroup_table  # noqa: E402
+from ktstr.results.terminal import cgroup_table, disk_table  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -187,6 +187,9 @@ def run_section(record: dict, images: dict[str, str]) -> str:
         _findings_table(record),
         f"<pre>{html.escape(cgroup_table(record))}</pre>",
     ]
+    disks = disk_table(record)
+    if disks:
+        parts.append(f"<pre>{html.escape(disks)}</pre>")
     parts += [f"<p><img alt='{name}' src='{src}'></p>" for name, src in images.items()]
     return "\n".join(parts)
 
@@ -225,6 +228,8 @@ def markdown_report(records: list[dict], out: Path) -> Path:
             for f in record.get("findings", [])
         ]
         lines += ["", "```", cgroup_table(record), "```", ""]
+        if disk_table(record):
+            lines += ["```", disk_table(record), "```", ""]
         for name, data in plots(record).items():
             image = out.with_name(f"{out.stem}-{index}-{name}.png")
             image.write_bytes(data)
