@@ -58,6 +58,7 @@ lint: venv
 bench: setup
 	$(BIN)/python bench/boot.py
 	$(BIN)/python bench/verdict_stability.py
+	$(BIN)/python bench/disk.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
