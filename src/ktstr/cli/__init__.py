@@ -1,0 +1,56 @@
+"""The ``ktstr`` command.
+
+Each submodule owns one group of subcommands and adds them with ``register``;
+the order of the calls below is the order ``ktstr --help`` lists them in.
+Subcommands import what they need when they run, so --help and quick
+commands do not pay for ELF parsing and compression libraries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from ktstr import __version__
+from ktstr.cli import doctor, gauntlet, kernels, results, runs, schedulers, vms
+from ktstr.cli.common import ACCEL_CHOICES
+from ktstr.cli.kernels import FLAVOURS
+from ktstr.errors import KtstrError
+
+__all__ = ["ACCEL_CHOICES", "FLAVOURS", "main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="ktstr",
+        description="Test Linux process schedulers (sched_ext and EEVDF) in QEMU VMs whose "
+        "CPU topology is declared in code.",
+        epilog="Caches live under $KTSTR_CACHE_DIR (default ~/.cache/ktstr); run output under "
+        "$KTSTR_RUNS_DIR (default ./runs).",
+    )
+    top.add_argument("--version", action="version", version=f"ktstr {__version__}")
+    top.add_argument("-v", "--verbose", action="store_true", help="debug output")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in (kernels, vms, runs, schedulers, gauntlet, results, doctor):
+        group.register(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="ktstr: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except KtstrError as err:
+        print(f"ktstr: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("ktstr: interrupted; the VM was shut down", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. piped into head: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

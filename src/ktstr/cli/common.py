@@ -1,0 +1,75 @@
+"""Options, exit codes and output that more than one group of subcommands shares."""
+
+from __future__ import annotations
+
+import argparse
+
+from ktstr.disk import DISK_OPTION_HELP, Disk, parse_disk_option
+from ktstr.errors import KtstrError
+
+ACCEL_CHOICES = ("auto", "kvm", "tcg")
+EXIT_FOR_VERDICT = {"pass": 0, "skip": 0, "fail": 1, "inconclusive": 2}
+
+
+def print_run(record: dict, run_dir: str) -> None:
+    from ktstr.checks.scheduler import bug_summary
+    from ktstr.results.terminal import run_summary
+
+    summary = bug_summary(record) if record.get("verdict") == "fail" else None
+    if summary:
+        print(summary)
+        print()
+    print(run_summary(record, run_dir))
+
+
+def disk_arg(text: str) -> Disk:
+    try:
+        return parse_disk_option(text)
+    except KtstrError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def vm_options(p: argparse.ArgumentParser, timeout: float | None = None) -> None:
+    p.add_argument(
+        "--disk",
+        action="append",
+        type=disk_arg,
+        default=[],
+        metavar="SPEC",
+        help=DISK_OPTION_HELP + "; replaces a scenario's own disks",
+    )
+    p.add_argument(
+        "--topology",
+        "-t",
+        default="1n2l2c1t",
+        help="CPU topology as <N>n<L>l<C>c<T>t: NUMA nodes, LLCs, cores per LLC, "
+        "threads per core (default: %(default)s)",
+    )
+    p.add_argument(
+        "--memory",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="guest RAM in MiB (default: 512 + 16 per vCPU)",
+    )
+    p.add_argument(
+        "--kernel",
+        "-k",
+        default=None,
+        help="bzImage/vmlinux path, kernel build tree, or cached release "
+        "(default: $KTSTR_KERNEL, else the newest cached kernel with sched_ext)",
+    )
+    p.add_argument(
+        "--accel",
+        choices=ACCEL_CHOICES,
+        default=None,
+        help="accelerator (default: $KTSTR_ACCEL, else auto: KVM only if it really "
+        "works here, else TCG)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=timeout,
+        metavar="S",
+        help="kill the VM after S seconds (default: scaled to the topology)",
+    )

@@ -1,0 +1,148 @@
+"""``ktstr gauntlet``, and the catalogues it draws from: ``topo presets``, ``scenarios``.
+
+Kept apart from ``runs`` because ``schedulers`` sits between the two groups
+in ``ktstr --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ktstr import paths
+from ktstr.cli.common import ACCEL_CHOICES, EXIT_FOR_VERDICT
+from ktstr.results.terminal import table
+
+
+def cmd_gauntlet(args: argparse.Namespace) -> int:
+    from ktstr import gauntlet
+    from ktstr.presets import parse_shard
+    from ktstr.results.progress import GauntletProgress
+    from ktstr.scheduler import from_cli
+
+    scheduler = from_cli(args.scheduler)
+    presets = None if args.all_presets or not args.presets else args.presets.split(",")
+    cells = gauntlet.plan(
+        args.scenarios or ["steady"],
+        scheduler,
+        presets,
+        args.profiles.split(",") if args.profiles else None,
+        args.max_cpus,
+        parse_shard(args.shard) if args.shard else None,
+    )
+    if args.budget:
+        from ktstr.budget import select
+
+        chosen = select(cells, scheduler.name, args.duration or 12.0, args.budget)
+        print(f"budget: {chosen.summary()}", flush=True)
+        cells = chosen.cells
+    print(f"gauntlet: {len(cells)} variants", flush=True)
+
+    budget = gauntlet.default_budget(args.jobs, args.mem_budget)
+    print(
+        f"budget: {budget.jobs} VMs at once, {budget.cpus} host CPUs, "
+        f"{budget.memory_mib} MiB of guest RAM",
+        flush=True,
+    )
+    with GauntletProgress(len(cells), budget.jobs) as shown:
+
+        def finished(cell: gauntlet.Cell, index: int, total: int) -> None:
+            line = (
+                f"[{index}/{total}] {cell.scenario}[{cell.variant.id}]: "
+                f"{cell.verdict.upper()} ({cell.run_dir})"
+            )
+            if cell.summary:
+                line += f"\n    {cell.summary}"
+            shown.finished_one(cell.verdict, line)
+
+        done = gauntlet.run(
+            cells,
+            scheduler,
+            args.duration,
+            args.kernel,
+            args.accel,
+            finished,
+            budget,
+            on_start=lambda *_: shown.started_one(),
+        )
+    print()
+    print(gauntlet.matrix(done))
+    print(f"\nrun directories under {paths.runs_dir()}")
+    return max((EXIT_FOR_VERDICT[c.verdict] for c in done), default=0)
+
+
+def cmd_topo_presets(args: argparse.Namespace) -> int:
+    from ktstr.presets import PRESETS, preset
+
+    rows = [("preset", "topology", "cpus", "llcs", "numa", "smt")]
+    for name in PRESETS:
+        t = preset(name)
+        smt = "yes" if t.threads_per_core > 1 else "no"
+        rows.append((name, t.name, str(t.cpus), str(t.llcs), str(t.numa_nodes), smt))
+    print("\n".join(table(rows)))
+    return 0
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from ktstr.scenario.catalog import CATALOG
+
+    width = max(map(len, CATALOG))
+    for name, scenario in CATALOG.items():
+        print(f"{name:<{width}}  {scenario.description}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    gaunt = sub.add_parser(
+        "gauntlet",
+        help="run scenarios across topology presets and flag profiles",
+        description="Expand scenarios x presets x profiles, run each variant in its own VM "
+        "in parallel within a CPU and memory budget, stream each record to disk, and end "
+        "with a matrix. Ctrl-C stops every VM and keeps the finished records.",
+    )
+    gaunt.add_argument("scenarios", nargs="*", help="scenario names (default: steady)")
+    gaunt.add_argument("--scheduler", "-s", default=None, help="as for 'ktstr run'")
+    gaunt.add_argument("--presets", default=None, help="comma-separated preset names")
+    gaunt.add_argument("--all-presets", action="store_true", help="every preset within --max-cpus")
+    gaunt.add_argument("--profiles", default=None, help="comma-separated flag profiles")
+    gaunt.add_argument(
+        "--max-cpus",
+        type=int,
+        default=16,
+        help="skip presets with more vCPUs (default: %(default)s)",
+    )
+    gaunt.add_argument("--shard", default=None, metavar="I/N", help="run only shard I of N")
+    gaunt.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="run the subset that covers the most configurations (scheduler, profile, CPU/LLC "
+        "buckets, SMT, NUMA, scenario) within this many estimated seconds; estimates are "
+        "calibrated from this host's runs",
+    )
+    gaunt.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=None,
+        help="VMs at once, at most (default: the host's CPU count)",
+    )
+    gaunt.add_argument(
+        "--mem-budget",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="guest RAM of all running VMs together (default: 80%% of the host's available memory)",
+    )
+    gaunt.add_argument("--duration", type=float, default=None, metavar="S")
+    gaunt.add_argument("--kernel", "-k", default=None)
+    gaunt.add_argument("--accel", choices=ACCEL_CHOICES, default=None)
+    gaunt.set_defaults(func=cmd_gauntlet)
+
+    topo = sub.add_parser("topo", help="topology presets")
+    tsub = topo.add_subparsers(dest="topo_command", metavar="ACTION", required=True)
+    tpresets = tsub.add_parser("presets", help="list the gauntlet's topology presets")
+    tpresets.set_defaults(func=cmd_topo_presets)
+
+    scen = sub.add_parser("scenarios", help="list the canned scenarios")
+    scen.set_defaults(func=cmd_scenarios)
