@@ -18,11 +18,11 @@ def _delta(start: dict[str, int], end: dict[str, int]) -> dict[str, int]:
 
 
 def _worker_totals(workers: list[dict], device: str | None) -> dict[str, Any]:
-    mine = [w for w in workers if (w.get("io") or {}).get("device") == device]
+    """The I/O workers' sums on ``device``; IOPS over the span they ran together."""
+    mine = [w for w in workers if device and (w.get("io") or {}).get("device") == device]
     ops = {"read": 0, "write": 0, "flush": 0}
     errors: dict[str, int] = {}
     nbytes = {"read": 0, "write": 0}
-    span = 0.0
     for w in mine:
         io = w["io"]
         for k in ops:
@@ -31,7 +31,11 @@ def _worker_totals(workers: list[dict], device: str | None) -> dict[str, Any]:
             nbytes[k] += io["bytes"].get(k, 0)
         for k, n in io.get("error_kinds", {}).items():
             errors[k] = errors.get(k, 0) + n
-        span = max(span, w.get("end_s", 0.0) - w.get("start_s", 0.0))
+    span = (
+        max(w.get("end_s", 0.0) for w in mine) - min(w.get("start_s", 0.0) for w in mine)
+        if mine
+        else 0.0
+    )
     data_ops = ops["read"] + ops["write"]
     return {
         "worker_ids": [w["id"] for w in mine],

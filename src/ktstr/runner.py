@@ -306,7 +306,9 @@ def run_scenario(
     plan["expect"] = expect or {}
     chosen = accel_mod.choose(accel, info.boot_path)
     log.info("%s", chosen.line())
-    timeout = timeout_s or default_timeout(topology, chosen) + 2 * duration + 30
+    timeout = timeout_s or (
+        default_timeout(topology, chosen) + 2 * duration + 30 + plan["stop_grace_s"]
+    )
     started = time.monotonic()
     done = boot(
         topology,

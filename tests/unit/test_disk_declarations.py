@@ -15,7 +15,7 @@ from ktstr.disk_evidence import disk_records
 from ktstr.errors import ConfigError, KernelError
 from ktstr.kernel.image import KernelInfo
 from ktstr.kernel.modules import guest_modules, module_closure
-from ktstr.scenario.model import CgroupDef, Op, Scenario, Step
+from ktstr.scenario.model import CgroupDef, HoldSpec, Op, Scenario, Step
 from ktstr.scenario.plan import compile_plan
 from ktstr.scenario.work import WorkSpec, io_rand_read, io_seq_write, sequence, spin
 from ktstr.topology import Topology
@@ -221,13 +221,27 @@ def test_disk_records_and_disk_errors(tmp_path):
     assert d["workers"]["iops"] == 5.0 and d["workers"]["errors"] == 2
     assert d["host"]["failed_rd_operations"] == 1
     (f,) = disk_errors({"disks": [d]}, merged(None))
-    assert f.status == "fail" and f.value == 3
+    assert f.status == "fail" and f.value == 2  # the larger side: an EIO is seen on both
     assert "ENOSPC x2" in f.message and "1 failed in QEMU" in f.message
-    (f,) = disk_errors({"disks": [d]}, merged({"disk_errors.max_errors": 3}))
+    (f,) = disk_errors({"disks": [d]}, merged({"disk_errors.max_errors": 2}))
     assert f.status == "pass"
     (f,) = disk_errors({"disks": [dict(d, guest=None)], "vm_end": "poweroff"}, merged(None))
     assert f.status == "fail" and f.kind == "disk_missing"
     assert disk_errors({}, merged(None)) == []
+    # A disk the guest never reported has no worker totals (and no crash).
+    (d,) = disk_records(prepared, [], [], None, workers)
+    assert d["guest"] is None and d["workers"]["worker_ids"] == []
+
+
+def test_disk_iops_span_covers_workers_that_ran_one_after_another(tmp_path):
+    io = {"device": "/dev/vda", "ops": {"read": 50, "write": 0, "flush": 0}, "bytes": {}}
+    workers = [
+        {"id": 0, "start_s": 0.0, "end_s": 5.0, "io": io},
+        {"id": 1, "start_s": 5.0, "end_s": 10.0, "io": io},
+    ]
+    seen = [{"serial": "ktstr-0", "device": "/dev/vda"}]
+    (d,) = disk_records(_prepared(tmp_path), seen, [], None, workers)
+    assert d["workers"]["iops"] == 10.0
 
 
 def test_freeze_fs_needs_a_disk_with_a_filesystem():
@@ -250,3 +264,42 @@ def test_kernel_health_names_the_worker_a_hung_task_report_is_about():
     }
     (f,) = kernel_health(record, merged(None))
     assert f.kind == "hung_task" and f.worker == 3 and f.message.endswith("(worker 3 (w))")
+
+
+def test_plan_refuses_what_would_corrupt_or_wedge_a_disk(tmp_path):
+    topo = Topology.parse("1n1l2c1t")
+    raw = Scenario("t", "", [Step([Op.add_cgroup(CgroupDef("w", 1, io_seq_write()))])])
+    with pytest.raises(ConfigError, match="mounted ext4 filesystem it would corrupt"):
+        compile_plan(raw, topo, disks=(Disk(fs="ext4"),))
+    looped = Scenario(
+        "t", "", [Step([Op.debug_freeze_fs(0, 100)], HoldSpec(frac=1.0, loop_interval_s=1.0))]
+    )
+    with pytest.raises(ConfigError, match="freeze a frozen filesystem"):
+        compile_plan(looped, topo, disks=(Disk(fs="ext4"),))
+    with pytest.raises(ConfigError, match="not a whole number of 64 KiB blocks"):
+        io_seq_write(bs_kb=64, overrun_kb=4)
+    with pytest.raises(ConfigError, match="two disks use the backing file"):
+        drives.prepare(
+            [Disk(backing=str(tmp_path / "x")), Disk(backing=str(tmp_path / "x"), serial="b")],
+            tmp_path,
+        )
+
+
+def test_stop_grace_lets_throttled_io_finish():
+    topo = Topology.parse("1n1l2c1t")
+    readers = Scenario("t", "", [Step([Op.add_cgroup(CgroupDef("r", 8, io_rand_read()))])])
+    assert compile_plan(readers, topo, disks=(Disk(),))["stop_grace_s"] == 3.0
+    slow = (Disk(throttle=Throttle(iops=2)),)
+    assert compile_plan(readers, topo, disks=slow)["stop_grace_s"] == 3.0 + 2 * 8 / 2
+    crawl = (Disk(throttle=Throttle(iops=1, bps=512)),)
+    assert compile_plan(readers, topo, disks=crawl)["stop_grace_s"] == 60.0
+
+
+def test_monitor_that_loses_qemu_early_is_abandoned_not_a_traceback():
+    ours, theirs = socket.socketpair()
+    theirs.sendall(b"not json\n")
+    theirs.close()
+    monitor = Monitor(ours)
+    monitor.start()
+    monitor.join(5)
+    assert monitor.abandoned and monitor.error and monitor.blockstats is None

@@ -27,7 +27,9 @@ def disk_errors(record: dict, th: dict) -> list[Finding]:
         workers = d.get("workers") or {}
         host = d.get("host") or {}
         host_failed = sum(host.get(k, 0) for k in _HOST_FAILED)
-        total = workers.get("errors", 0) + host_failed
+        # A device error is seen twice (QEMU fails it, the worker gets EIO); refusals
+        # by the guest's block layer only by the worker: the larger count has both.
+        total = max(workers.get("errors", 0), host_failed)
         kinds = ", ".join(f"{k} x{n}" for k, n in sorted(workers.get("error_kinds", {}).items()))
         where = f"{d['guest'].get('name', '?')} ({serial})"
         detail = f"{workers.get('errors', 0)} in the guest's workers" + (

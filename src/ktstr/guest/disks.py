@@ -48,12 +48,17 @@ def load_module(path: str) -> str:
         err = ctypes.get_errno()
         if err == errno.EEXIST:
             return "present"
-        raise OSError(err, f"loading {os.path.basename(path)}: {os.strerror(err)}")
+        raise OSError(
+            err,
+            f"loading {os.path.basename(path)}: {os.strerror(err)}; the packed module does "
+            "not fit the booted kernel (use the kernel's own modules: 'ktstr kernel fetch', "
+            "or build the driver in)",
+        )
     finally:
         os.close(fd)
 
 
-def _read(path: str) -> str:
+def _read_text(path: str) -> str:
     try:
         with open(path) as f:
             return f.read().strip()
@@ -66,7 +71,7 @@ def _serials() -> dict[str, str]:
     out = {}
     for name in os.listdir("/sys/block"):
         if name.startswith("vd"):
-            out[_read(f"/sys/block/{name}/serial")] = name
+            out[_read_text(f"/sys/block/{name}/serial")] = name
     return out
 
 
@@ -82,13 +87,14 @@ def find(declared: list[dict], timeout_s: float = APPEAR_TIMEOUT_S) -> dict[str,
             missing = sorted(wanted - set(found))
             raise RuntimeError(
                 f"disk(s) {', '.join(missing)} did not appear within {timeout_s:.0f} s "
-                f"(the guest sees {sorted(found) or 'no virtio disks'})"
+                f"(the guest sees {sorted(found) or 'no virtio disks'}); the kernel needs "
+                "CONFIG_VIRTIO_BLK (built in, or as a module ktstr can find)"
             )
         time.sleep(0.02)
 
 
 def stat(name: str) -> dict[str, int]:
-    values = _read(f"/sys/block/{name}/stat").split()
+    values = _read_text(f"/sys/block/{name}/stat").split()
     return {k: int(v) for k, v in zip(STAT_FIELDS, values, strict=False)}
 
 
@@ -96,12 +102,12 @@ def describe(disk: dict, name: str) -> dict[str, object]:
     base = f"/sys/block/{name}"
     return {
         "index": disk["index"],
-        "serial": _read(f"{base}/serial"),
+        "serial": _read_text(f"{base}/serial"),
         "name": name,
         "device": f"/dev/{name}",
-        "sectors": int(_read(f"{base}/size") or 0),
-        "read_only": _read(f"{base}/ro") == "1",
-        "logical_block_size": int(_read(f"{base}/queue/logical_block_size") or 512),
+        "sectors": int(_read_text(f"{base}/size") or 0),
+        "read_only": _read_text(f"{base}/ro") == "1",
+        "logical_block_size": int(_read_text(f"{base}/queue/logical_block_size") or 512),
         "mount": disk.get("mount"),
         "stat_start": stat(name),
     }
@@ -120,7 +126,13 @@ def setup(spec: dict) -> list[dict[str, object]]:
         name = names[disk["serial"]]
         if disk.get("mount"):
             flags = system.MS_RDONLY if disk["read_only"] else 0
-            system.mount(f"/dev/{name}", disk["mount"], disk["fs"], "noinit_itable", flags)
+            try:
+                system.mount(f"/dev/{name}", disk["mount"], disk["fs"], "noinit_itable", flags)
+            except OSError as err:
+                raise RuntimeError(
+                    f"{err}; does disk {disk['index']}'s backing file hold an {disk['fs']} "
+                    "filesystem? Format it, or drop fs to use the raw device"
+                ) from None
         devices.append(describe(disk, name))
     return devices
 

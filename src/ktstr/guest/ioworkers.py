@@ -21,9 +21,10 @@ MAX_LATENCIES = 200_000
 
 
 class IoStats:
-    def __init__(self, device: str, start: int, end: int) -> None:
-        self.device = device
+    def __init__(self, device: str, device_size: int, start: int, end: int) -> None:
+        self.device, self.device_size = device, device_size
         self.region = [start, end]
+        self.holes = False  # a write inside the disk failed: ``written`` is not whole
         self.ops = {"read": 0, "write": 0, "flush": 0}
         self.bytes = {"read": 0, "write": 0}
         self.errors: dict[str, int] = {}
@@ -44,7 +45,11 @@ class IoStats:
         self.errors[what] = self.errors.get(what, 0) + 1
         self.last = time.monotonic()
 
-    def wrote(self, offset: int, size: int) -> None:
+    def wrote(self, offset: int, size: int, done: bool) -> None:
+        if not done:
+            if offset < self.device_size:  # a hole inside the range: it no longer holds
+                self.holes = True
+            return
         if self.written is None:
             self.written = [offset, offset + size]
         else:
@@ -53,7 +58,7 @@ class IoStats:
     def as_dict(self) -> dict[str, object]:
         lat = sorted(self.latencies)
         span = self.last - self.first
-        total = sum(self.ops.values())
+        total = self.ops["read"] + self.ops["write"]  # as QEMU's IOPS limit counts: no flushes
         return {
             "device": self.device,
             "region": self.region,
@@ -62,7 +67,7 @@ class IoStats:
             "errors": sum(self.errors.values()),
             "error_kinds": dict(self.errors),
             "iops": round(total / span, 1) if span > 0 else 0.0,
-            "written": self.written,
+            "written": None if self.holes else self.written,
             "lat_us": {
                 "p50": round(percentile(lat, 0.5) * 1e6, 1),
                 "p99": round(percentile(lat, 0.99) * 1e6, 1),
@@ -99,7 +104,7 @@ def _open(stats: IoStats, path: str, write: bool, direct: bool) -> int:
 
 
 class _Lcg:
-    """Reproducible offsets without importing ``random``."""
+    """Cheap pseudo-random offsets (seeded per worker) without importing ``random``."""
 
     def __init__(self, seed: int) -> None:
         self.state = seed & 0x7FFFFFFF
@@ -123,11 +128,12 @@ def _transfer(stats: IoStats, kind: str, call, fd: int, buf: mmap.mmap, offset: 
     return n
 
 
-def _write(stats: IoStats, fd: int, buf: mmap.mmap, offset: int, fill: bool) -> None:
-    if fill:
-        buf[:] = wire.io_pattern(offset, len(buf))
-    if _transfer(stats, "write", os.pwritev, fd, buf, offset) == len(buf) and fill:
-        stats.wrote(offset, len(buf))
+def _write(stats: IoStats, fd: int, buf: mmap.mmap, offset: int, contiguous: bool) -> None:
+    """Write the pattern; ``contiguous`` writers also track the range they cover."""
+    buf[:] = wire.io_pattern(offset, len(buf))
+    done = _transfer(stats, "write", os.pwritev, fd, buf, offset) == len(buf)
+    if contiguous:
+        stats.wrote(offset, len(buf), done)
 
 
 def _read(stats: IoStats, fd: int, buf: mmap.mmap, offset: int) -> None:
@@ -148,7 +154,7 @@ def _loop(rec, p: dict, g: dict, write: bool, body) -> None:
     """Open the device, run ``body(stats, fd, buf, start, end, n)`` per op, flush, record."""
     bs = p["bs_kb"] * 1024
     start, end = _region(p, g, bs)
-    stats = IoStats(g["device"], start, end)
+    stats = IoStats(g["device"], g["sectors"] * 512, start, end)
     buf = mmap.mmap(-1, bs)  # page-aligned, as O_DIRECT needs
     fd = -1
     try:
@@ -171,7 +177,7 @@ def k_io_seq_write(rec, p: dict, g: dict) -> None:
 
     def body(stats, fd, buf, start, end, n):
         offset = start + n * bs % (end - start) // bs * bs
-        _write(stats, fd, buf, offset, fill=True)
+        _write(stats, fd, buf, offset, contiguous=True)
         if p["sync_every"] and (n + 1) % p["sync_every"] == 0:
             _flush(stats, fd)
 
@@ -198,14 +204,14 @@ def k_io_convoy(rec, p: dict, g: dict) -> None:
     bs = p["bs_kb"] * 1024
     hot = max(bs, min(p["hot_kb"] * 1024, g["sectors"] * 512) // bs * bs)
     lcg = _Lcg(os.getpid())
-    shared = dict(g, slot=0, slots=1)
+    shared = dict(g, slot=0, slots=1, sectors=hot // 512)  # every convoy worker: [0, hot)
 
     def body(stats, fd, buf, start, end, n):
         offset = lcg.below(hot // bs) * bs
         if n % 2:
             _read(stats, fd, buf, offset)
         else:
-            _write(stats, fd, buf, offset, fill=False)
+            _write(stats, fd, buf, offset, contiguous=False)
 
     _loop(rec, p, shared, True, body)
 

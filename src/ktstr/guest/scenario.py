@@ -268,18 +268,7 @@ class Runner:
             self.later(op["ms"], lambda: os.kill(pid, signal.SIGCONT))
             self.event(op, worker=wid, ms=op["ms"])
         elif kind == "debug_freeze_fs":
-            if op["hung_task_timeout_s"]:
-                _write(HUNG_TASK_TIMEOUT, str(op["hung_task_timeout_s"]))
-            fd = os.open(self.disks[op["disk"]]["mount"], os.O_RDONLY | os.O_DIRECTORY)
-            fcntl.ioctl(fd, FIFREEZE, 0)
-
-            def thaw() -> None:
-                fcntl.ioctl(fd, FITHAW, 0)
-                os.close(fd)
-                self.event({"op": "debug_thaw_fs"}, disk=op["disk"])
-
-            self.later(op["ms"], thaw)
-            self.event(op, disk=op["disk"], ms=op["ms"])
+            self.freeze_fs(op)
         elif kind == "debug_kernel_crash":
             self.event(op)
             _write("/proc/sysrq-trigger", "c")
@@ -290,6 +279,35 @@ class Runner:
             self.event(op, worker=wid, cpu=op["cpu"])
         else:
             raise ValueError(f"unknown op {kind!r}")
+
+    def freeze_fs(self, op: dict) -> None:
+        """FIFREEZE a disk's filesystem until ``ms`` have passed (or the run ends)."""
+        old_timeout = None
+        if op["hung_task_timeout_s"]:
+            try:
+                old_timeout = _read(HUNG_TASK_TIMEOUT)
+            except FileNotFoundError:
+                raise RuntimeError(
+                    "debug_freeze_fs: this kernel has no hung-task detector "
+                    "(CONFIG_DETECT_HUNG_TASK); drop hung_task_timeout_s or use a kernel with it"
+                ) from None
+            _write(HUNG_TASK_TIMEOUT, str(op["hung_task_timeout_s"]))
+        fd = os.open(self.disks[op["disk"]]["mount"], os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.ioctl(fd, FIFREEZE, 0)
+        except OSError:
+            os.close(fd)
+            raise
+
+        def thaw() -> None:
+            fcntl.ioctl(fd, FITHAW, 0)
+            os.close(fd)
+            if old_timeout is not None:
+                _write(HUNG_TASK_TIMEOUT, old_timeout)
+            self.event({"op": "debug_thaw_fs"}, disk=op["disk"])
+
+        self.later(op["ms"], thaw)
+        self.event(op, disk=op["disk"], ms=op["ms"])
 
     def later(self, ms: float, action: Callable[[], None]) -> None:
         """Run ``action`` after ``ms`` (or at the end, whichever comes first)."""
@@ -338,6 +356,21 @@ class Runner:
         return {"stat": stat}
 
     def run(self) -> None:
+        try:
+            self.run_plan()
+        except BaseException:
+            self.undo_all()  # never leave a filesystem frozen or a worker stopped
+            raise
+
+    def undo_all(self) -> None:
+        pending, self.undo = self.undo, []
+        for _, action in pending:
+            try:
+                action()
+            except OSError as err:
+                print(f"ktstr-agent: undoing a debug fault failed: {err}", flush=True)
+
+    def run_plan(self) -> None:
         plan = self.plan
         observed = topo.observed_topology()
         for key in ("cpus", "numa_nodes", "llcs", "smt_siblings"):
@@ -419,16 +452,14 @@ class Runner:
         self.sched.poll()
 
     def finish(self) -> None:
-        for _, action in self.undo:
-            action()
-        self.undo = []
+        self.undo_all()
         for path in set(self.path_of.values()):
             try:
                 _write(f"{self.cg(path)}/cgroup.freeze", "0")
             except OSError:
                 pass  # removed, or never frozen
         live = [w for w in self.pids if w not in self.exited]
-        self.wait_for(live, STOP_GRACE_S)
+        self.wait_for(live, self.plan.get("stop_grace_s", STOP_GRACE_S))
         stragglers = [w for w in self.pids if w not in self.exited]
         self.signal_workers(stragglers, signal.SIGKILL)
         self.wait_for(stragglers, 2.0)

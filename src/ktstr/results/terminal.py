@@ -93,13 +93,13 @@ def cgroup_table(record: dict) -> str:
 
 
 def disk_table(record: dict) -> str:
-    """Per disk: what the guest's block layer and QEMU each counted, and worker IOPS."""
+    """Per disk: what the guest's block layer and QEMU each counted since boot, worker IOPS."""
     disks = record.get("disks") or []
     if not disks:
         return ""
     rows = [("disk", "capacity", "limit", "guest r/w/flush", "qemu r/w/flush", "iops", "errors")]
     for d in disks:
-        guest = (d.get("guest") or {}).get("stat_delta") or {}
+        guest = (d.get("guest") or {}).get("stat_end") or {}  # since boot, as QEMU counts
         host = d.get("host") or {}
         limit = d.get("throttle") or {}
         rows.append(

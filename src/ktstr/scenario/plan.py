@@ -19,6 +19,8 @@ from ktstr.topology import Topology
 
 PLAN_VERSION = 1
 SAMPLE_INTERVAL_S = 0.5
+STOP_GRACE_S = 3.0  # after the deadline, before SIGKILL
+MAX_STOP_GRACE_S = 60.0
 
 
 @dataclass
@@ -61,17 +63,16 @@ class _Compiler:
     def spawn(self, path: str, n: int, cg: CgroupDef, work: WorkSpec | None = None) -> dict:
         work = work or cg.work
         work.check_count(n, f"cgroup {path}")
-        if work.disk is not None and work.disk >= len(self.disks):
-            raise ConfigError(
-                f"cgroup {path}: {work.kind} uses disk {work.disk}, but the run declares "
-                f"{len(self.disks)} disk(s)",
-                "declare the disk (Scenario(disks=[Disk()]) or --disk 256MiB) or fix the index",
-            )
+        if work.disk is not None:
+            self.check_disk(path, work)
         ids = list(range(self.next_id, self.next_id + n))
         self.next_id += n
         self.cgroups[path].workers += ids
         for i in ids:
             self.workers[i] = {"id": i, "cgroup": path, "work": work.kind}
+            if work.disk is not None:
+                self.workers[i]["disk"] = work.disk
+                self.workers[i]["bs"] = int(work.value("bs_kb")) * 1024  # type: ignore[arg-type]
         affinity = cg.affinity.resolve(self.layout, self.usable(path)) if cg.affinity else None
         return {
             "op": "spawn",
@@ -82,6 +83,37 @@ class _Compiler:
             "policy": [cg.policy.name, cg.policy.priority],
             "affinity": affinity,
         }
+
+    def check_disk(self, path: str, work: WorkSpec) -> None:
+        if work.disk >= len(self.disks):  # type: ignore[operator]
+            raise ConfigError(
+                f"cgroup {path}: {work.kind} uses disk {work.disk}, but the run declares "
+                f"{len(self.disks)} disk(s)",
+                "declare the disk (Scenario(disks=[Disk()]) or --disk 256MiB) or fix the index",
+            )
+        disk = self.disks[work.disk]  # type: ignore[index]
+        if disk.fs and work.kind != "io_rand_read" and not disk.read_only:
+            raise ConfigError(
+                f"cgroup {path}: {work.kind} writes the raw device of disk {work.disk}, "
+                f"which holds a mounted {disk.fs} filesystem it would corrupt",
+                f"use io_sync(path='/mnt/disk{work.disk}') or a disk without fs",
+            )
+
+    def stop_grace_s(self) -> float:
+        """How long workers get to stop: an I/O in flight on a throttled disk finishes first.
+
+        The slowest request waits behind every other worker's on the same disk.
+        """
+        longest = 0.0
+        for index, disk in enumerate(self.disks):
+            ws = [w for w in self.workers.values() if w.get("disk") == index]
+            if not ws:
+                continue
+            if disk.throttle.iops:
+                longest = max(longest, len(ws) / disk.throttle.iops)
+            if disk.throttle.bps:
+                longest = max(longest, sum(w["bs"] for w in ws) / disk.throttle.bps)
+        return round(min(MAX_STOP_GRACE_S, STOP_GRACE_S + 2 * longest), 3)
 
     def add(self, cg: CgroupDef, parent: str) -> list[dict]:
         path = f"{parent}/{cg.name}" if parent else cg.name
@@ -200,6 +232,12 @@ def compile_plan(
                 "shorten the holds or lengthen the duration",
             )
         ops = [o for op in step.ops for o in compiler.op(op)]
+        if step.hold.loop_interval_s and any(o["op"] == "debug_freeze_fs" for o in ops):
+            raise ConfigError(
+                f"scenario {scenario.name}: step {index} repeats debug_freeze_fs in a loop, "
+                "which would freeze a frozen filesystem",
+                "put debug_freeze_fs in a step without loop_interval_s",
+            )
         steps.append(
             {
                 "start_s": round(t, 6),
@@ -216,6 +254,7 @@ def compile_plan(
         "layout": layout,
         "duration_s": duration,
         "sample_interval_s": SAMPLE_INTERVAL_S,
+        "stop_grace_s": compiler.stop_grace_s(),
         "steps": steps,
         "workers": [compiler.workers[i] for i in sorted(compiler.workers)],
     }

@@ -70,6 +70,12 @@ class WorkSpec:
                         f"work {self.kind}: {key}={value!r} must be a whole number >= {low}",
                         f"give a whole number of {low} or more",
                     )
+        if "overrun_kb" in defaults and int(self.value("overrun_kb")) % int(self.value("bs_kb")):
+            raise ConfigError(
+                f"work {self.kind}: overrun_kb={self.value('overrun_kb')} is not a whole number "
+                f"of {self.value('bs_kb')} KiB blocks",
+                "give an overrun that is a multiple of bs_kb",
+            )
         if self.kind == "sequence":
             phases = self.params.get("phases") or []
             if not phases or not all(isinstance(p, WorkSpec) for p in phases):

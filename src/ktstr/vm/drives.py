@@ -93,15 +93,22 @@ def _format(path: Path, size: int, label: str) -> None:
     argv = [tool, "-q", "-F", "-L", label, "-E", "lazy_itable_init=0,lazy_journal_init=0"]
     done = subprocess.run(argv + [str(path), f"{size // 1024}k"], capture_output=True, text=True)
     if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise EnvironmentProblem(
-            f"mkfs.ext4 failed on {path}: {done.stderr.strip().splitlines()[-1:]}",
-            "see the message above; check free space in the run directory",
+            f"mkfs.ext4 failed on {path}: {last}",
+            "check free space and permissions where the disk's backing file lives",
         )
 
 
 def prepare(disks: Sequence[Disk], run_dir: Path) -> list[PreparedDisk]:
     """Create or check each disk's backing file; nothing is left half-made on error."""
     made: list[PreparedDisk] = []
+    backings = [Path(d.backing).expanduser().resolve() for d in disks if d.backing]
+    for path in backings:
+        if backings.count(path) > 1:
+            raise ConfigError(
+                f"two disks use the backing file {path}", "give each disk its own backing file"
+            )
     try:
         for index, disk in enumerate(check_disks(disks)):
             made.append(_prepare_one(index, disk, run_dir))
@@ -164,6 +171,10 @@ def qemu_args(disks: Sequence[PreparedDisk]) -> list[str]:
             f"size={p.size}",
             f"cache={d.cache}",
             "aio=threads",
+            # A host error (a full disk) reaches the guest as an I/O error and is
+            # counted, instead of pausing the VM (QEMU's default for ENOSPC).
+            "werror=report",
+            "rerror=report",
         ]
         if d.read_only:
             opts.append("readonly=on")

@@ -108,6 +108,7 @@ class _Channel(threading.Thread):
         self.messages: list[dict[str, Any]] = []
         self.bad_lines: list[str] = []
         self.first_at: float | None = None
+        self.done_at: float | None = None  # host monotonic time of the agent's DONE
 
     def run(self) -> None:
         with open(self.path, "wb") as out, self.sock.makefile("rb") as stream:
@@ -124,12 +125,16 @@ class _Channel(threading.Thread):
                 if self.first_at is None:
                     self.first_at = now - self.started
                 self.messages.append(msg)
+                if msg["kind"] == wire.DONE:
+                    self.done_at = now
                 if self.on_message:
                     self.on_message(msg)
 
 
-def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
-    """Wait for QEMU to exit; True if it did within the timeout.
+def _wait(
+    proc: subprocess.Popen, timeout_s: float, finished: Callable[[], bool] = lambda: False
+) -> bool:
+    """Wait for QEMU to exit (or ``finished()`` to say it is done); False on timeout.
 
     A pidfd wakes us the moment QEMU exits (Popen.wait polls every 50 ms).
     """
@@ -153,6 +158,8 @@ def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
                 return True
             if ABORT.is_set():
                 raise KeyboardInterrupt
+            if finished():
+                return True
     finally:
         os.close(pidfd)
 
@@ -208,9 +215,21 @@ def run_vm(
     channel = _Channel(host_end, run_dir / "channel.jsonl", started, on_message)
     channel.start()
     end = None
+
+    def paused_for_good() -> bool:
+        """The guest finished and powered off, but no monitor is left to end the paused QEMU."""
+        return bool(
+            monitor
+            and monitor.abandoned
+            and channel.done_at
+            and time.monotonic() - channel.done_at > _KILL_GRACE_S
+        )
+
     try:
-        if not _wait(proc, timeout_s):
+        if not _wait(proc, timeout_s, paused_for_good):
             end = TIMEOUT
+        elif proc.poll() is None:
+            end = POWEROFF
     except KeyboardInterrupt:
         end = INTERRUPTED
         raise
@@ -226,8 +245,9 @@ def run_vm(
             qmp_host.close()
     stderr_tail = stderr_path.read_text(errors="replace")[-2000:]
     panic_line = console.panic_line if console else None
-    if end is None:
-        if panic_line or proc.returncode == 1 and console and console.saw_output:
+    guest_panic = monitor is not None and monitor.shutdown_reason == "guest-panic"
+    if end is None or end == POWEROFF and panic_line:
+        if panic_line or guest_panic or proc.returncode == 1 and console and console.saw_output:
             end = PANIC
         elif proc.returncode == 0:
             end = POWEROFF

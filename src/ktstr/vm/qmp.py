@@ -51,7 +51,13 @@ class Monitor(threading.Thread):
         self.blockstats: dict[str, dict[str, int]] | None = None
         self.shutdown_reason: str | None = None
         self.error: str | None = None
+        self.quit_sent = False
         self._next_id = 0
+
+    @property
+    def abandoned(self) -> bool:
+        """Gone without telling QEMU to quit: a paused QEMU must be ended by other means."""
+        return not self.is_alive() and not self.quit_sent
 
     def _read(self) -> dict[str, Any]:
         line = self.stream.readline()
@@ -82,16 +88,17 @@ class Monitor(threading.Thread):
             while True:
                 msg = self._read()
                 if msg.get("event") == "SHUTDOWN":
-                    self.shutdown_reason = msg.get("data", {}).get("reason")
+                    self.shutdown_reason = (msg.get("data") or {}).get("reason")
                     try:
                         self.blockstats = parse_blockstats(self.command("query-blockstats"))
                     finally:  # a paused QEMU must end even if the query failed
                         self.stream.write(b'{"execute": "quit"}\n')
                         self.stream.flush()
+                        self.quit_sent = True
                     return
-        except (EOFError, OSError, ValueError, QmpError) as err:
-            self.error = str(err)
-            log.debug("QMP monitor ended: %s", err)
+        except Exception as err:  # reported, never a thread traceback; lifecycle ends QEMU
+            self.error = f"{type(err).__name__}: {err}"
+            log.debug("QMP monitor ended: %s", self.error)
         finally:
             try:
                 self.stream.close()
