@@ -10,4 +10,5 @@ any module imported later (on a rare path) to keep start-up cheap.
 """
 
 # json.decoder: the C JSON scanner imports it to raise its error type.
-LAZY_IMPORTS = ["traceback", "json.decoder"]
+# ktstr.guest.scenario: only scenario runs need it (and what it imports).
+LAZY_IMPORTS = ["traceback", "json.decoder", "ktstr.guest.scenario"]

@@ -15,7 +15,6 @@ import time
 from ktstr import wire
 from ktstr.guest import disks, system, topo
 from ktstr.guest.channel import Channel, find_port
-from ktstr.guest.scenario import Runner
 
 
 def console(message: str) -> None:
@@ -105,6 +104,10 @@ def run(channel: Channel, spec: dict[str, object], mount_failures: list[str]) ->
     if mode == "shell":
         interactive_shell()
     elif mode == "scenario":
+        # Lazy: workers, the scheduler runner and their imports cost a probe or a
+        # shell about a tenth of a second under emulation (LAZY_IMPORTS packs them).
+        from ktstr.guest.scenario import Runner
+
         Runner(channel, spec, devices).run()
     elif mode in DEBUG_MODES:
         DEBUG_MODES[mode]()
