@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""False-failure rate: run correct scenarios N times under EEVDF and count passes per check.
+"""False-failure rate: run correct scenarios N times and count passes per check.
 
-A correct scheduler (the kernel's own) must pass every time; any failure
-here is a threshold or a measurement that noise can trip.  Every run's
-record is kept under the runs directory for inspection.
+A correct scheduler (the kernel's own by default, or ``--scheduler``)
+must pass every time; any failure here is a threshold or a measurement
+that noise can trip.  Every run's record is kept under the runs
+directory for inspection.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import Counter, defaultdict
 
 from ktstr.runner import run_scenario
 from ktstr.scenario.catalog import get
+from ktstr.scheduler import from_cli
 from ktstr.topology import Topology
 
 
@@ -24,8 +26,10 @@ def main() -> int:
     ap.add_argument("--scenarios", default="steady,mixed_workloads")
     ap.add_argument("--topologies", default="1n2l2c1t,2n4l2c1t")
     ap.add_argument("--duration", type=float, default=6.0)
+    ap.add_argument("--scheduler", default=None, help="a sched_ext scheduler (default: EEVDF)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
+    scheduler = from_cli(args.scheduler)
     passes: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
     verdicts: dict[tuple[str, str], Counter] = defaultdict(Counter)
     runs: dict[str, list[str]] = defaultdict(list)
@@ -33,7 +37,7 @@ def main() -> int:
         for topo in args.topologies.split(","):
             for name in args.scenarios.split(","):
                 record, run_dir = run_scenario(
-                    get(name), Topology.parse(topo), duration_s=args.duration
+                    get(name), Topology.parse(topo), duration_s=args.duration, scheduler=scheduler
                 )
                 verdicts[(name, topo)][record["verdict"]] += 1
                 runs[f"{name}/{topo}"].append(str(run_dir))
