@@ -303,3 +303,15 @@ def test_monitor_that_loses_qemu_early_is_abandoned_not_a_traceback():
     monitor.start()
     monitor.join(5)
     assert monitor.abandoned and monitor.error and monitor.blockstats is None
+
+
+def test_disk_rate_plot_from_the_timeline():
+    from ktstr.results.report import disk_rates
+
+    timeline = [
+        {"at_s": 0.0, "disks": {"vda": [0, 0, 0, 0]}},
+        {"at_s": 0.5, "disks": {"vda": [50, 20, 10, 2]}},
+        {"at_s": 1.0, "disks": {"vda": [100, 40, 20, 1]}},
+    ]
+    assert disk_rates({"timeline": timeline}).startswith(b"\x89PNG")
+    assert disk_rates({"timeline": [{"at_s": 0.0, "util": {}}]}) is None

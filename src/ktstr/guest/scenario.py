@@ -72,6 +72,12 @@ def _schedstat_cpus() -> dict[int, list[int]]:
     return out
 
 
+def _disk_sample(name: str) -> list[int]:
+    """Completed reads, writes and flushes, and requests in flight, for a timeline."""
+    fields = _read(f"/sys/block/{name}/stat").split()
+    return [int(fields[i]) for i in (0, 4, 15, 8)] if len(fields) > 15 else []
+
+
 class Runner:
     def __init__(self, channel: Channel, plan: dict, disks: list[dict] | None = None) -> None:
         self.channel, self.plan = channel, plan
@@ -352,6 +358,7 @@ class Runner:
             steal={str(c): v[7] for c, v in stat.items()},
             schedstat={str(c): v for c, v in sched.items()},
             running=len([w for w in self.pids if w not in self.exited]),
+            disks={d["name"]: _disk_sample(d["name"]) for d in self.disks.values()},
         )
         return {"stat": stat}
 

@@ -137,12 +137,40 @@ def wake_cdfs(record: dict) -> bytes | None:
     return _png(fig)
 
 
+def disk_rates(record: dict) -> bytes | None:
+    """Per disk: completed reads, writes and flushes per second, and requests in flight."""
+    series: dict[str, list[tuple[float, list[int]]]] = {}
+    for sample in record.get("timeline", []):
+        for name, values in (sample.get("disks") or {}).items():
+            if values:
+                series.setdefault(name, []).append((sample["at_s"], values))
+    series = {n: v for n, v in series.items() if len(v) > 1}
+    if not series:
+        return None
+    fig, (rate, queue) = plt.subplots(2, 1, figsize=(8, 4.4), sharex=True)
+    for name, points in sorted(series.items()):
+        pairs = list(zip(points[:-1], points[1:], strict=True))
+        xs = [b[0] for _, b in pairs]
+        for i, what in enumerate(("reads", "writes", "flushes")):
+            ys = [(b[1][i] - a[1][i]) / max(1e-9, b[0] - a[0]) for a, b in pairs]
+            if any(ys):
+                rate.plot(xs, ys, label=f"{name} {what}", linewidth=1.2)
+        queue.plot([p[0] for p in points], [p[1][3] for p in points], label=name)
+    rate.set_ylabel("per second")
+    rate.set_title("disk requests completed (guest block layer)")
+    rate.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    queue.set_ylabel("in flight")
+    queue.set_xlabel("seconds into the scenario")
+    return _png(fig)
+
+
 PLOTS = {
     "utilization": utilization_heatmap,
     "progress": worker_progress,
     "cgroups": cgroup_share_vs_weight,
     "workers": worker_gaps_and_wakes,
     "wake_cdf": wake_cdfs,
+    "disks": disk_rates,
 }
 
 
