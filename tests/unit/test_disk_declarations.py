@@ -315,3 +315,18 @@ def test_disk_rate_plot_from_the_timeline():
     ]
     assert disk_rates({"timeline": timeline}).startswith(b"\x89PNG")
     assert disk_rates({"timeline": [{"at_s": 0.0, "util": {}}]}) is None
+
+
+def test_io_throughput_is_optional_and_judged_against_the_limit():
+    from ktstr.checks.disks import io_throughput
+
+    disk = {"serial": "s", "throttle": {"iops": 200}, "workers": {"worker_ids": [0], "iops": 150.0}}
+    assert io_throughput({"disks": [disk]}, merged(None)) == []
+    (f,) = io_throughput({"disks": [disk]}, merged({"io_throughput.min_fraction_of_limit": 0.9}))
+    assert (
+        f.status == "fail" and f.value == 0.75 and "150 of 200 IOPS (75%; limit 90%)" in f.message
+    )
+    free = dict(disk, throttle={"iops": None})
+    assert (
+        io_throughput({"disks": [free]}, merged({"io_throughput.min_fraction_of_limit": 0.9})) == []
+    )

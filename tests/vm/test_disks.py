@@ -123,6 +123,7 @@ def test_io_wakeup_scenario_passes(scheduler, tmp_path):
     assert disk["throttle"]["iops"] == 200 and disk["workers"]["errors"] == 0
     assert disk["host"]["rd_operations"] > 0 and disk["host"]["flush_operations"] > 0
     assert "disk_errors    PASS" in proc.stdout and "vda ktstr-0" in proc.stdout
+    assert sum(1 for s in record["timeline"] if s.get("disks", {}).get("vda")) > 5
 
 
 def test_probe_shows_declared_disks():

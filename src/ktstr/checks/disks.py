@@ -1,4 +1,4 @@
-"""disk_errors: every I/O error a run saw, from the workers, the guest and QEMU."""
+"""Disk checks: every I/O error a run saw, and (optionally) the I/O rate a scheduler allowed."""
 
 from __future__ import annotations
 
@@ -44,6 +44,36 @@ def disk_errors(record: dict, th: dict) -> list[Finding]:
                 f"disk {where}: {total} I/O errors: {detail} (limit {limit:g})",
                 value=float(total),
                 limit=limit,
+            )
+        )
+    return out
+
+
+def io_throughput(record: dict, th: dict) -> list[Finding]:
+    """Optional: I/O workers on a throttled disk reach at least this fraction of its limit.
+
+    The device gives them the limit; falling short means the I/O-bound tasks
+    waited for a CPU after their requests completed.  Off when 0.
+    """
+    frac = th["io_throughput.min_fraction_of_limit"]
+    if not frac:
+        return []
+    out = []
+    for d in record.get("disks") or []:
+        limit = (d.get("throttle") or {}).get("iops")
+        workers = d.get("workers") or {}
+        if not limit or not workers.get("worker_ids"):
+            continue
+        got = workers.get("iops", 0.0) / limit
+        out.append(
+            Finding(
+                "io_throughput",
+                FAIL if got < frac else PASS,
+                "slow_io" if got < frac else "ok",
+                f"disk {d.get('serial')}: I/O workers reached {workers.get('iops', 0):.0f} of "
+                f"{limit} IOPS ({got:.0%}; limit {frac:.0%})",
+                value=round(got, 3),
+                limit=frac,
             )
         )
     return out

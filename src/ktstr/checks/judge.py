@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from ktstr.checks import timeline as tl
-from ktstr.checks.disks import disk_errors
+from ktstr.checks.disks import disk_errors, io_throughput
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, SKIP, Finding, Verdict
 from ktstr.checks.thresholds import merged
 
@@ -442,5 +442,5 @@ def judge(
     for name, check in CHECKS.items():
         if (enabled or {}).get(name, True):
             findings += check(record, th)
-    findings += optional(record, th)
+    findings += optional(record, th) + io_throughput(record, th)
     return Verdict.of(findings)

@@ -21,6 +21,8 @@ DEFAULTS: dict[str, float] = {
     # disk_errors: I/O errors allowed per disk (workers' errors + QEMU's failed requests).
     "disk_errors.max_errors": 0.0,
     # optional checks; 0 disables them.
+    # io_throughput: I/O workers on a throttled disk reach this fraction of its IOPS limit.
+    "io_throughput.min_fraction_of_limit": 0.0,
     "max_migration_ratio.limit": 0.0,  # migrations per unit of work
     "max_p99_wake_latency_us.limit": 0.0,
     "min_work_rate.limit": 0.0,  # work units per second per worker
