@@ -330,3 +330,37 @@ def test_io_throughput_is_optional_and_judged_against_the_limit():
     assert (
         io_throughput({"disks": [free]}, merged({"io_throughput.min_fraction_of_limit": 0.9})) == []
     )
+
+
+FAKE_QEMU = r"""
+import os, re, sys, time
+sys.path[:0] = [{src!r}]
+from ktstr import wire
+args = " ".join(sys.argv)
+channel = int(re.search(r"socket,id=ktstr0,fd=(\d+)", args).group(1))
+monitor = int(re.search(r"socket,id=qmp0,fd=(\d+)", args).group(1))
+os.close(monitor)  # the monitor is lost before the guest powers off
+os.write(channel, wire.encode(wire.DONE, uptime_s=1.0))
+time.sleep(600)  # -no-shutdown: paused at power-off, forever
+"""
+
+
+def test_a_paused_vm_whose_monitor_died_is_ended_once_the_agent_is_done(tmp_path, monkeypatch):
+    """QEMU faked at the process boundary: it reports DONE, loses QMP, and pauses."""
+    import sys
+    from pathlib import Path
+
+    from ktstr.vm import lifecycle
+    from ktstr.vm.qemu import VmConfig
+
+    script = tmp_path / "fake_qemu.py"
+    script.write_text(FAKE_QEMU.format(src=str(Path(lifecycle.__file__).parents[2])))
+    real = lifecycle.build_argv
+    monkeypatch.setattr(
+        lifecycle, "build_argv", lambda cfg: [sys.executable, str(script), *real(cfg)[1:]]
+    )
+    monkeypatch.setattr(lifecycle, "_KILL_GRACE_S", 0.5)
+    cfg = VmConfig("/k", "/i", Topology.parse("1n1l1c1t"), "tcg", drive_args=["-drive", "x"])
+    result = lifecycle.run_vm(cfg, tmp_path, timeout_s=60)
+    assert result.end == lifecycle.POWEROFF and result.first(wire.DONE)  # not TIMEOUT
+    assert result.blockstats is None
