@@ -17,8 +17,19 @@ def _delta(start: dict[str, int], end: dict[str, int]) -> dict[str, int]:
     return {k: end[k] - start.get(k, 0) for k in end if k != "in_flight"}
 
 
+def _busy_time(intervals: list[tuple[float, float]]) -> float:
+    """Seconds in which at least one of the intervals was running (their union)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        start = max(start, reach)
+        if end > start:
+            total += end - start
+            reach = end
+    return total
+
+
 def _worker_totals(workers: list[dict], device: str | None) -> dict[str, Any]:
-    """The I/O workers' sums on ``device``; IOPS over the span they ran together."""
+    """The I/O workers' sums on ``device``; IOPS over the time any of them ran."""
     mine = [w for w in workers if device and (w.get("io") or {}).get("device") == device]
     ops = {"read": 0, "write": 0, "flush": 0}
     errors: dict[str, int] = {}
@@ -31,11 +42,7 @@ def _worker_totals(workers: list[dict], device: str | None) -> dict[str, Any]:
             nbytes[k] += io["bytes"].get(k, 0)
         for k, n in io.get("error_kinds", {}).items():
             errors[k] = errors.get(k, 0) + n
-    span = (
-        max(w.get("end_s", 0.0) for w in mine) - min(w.get("start_s", 0.0) for w in mine)
-        if mine
-        else 0.0
-    )
+    span = _busy_time([(w.get("start_s", 0.0), w.get("end_s", 0.0)) for w in mine])
     data_ops = ops["read"] + ops["write"]
     return {
         "worker_ids": [w["id"] for w in mine],

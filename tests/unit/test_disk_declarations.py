@@ -221,12 +221,19 @@ def test_disk_records_and_disk_errors(tmp_path):
     assert d["workers"]["iops"] == 5.0 and d["workers"]["errors"] == 2
     assert d["host"]["failed_rd_operations"] == 1
     (f,) = disk_errors({"disks": [d]}, merged(None))
-    assert f.status == "fail" and f.value == 2  # the larger side: an EIO is seen on both
+    assert f.status == "fail" and f.value == 3  # 2 refused in the guest + 1 failed in QEMU
     assert "ENOSPC x2" in f.message and "1 failed in QEMU" in f.message
-    (f,) = disk_errors({"disks": [d]}, merged({"disk_errors.max_errors": 2}))
+    (f,) = disk_errors({"disks": [d]}, merged({"disk_errors.max_errors": 3}))
     assert f.status == "pass"
     (f,) = disk_errors({"disks": [dict(d, guest=None)], "vm_end": "poweroff"}, merged(None))
     assert f.status == "fail" and f.kind == "disk_missing"
+    # A device error is seen by QEMU and again by the worker as EIO: counted once.
+    eio = dict(d, workers=dict(d["workers"], errors=1, error_kinds={"EIO": 1}))
+    (f,) = disk_errors({"disks": [eio]}, merged(None))
+    assert f.value == 1
+    # Without QEMU's counters, device errors cannot be ruled out.
+    lost = disk_errors({"disks": [dict(d, host=None)]}, merged({"disk_errors.max_errors": 9}))
+    assert [x.status for x in lost] == ["inconclusive", "pass"]
     assert disk_errors({}, merged(None)) == []
     # A disk the guest never reported has no worker totals (and no crash).
     (d,) = disk_records(prepared, [], [], None, workers)
@@ -274,7 +281,7 @@ def test_plan_refuses_what_would_corrupt_or_wedge_a_disk(tmp_path):
     looped = Scenario(
         "t", "", [Step([Op.debug_freeze_fs(0, 100)], HoldSpec(frac=1.0, loop_interval_s=1.0))]
     )
-    with pytest.raises(ConfigError, match="freeze a frozen filesystem"):
+    with pytest.raises(ConfigError, match="still frozen \\(or in a loop\\)"):
         compile_plan(looped, topo, disks=(Disk(fs="ext4"),))
     with pytest.raises(ConfigError, match="not a whole number of 64 KiB blocks"):
         io_seq_write(bs_kb=64, overrun_kb=4)
@@ -301,7 +308,7 @@ def test_monitor_that_loses_qemu_early_is_abandoned_not_a_traceback():
     theirs.close()
     monitor = Monitor(ours)
     monitor.start()
-    monitor.join(5)
+    monitor.join()
     assert monitor.abandoned and monitor.error and monitor.blockstats is None
 
 
@@ -341,6 +348,7 @@ channel = int(re.search(r"socket,id=ktstr0,fd=(\d+)", args).group(1))
 monitor = int(re.search(r"socket,id=qmp0,fd=(\d+)", args).group(1))
 os.close(monitor)  # the monitor is lost before the guest powers off
 os.write(channel, wire.encode(wire.DONE, uptime_s=1.0))
+print("[    3.3] reboot: Power down", flush=True)
 time.sleep(600)  # -no-shutdown: paused at power-off, forever
 """
 
@@ -350,11 +358,12 @@ def test_a_paused_vm_whose_monitor_died_is_ended_once_the_agent_is_done(tmp_path
     import sys
     from pathlib import Path
 
-    from ktstr.vm import lifecycle
+    from ktstr.vm import lifecycle, qemu
     from ktstr.vm.qemu import VmConfig
 
     script = tmp_path / "fake_qemu.py"
     script.write_text(FAKE_QEMU.format(src=str(Path(lifecycle.__file__).parents[2])))
+    monkeypatch.setattr(qemu, "qemu_binary", lambda: "qemu")  # no QEMU needed for the argv
     real = lifecycle.build_argv
     monkeypatch.setattr(
         lifecycle, "build_argv", lambda cfg: [sys.executable, str(script), *real(cfg)[1:]]
@@ -364,3 +373,47 @@ def test_a_paused_vm_whose_monitor_died_is_ended_once_the_agent_is_done(tmp_path
     result = lifecycle.run_vm(cfg, tmp_path, timeout_s=60)
     assert result.end == lifecycle.POWEROFF and result.first(wire.DONE)  # not TIMEOUT
     assert result.blockstats is None
+
+
+def test_overlapping_freezes_of_one_disk_are_refused():
+    topo = Topology.parse("1n1l2c1t")
+    twice = Scenario(
+        "t",
+        "",
+        [
+            Step([Op.debug_freeze_fs(0, 5000)], HoldSpec(seconds=3)),
+            Step([Op.debug_freeze_fs(0, 1000)], HoldSpec(seconds=3)),
+        ],
+    )
+    with pytest.raises(ConfigError, match="freezes disk 0 again while it is still frozen"):
+        compile_plan(twice, topo, disks=(Disk(fs="ext4"),))
+    after = Scenario(
+        "t",
+        "",
+        [
+            Step([Op.debug_freeze_fs(0, 2000)], HoldSpec(seconds=3)),
+            Step([Op.debug_freeze_fs(0, 1000)], HoldSpec(seconds=3)),
+        ],
+    )
+    assert len(compile_plan(after, topo, disks=(Disk(fs="ext4"),))["steps"]) == 2
+
+
+def test_busy_time_is_the_union_of_intervals():
+    from ktstr.disk_evidence import _busy_time
+
+    assert _busy_time([(0, 5), (5, 10)]) == 10
+    assert _busy_time([(0, 5), (2, 4), (8, 9)]) == 6
+    assert _busy_time([]) == 0
+
+
+def test_io_throughput_leaves_bandwidth_limited_disks_out():
+    from ktstr.checks.disks import io_throughput
+
+    disk = {
+        "serial": "s",
+        "throttle": {"iops": 200, "bps": 4096},
+        "workers": {"worker_ids": [0], "iops": 1.0},
+    }
+    assert (
+        io_throughput({"disks": [disk]}, merged({"io_throughput.min_fraction_of_limit": 0.9})) == []
+    )

@@ -45,3 +45,34 @@ def test_guest_package_imports_nothing_from_the_host_side():
                 assert node.module == "ktstr" or node.module.startswith("ktstr.guest"), src
                 if node.module == "ktstr":
                     assert [a.name for a in node.names] == ["wire"], src
+
+
+def test_guest_imports_inside_functions_are_packed_lazy_imports():
+    """The image packs what the guest imports at module top, plus LAZY_IMPORTS.
+
+    An import inside a function that is neither would fail only in a VM.
+    """
+    import ast
+    from pathlib import Path
+
+    import ktstr.guest
+    from ktstr import wire
+    from ktstr.guest import LAZY_IMPORTS
+
+    def covered(name: str) -> bool:
+        return any(lazy == name or lazy.startswith(name + ".") for lazy in LAZY_IMPORTS)
+
+    sources = [*Path(ktstr.guest.__file__).parent.glob("*.py"), Path(wire.__file__)]
+    for src in sources:
+        for fn in ast.walk(ast.parse(src.read_text())):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""]
+                else:
+                    continue
+                for name in names:
+                    assert covered(name), f"{src.name}: {name} is imported lazily but not packed"

@@ -25,17 +25,31 @@ def disk_errors(record: dict, th: dict) -> list[Finding]:
             )
             continue
         workers = d.get("workers") or {}
-        host = d.get("host") or {}
-        host_failed = sum(host.get(k, 0) for k in _HOST_FAILED)
-        # A device error is seen twice (QEMU fails it, the worker gets EIO); refusals
-        # by the guest's block layer only by the worker: the larger count has both.
-        total = max(workers.get("errors", 0), host_failed)
-        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(workers.get("error_kinds", {}).items()))
+        host = d.get("host")
+        if host is None:
+            out.append(
+                Finding(
+                    "disk_errors",
+                    INCONCLUSIVE,
+                    "no_host_counters",
+                    f"disk {serial}: QEMU's counters were not read (the monitor was lost), "
+                    "so device errors cannot be ruled out",
+                )
+            )
+        host_failed = sum((host or {}).get(k, 0) for k in _HOST_FAILED)
+        kinds = workers.get("error_kinds", {})
+        # A device error is counted by QEMU and seen again by the worker as EIO: count it
+        # once.  Refusals by the guest's own block layer (ENOSPC, EPERM, short transfers)
+        # never reach QEMU, and QEMU's failures on filesystem I/O reach no worker.
+        total = host_failed + sum(n for k, n in kinds.items() if k != "EIO")
+        if not host:
+            total += kinds.get("EIO", 0)
+        listed = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
         where = f"{d['guest'].get('name', '?')} ({serial})"
         detail = f"{workers.get('errors', 0)} in the guest's workers" + (
-            f" ({kinds})" if kinds else ""
+            f" ({listed})" if listed else ""
         )
-        detail += f", {host_failed} failed in QEMU" if d.get("host") else ", no QEMU counters"
+        detail += f", {host_failed} failed in QEMU" if host else ", no QEMU counters"
         out.append(
             Finding(
                 "disk_errors",
@@ -50,10 +64,12 @@ def disk_errors(record: dict, th: dict) -> list[Finding]:
 
 
 def io_throughput(record: dict, th: dict) -> list[Finding]:
-    """Optional: I/O workers on a throttled disk reach at least this fraction of its limit.
+    """Optional: I/O workers on an IOPS-limited disk reach at least this fraction of it.
 
-    The device gives them the limit; falling short means the I/O-bound tasks
-    waited for a CPU after their requests completed.  Off when 0.
+    The device serves requests at the limit while they keep it busy; falling
+    short usually means they waited for a CPU after their requests completed.
+    A disk that also has a bandwidth limit is left out (that limit may bind
+    first).  Off when 0.
     """
     frac = th["io_throughput.min_fraction_of_limit"]
     if not frac:
@@ -62,7 +78,7 @@ def io_throughput(record: dict, th: dict) -> list[Finding]:
     for d in record.get("disks") or []:
         limit = (d.get("throttle") or {}).get("iops")
         workers = d.get("workers") or {}
-        if not limit or not workers.get("worker_ids"):
+        if not limit or (d.get("throttle") or {}).get("bps") or not workers.get("worker_ids"):
             continue
         got = workers.get("iops", 0.0) / limit
         out.append(

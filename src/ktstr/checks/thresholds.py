@@ -18,7 +18,7 @@ DEFAULTS: dict[str, float] = {
     "fairness.weight_tolerance_pct": 25.0,
     # isolation: how long after a cpuset change a worker may still be seen on an old CPU.
     "isolation.grace_ms": 250.0,
-    # disk_errors: I/O errors allowed per disk (workers' errors + QEMU's failed requests).
+    # disk_errors: I/O errors allowed per disk (QEMU's failed requests + guest-side refusals).
     "disk_errors.max_errors": 0.0,
     # optional checks; 0 disables them.
     # io_throughput: I/O workers on a throttled disk reach this fraction of its IOPS limit.

@@ -47,7 +47,7 @@ class IoStats:
 
     def wrote(self, offset: int, size: int, done: bool) -> None:
         if not done:
-            if offset < self.device_size:  # a hole inside the range: it no longer holds
+            if offset + size <= self.device_size:  # a hole inside the disk: the range is broken
                 self.holes = True
             return
         if self.written is None:

@@ -87,6 +87,8 @@ class Runner:
         self.exited: set[int] = set()
         self.killed: set[int] = set()
         self.undo: list[tuple[float, Callable[[], None]]] = []  # (when, action): end a debug fault
+        self.frozen = 0  # filesystems frozen now
+        self.kernel_hung_timeout: str | None = None  # to restore after the last thaw
         self.t0 = 0.0
         self.deadline = 0.0
         self.gate_w = -1
@@ -287,29 +289,36 @@ class Runner:
             raise ValueError(f"unknown op {kind!r}")
 
     def freeze_fs(self, op: dict) -> None:
-        """FIFREEZE a disk's filesystem until ``ms`` have passed (or the run ends)."""
-        old_timeout = None
-        if op["hung_task_timeout_s"]:
-            try:
-                old_timeout = _read(HUNG_TASK_TIMEOUT)
-            except FileNotFoundError:
-                raise RuntimeError(
-                    "debug_freeze_fs: this kernel has no hung-task detector "
-                    "(CONFIG_DETECT_HUNG_TASK); drop hung_task_timeout_s or use a kernel with it"
-                ) from None
-            _write(HUNG_TASK_TIMEOUT, str(op["hung_task_timeout_s"]))
+        """FIFREEZE a disk's filesystem until ``ms`` have passed (or the run ends).
+
+        The hung-task timeout, when the op sets it, holds while any filesystem
+        is frozen and goes back to the kernel's own value after the last thaw.
+        """
+        hung = op["hung_task_timeout_s"]
+        if hung and not os.path.exists(HUNG_TASK_TIMEOUT):
+            raise RuntimeError(
+                "debug_freeze_fs: this kernel has no hung-task detector "
+                "(CONFIG_DETECT_HUNG_TASK); drop hung_task_timeout_s or use a kernel with it"
+            )
         fd = os.open(self.disks[op["disk"]]["mount"], os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.ioctl(fd, FIFREEZE, 0)
         except OSError:
             os.close(fd)
             raise
+        self.frozen += 1
+        if hung:
+            if self.kernel_hung_timeout is None:
+                self.kernel_hung_timeout = _read(HUNG_TASK_TIMEOUT)
+            _write(HUNG_TASK_TIMEOUT, str(hung))
 
         def thaw() -> None:
             fcntl.ioctl(fd, FITHAW, 0)
             os.close(fd)
-            if old_timeout is not None:
-                _write(HUNG_TASK_TIMEOUT, old_timeout)
+            self.frozen -= 1
+            if not self.frozen and self.kernel_hung_timeout is not None:
+                _write(HUNG_TASK_TIMEOUT, self.kernel_hung_timeout)
+                self.kernel_hung_timeout = None
             self.event({"op": "debug_thaw_fs"}, disk=op["disk"])
 
         self.later(op["ms"], thaw)

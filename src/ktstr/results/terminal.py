@@ -97,7 +97,9 @@ def disk_table(record: dict) -> str:
     disks = record.get("disks") or []
     if not disks:
         return ""
-    rows = [("disk", "capacity", "limit", "guest r/w/flush", "qemu r/w/flush", "iops", "errors")]
+    rows = [
+        ("disk", "capacity", "limit", "guest r/w/flush", "qemu r/w/flush", "iops", "errors w/q")
+    ]
     for d in disks:
         guest = (d.get("guest") or {}).get("stat_end") or {}  # since boot, as QEMU counts
         host = d.get("host") or {}
@@ -114,7 +116,8 @@ def disk_table(record: dict) -> str:
                     for k in ("rd_operations", "wr_operations", "flush_operations")
                 ),
                 f"{d['workers']['iops']:.0f}" if d.get("workers") else "-",
-                str((d.get("workers") or {}).get("errors", 0)),
+                f"{(d.get('workers') or {}).get('errors', 0)}/"
+                + str(sum(v for k, v in host.items() if k.startswith("failed_")) if host else "-"),
             )
         )
     return "\n".join(table(rows))

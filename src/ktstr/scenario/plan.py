@@ -223,6 +223,7 @@ def compile_plan(
     duration = float(duration_s or scenario.duration_s)
     compiler = _Compiler(layout, tuple(scenario.disks if disks is None else disks))
     steps, t = [], 0.0
+    frozen_until: dict[int, float] = {}  # disk -> when its filesystem thaws
     for index, step in enumerate(scenario.steps):
         hold = step.hold.length(duration)
         if t + hold > duration + 1e-6:
@@ -232,12 +233,16 @@ def compile_plan(
                 "shorten the holds or lengthen the duration",
             )
         ops = [o for op in step.ops for o in compiler.op(op)]
-        if step.hold.loop_interval_s and any(o["op"] == "debug_freeze_fs" for o in ops):
-            raise ConfigError(
-                f"scenario {scenario.name}: step {index} repeats debug_freeze_fs in a loop, "
-                "which would freeze a frozen filesystem",
-                "put debug_freeze_fs in a step without loop_interval_s",
-            )
+        for o in ops:
+            if o["op"] != "debug_freeze_fs":
+                continue
+            if step.hold.loop_interval_s or t < frozen_until.get(o["disk"], -1.0):
+                raise ConfigError(
+                    f"scenario {scenario.name}: step {index} freezes disk {o['disk']} again "
+                    "while it is still frozen (or in a loop)",
+                    "let the first freeze end before the next, and keep freezes out of loops",
+                )
+            frozen_until[o["disk"]] = t + o["ms"] / 1000
         steps.append(
             {
                 "start_s": round(t, 6),

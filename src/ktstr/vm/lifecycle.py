@@ -29,6 +29,7 @@ from ktstr.vm.qmp import Monitor
 log = logging.getLogger(__name__)
 
 PANIC_MARKERS = ("Kernel panic - not syncing", "kernel BUG at")
+POWER_DOWN_MARKER = b"reboot: Power down"  # the kernel's last words on a power-off
 # How the VM ended.
 POWEROFF, PANIC, TIMEOUT, QEMU_FAILED, INTERRUPTED = (
     "poweroff",
@@ -72,13 +73,14 @@ class VmResult:
 
 
 class _Console(threading.Thread):
-    """Copies the console to a file and remembers the first panic line."""
+    """Copies the console to a file; remembers the first panic line and a power-off."""
 
     def __init__(self, stream, path: Path) -> None:
         super().__init__(daemon=True, name="ktstr-console")
         self.stream, self.path = stream, path
         self.panic_line: str | None = None
         self.saw_output = False
+        self.powered_down = False
 
     def run(self) -> None:
         with open(self.path, "wb") as out:
@@ -86,6 +88,8 @@ class _Console(threading.Thread):
                 out.write(raw)
                 out.flush()
                 self.saw_output = True
+                if POWER_DOWN_MARKER in raw:
+                    self.powered_down = True
                 if self.panic_line is None:
                     text = raw.decode(errors="replace")
                     if any(m in text for m in PANIC_MARKERS):
@@ -222,6 +226,7 @@ def run_vm(
             monitor
             and monitor.abandoned
             and channel.done_at
+            and (console is None or console.powered_down)
             and time.monotonic() - channel.done_at > _KILL_GRACE_S
         )
 
@@ -246,7 +251,7 @@ def run_vm(
     stderr_tail = stderr_path.read_text(errors="replace")[-2000:]
     panic_line = console.panic_line if console else None
     guest_panic = monitor is not None and monitor.shutdown_reason == "guest-panic"
-    if end is None or end == POWEROFF and panic_line:
+    if end is None or end == POWEROFF and (panic_line or guest_panic):
         if panic_line or guest_panic or proc.returncode == 1 and console and console.saw_output:
             end = PANIC
         elif proc.returncode == 0:
