@@ -124,6 +124,24 @@ def test_io_wakeup_scenario_passes(scheduler, tmp_path):
     assert disk["host"]["rd_operations"] > 0 and disk["host"]["flush_operations"] > 0
     assert "disk_errors    PASS" in proc.stdout and "vda ktstr-0" in proc.stdout
     assert sum(1 for s in record["timeline"] if s.get("disks", {}).get("vda")) > 5
+    # The optional throughput check and the I/O metrics work on the same record.
+    run_dir = proc.stdout.rsplit("run dir: ", 1)[1].strip()
+    judged = ktstr("check", run_dir, "--set", "io_throughput.min_fraction_of_limit=0.5")
+    assert "io_throughput  PASS" in judged.stdout, judged.stdout
+    from ktstr.results.metrics import values
+
+    assert values(record)["io_iops"] > 0 and values(record)["io_lat_p99"] > 0
+
+
+def test_io_convoy_scenario_passes_under_eevdf(tmp_path):
+    out = tmp_path / "record.json"
+    proc = ktstr(
+        "run", "io_convoy", "--topology", "1n2l2c1t", "--duration", "6", "--json", str(out)
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (disk,) = json.loads(out.read_text())["disks"]
+    assert disk["host"]["wr_operations"] > 0 and disk["host"]["rd_operations"] > 0
+    assert len(disk["workers"]["worker_ids"]) == 4
 
 
 def test_probe_shows_declared_disks():
