@@ -51,6 +51,7 @@ def _worker_totals(workers: list[dict], device: str | None) -> dict[str, Any]:
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "iops": round(data_ops / span, 1) if span > 0 else 0.0,
+        "bytes_per_s": round((nbytes["read"] + nbytes["write"]) / span) if span > 0 else 0,
     }
 
 

@@ -94,16 +94,22 @@ def test_capacity_and_read_only_refuse_io_with_counted_errors(tmp_path):
     assert record["verdict"] == "fail"
 
 
-def test_iops_throttle_holds_within_15_percent_while_unthrottled_is_faster():
-    limit = 100
-    disks = (Disk("16MiB", throttle=Throttle(iops=limit)), Disk("16MiB", serial="free"))
+def test_iops_and_bandwidth_limits_hold_within_15_percent_while_unthrottled_is_faster():
+    limit, bandwidth = 100, 2**20
+    disks = (
+        Disk("16MiB", throttle=Throttle(iops=limit)),
+        Disk("16MiB", serial="free"),
+        Disk("16MiB", serial="narrow", throttle=Throttle(bps=bandwidth)),
+    )
     cgroups = [
         CgroupDef("slow", workers=2, work=io_rand_read(disk=0)),
         CgroupDef("fast", workers=1, work=io_rand_read(disk=1)),
+        CgroupDef("wide", workers=1, work=io_rand_read(disk=2, bs_kb=64)),
     ]
     record, _ = _run("disk_throttle", cgroups, disks, duration=5)
     assert record["verdict"] == "pass", record["findings"]
-    throttled, free = record["disks"]
+    throttled, free, narrow = record["disks"]
+    assert abs(narrow["workers"]["bytes_per_s"] - bandwidth) <= 0.15 * bandwidth, narrow
     assert throttled["throttle"]["iops"] == limit
     measured = throttled["workers"]["iops"]
     assert abs(measured - limit) <= 0.15 * limit, measured
