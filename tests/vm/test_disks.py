@@ -65,7 +65,7 @@ def test_written_pattern_reaches_the_backing_file_and_both_sides_count_it(tmp_pa
 
 
 def test_capacity_and_read_only_refuse_io_with_counted_errors(tmp_path):
-    edge = Disk("1MiB", backing=str(tmp_path / "edge.img"))
+    edge = Disk("1MiB", backing=str(tmp_path / "edge.img"), cache="writeback")
     locked = Disk("1MiB", backing=str(tmp_path / "ro.img"), read_only=True, serial="locked")
     cgroups = [
         CgroupDef("past_end_w", workers=1, work=io_seq_write(disk=0, overrun_kb=128)),
@@ -79,6 +79,7 @@ def test_capacity_and_read_only_refuse_io_with_counted_errors(tmp_path):
     assert by_cgroup["past_end_w"]["ops"]["write"] > 0
     assert by_cgroup["past_end_r"]["error_kinds"].get("short_read", 0) > 0
     assert (tmp_path / "edge.img").stat().st_size == 2**20  # no growth
+    assert _disk(record, "ktstr-0")["cache"] == "writeback"
     # Read-only: the guest sees it so, and every write fails.
     assert _disk(record, "locked")["guest"]["read_only"] is True
     ro = by_cgroup["ro_w"]
