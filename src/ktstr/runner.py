@@ -7,6 +7,7 @@ import logging
 import platform
 import re
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from ktstr import __version__, paths, wire
@@ -139,9 +140,8 @@ def build_record(
         "vm_end": result.end,
         "timings_s": timings(result),
         "thresholds": scenario.checks.thresholds,
-        "checks_enabled": {
-            name: getattr(scenario.checks, name)
-            for name in ("not_stuck", "fairness", "isolation", "kernel_health", "disk_errors")
+        "checks_enabled": {  # every on/off switch of Checks
+            k: v for k, v in asdict(scenario.checks).items() if isinstance(v, bool)
         },
     }
     if disks:

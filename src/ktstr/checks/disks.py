@@ -7,6 +7,11 @@ from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, Finding
 _HOST_FAILED = ("failed_rd_operations", "failed_wr_operations", "failed_flush_operations")
 
 
+def host_failed(host: dict) -> int:
+    """Requests QEMU failed on a disk (reads, writes, flushes)."""
+    return sum(host.get(k, 0) for k in _HOST_FAILED)
+
+
 def disk_errors(record: dict, th: dict) -> list[Finding]:
     """Fail when a disk saw more errors than allowed (0 unless the test expects errors)."""
     disks = record.get("disks") or []
@@ -36,12 +41,12 @@ def disk_errors(record: dict, th: dict) -> list[Finding]:
                     "so device errors cannot be ruled out",
                 )
             )
-        host_failed = sum((host or {}).get(k, 0) for k in _HOST_FAILED)
+        failed = host_failed(host or {})
         kinds = workers.get("error_kinds", {})
         # A device error is counted by QEMU and seen again by the worker as EIO: count it
         # once.  Refusals by the guest's own block layer (ENOSPC, EPERM, short transfers)
         # never reach QEMU, and QEMU's failures on filesystem I/O reach no worker.
-        total = host_failed + sum(n for k, n in kinds.items() if k != "EIO")
+        total = failed + sum(n for k, n in kinds.items() if k != "EIO")
         if not host:
             total += kinds.get("EIO", 0)
         listed = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
@@ -49,7 +54,7 @@ def disk_errors(record: dict, th: dict) -> list[Finding]:
         detail = f"{workers.get('errors', 0)} in the guest's workers" + (
             f" ({listed})" if listed else ""
         )
-        detail += f", {host_failed} failed in QEMU" if host else ", no QEMU counters"
+        detail += f", {failed} failed in QEMU" if host else ", no QEMU counters"
         out.append(
             Finding(
                 "disk_errors",

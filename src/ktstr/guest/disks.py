@@ -12,7 +12,7 @@ import errno
 import os
 import time
 
-from ktstr.guest import system
+from ktstr.guest import system, topo
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_FINIT_MODULE = 313  # x86_64
@@ -59,11 +59,7 @@ def load_module(path: str) -> str:
 
 
 def _read_text(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    return topo.read(path) or ""
 
 
 def _serials() -> dict[str, str]:
@@ -96,6 +92,13 @@ def find(declared: list[dict], timeout_s: float = APPEAR_TIMEOUT_S) -> dict[str,
 def stat(name: str) -> dict[str, int]:
     values = _read_text(f"/sys/block/{name}/stat").split()
     return {k: int(v) for k, v in zip(STAT_FIELDS, values, strict=False)}
+
+
+def sample(name: str) -> list[int]:
+    """Completed reads, writes and flushes, and requests in flight, for a timeline."""
+    counters = stat(name)
+    keys = ("read_ios", "write_ios", "flush_ios", "in_flight")
+    return [counters[k] for k in keys] if all(k in counters for k in keys) else []
 
 
 def describe(disk: dict, name: str) -> dict[str, object]:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from ktstr import wire
-from ktstr.guest import ioworkers, topo, workers
+from ktstr.guest import disks, ioworkers, topo, workers
 from ktstr.guest.channel import Channel
 from ktstr.guest.sched import SchedulerProcess
 
@@ -70,12 +70,6 @@ def _schedstat_cpus() -> dict[int, list[int]]:
                 parts = line.split()
                 out[int(parts[0][3:])] = [int(parts[7]), int(parts[8]), int(parts[9])]
     return out
-
-
-def _disk_sample(name: str) -> list[int]:
-    """Completed reads, writes and flushes, and requests in flight, for a timeline."""
-    fields = _read(f"/sys/block/{name}/stat").split()
-    return [int(fields[i]) for i in (0, 4, 15, 8)] if len(fields) > 15 else []
 
 
 class Runner:
@@ -367,7 +361,7 @@ class Runner:
             steal={str(c): v[7] for c, v in stat.items()},
             schedstat={str(c): v for c, v in sched.items()},
             running=len([w for w in self.pids if w not in self.exited]),
-            disks={d["name"]: _disk_sample(d["name"]) for d in self.disks.values()},
+            disks={d["name"]: disks.sample(d["name"]) for d in self.disks.values()},
         )
         return {"stat": stat}
 

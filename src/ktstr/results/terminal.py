@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from ktstr.checks.disks import host_failed
+
 
 def table(rows: list[tuple[str, ...]]) -> list[str]:
     """Aligned columns with a rule under the header row."""
@@ -117,7 +119,7 @@ def disk_table(record: dict) -> str:
                 ),
                 f"{d['workers']['iops']:.0f}" if d.get("workers") else "-",
                 f"{(d.get('workers') or {}).get('errors', 0)}/"
-                + str(sum(v for k, v in host.items() if k.startswith("failed_")) if host else "-"),
+                + (str(host_failed(host)) if host else "-"),
             )
         )
     return "\n".join(table(rows))

@@ -34,7 +34,7 @@ KINDS: dict[str, tuple[dict[str, object], int]] = {
     "io_sync_write": ({"disk": 0, "bs_kb": 4, "direct": False}, 1),
     "io_convoy": ({"disk": 0, "bs_kb": 4, "hot_kb": 1024}, 1),
 }
-IO_KINDS = frozenset(k for k in KINDS if k.startswith("io_") and k != "io_sync")
+IO_KINDS = frozenset(k for k, (defaults, _) in KINDS.items() if "disk" in defaults)
 # Integer parameters that may be 0 (every other integer must be positive).
 _ZERO_OK = {"disk", "sync_every", "overrun_kb"}
 

@@ -103,25 +103,26 @@ def _format(path: Path, size: int, label: str) -> None:
 def prepare(disks: Sequence[Disk], run_dir: Path) -> list[PreparedDisk]:
     """Create or check each disk's backing file; nothing is left half-made on error."""
     made: list[PreparedDisk] = []
-    backings = [Path(d.backing).expanduser().resolve() for d in disks if d.backing]
+    backings = [
+        Path(d.backing).expanduser().resolve() if d.backing else run_dir / f"disk{i}.img"
+        for i, d in enumerate(check_disks(disks))
+    ]
     for path in backings:
         if backings.count(path) > 1:
             raise ConfigError(
                 f"two disks use the backing file {path}", "give each disk its own backing file"
             )
     try:
-        for index, disk in enumerate(check_disks(disks)):
-            made.append(_prepare_one(index, disk, run_dir))
+        for index, (disk, path) in enumerate(zip(disks, backings, strict=True)):
+            made.append(_prepare_one(index, disk, path))
     except BaseException:
         _discard(made)
         raise
     return made
 
 
-def _prepare_one(index: int, disk: Disk, run_dir: Path) -> PreparedDisk:
+def _prepare_one(index: int, disk: Disk, path: Path) -> PreparedDisk:
     size = disk.size
-    default = run_dir / f"disk{index}.img"
-    path = Path(disk.backing).expanduser().resolve() if disk.backing else default
     created = not path.exists()
     if created:
         if not path.parent.is_dir():
