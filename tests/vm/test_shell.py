@@ -4,6 +4,36 @@ import os
 import subprocess
 import sys
 import threading
+import time
+
+
+class Console:
+    """The shell's output as it arrives, and a way to wait for a piece of it."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.seen = bytearray()
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+            with self._changed:
+                self.seen.extend(chunk)
+                self._changed.notify_all()
+
+    def wait_for(self, text: bytes, after: int = 0, timeout_s: float = 300) -> int:
+        """Wait until ``text`` appears past offset ``after``; return where it ends."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while (at := self.seen.find(text, after)) < 0:
+                left = deadline - time.monotonic()
+                assert left > 0, f"{text!r} never came; transcript:\n{self.transcript()}"
+                self._changed.wait(left)
+            return at + len(text)
+
+    def transcript(self) -> str:
+        return self.seen.decode(errors="replace")[-4000:]
 
 
 def test_shell_runs_commands_and_powers_off(tmp_path):
@@ -24,27 +54,27 @@ def test_shell_runs_commands_and_powers_off(tmp_path):
         stderr=subprocess.PIPE,
         env=env,
     )
-    seen = bytearray()
-    ready = threading.Event()
+    try:
+        _converse(proc, Console(proc))
+    finally:
+        if proc.poll() is None:  # a failed wait must not leave the VM behind
+            proc.kill()
+            proc.wait()
+    assert not list(tmp_path.glob("*/disk0.img"))  # the scratch disk went with the VM
 
-    def reader() -> None:
-        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
-            seen.extend(chunk)
-            if b"interactive shell" in seen:
-                ready.set()
 
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    assert ready.wait(300), seen.decode(errors="replace")[-2000:]
-    proc.stdin.write(
-        b"echo cpus=$(grep -c ^processor /proc/cpuinfo)\n"
-        b"echo serial=$(cat /sys/block/vda/serial)\n"
-        b"echo hi > /mnt/disk0/hello && echo mounted=$(cat /mnt/disk0/hello)\n"
-        b"exit\n"
-    )
+def _converse(proc: subprocess.Popen, console: Console) -> None:
+    at = console.wait_for(b"interactive shell")
+    # One command at a time, as a person types: each answer is awaited before the next.
+    for command, answer in [
+        (b"echo cpus=$(grep -c ^processor /proc/cpuinfo)", b"cpus=2"),
+        (b"echo serial=$(cat /sys/block/vda/serial)", b"serial=scratch"),
+        (b"echo hi > /mnt/disk0/hello && echo mounted=$(cat /mnt/disk0/hello)", b"mounted=hi"),
+    ]:
+        proc.stdin.write(command + b"\n")
+        proc.stdin.flush()
+        at = console.wait_for(answer, after=at)
+    proc.stdin.write(b"exit\n")
     proc.stdin.flush()
     assert proc.wait(300) == 0, proc.stderr.read().decode()
-    thread.join(10)
-    assert b"cpus=2" in seen
-    assert b"serial=scratch" in seen and b"mounted=hi" in seen
-    assert not list(tmp_path.glob("*/disk0.img"))  # the scratch disk went with the VM
+    console.wait_for(b"reboot: Power down", after=at, timeout_s=10)

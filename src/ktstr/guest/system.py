@@ -68,7 +68,13 @@ def enable_controllers(root: str = "/sys/fs/cgroup") -> list[str]:
 
 
 def power_off() -> None:
-    """Flush and power the VM off now; never returns on success."""
+    """Flush and power the VM off now; never returns on success.
+
+    The console's last lines may still sit in the serial port's transmit
+    buffer; the kernel's own power-off message bypasses that buffer, so wait
+    for it to drain or the host would never see them.
+    """
     os.sync()
+    _libc.tcdrain(1)  # harmless (ENOTTY) when stdout is not a terminal
     _libc.reboot(_RB_POWER_OFF)
     os.execv("/bin/busybox", ["poweroff", "-f"])
