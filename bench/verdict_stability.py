@@ -25,7 +25,9 @@ def main() -> int:
     ap.add_argument("-n", "--runs", type=int, default=10, help="runs per scenario and topology")
     ap.add_argument("--scenarios", default="steady,mixed_workloads")
     ap.add_argument("--topologies", default="1n2l2c1t,2n4l2c1t")
-    ap.add_argument("--duration", type=float, default=6.0)
+    ap.add_argument(
+        "--duration", type=float, default=None, help="seconds per run (default: the scenario's)"
+    )
     ap.add_argument("--scheduler", default=None, help="a sched_ext scheduler (default: EEVDF)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()

@@ -15,6 +15,8 @@ except ImportError:  # pragma: no cover - every CPython build has it
     _json = None
 
 VERSION = 1
+# The scenario plan's shape; 2: loops unrolled into repeats, stop_workers names its ids.
+PLAN_VERSION = 2
 # Name of the virtio-serial port the guest agent talks on.
 PORT_NAME = "org.ktstr.0"
 # Where the per-run spec lands inside the guest.

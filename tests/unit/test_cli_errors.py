@@ -38,3 +38,51 @@ def test_cli_choices_agree_with_the_modules():
 
     assert set(cli.FLAVOURS) == set(debian.FLAVOURS)
     assert cli.ACCEL_CHOICES == accel.CHOICES
+
+
+def test_scenarios_lists_the_whole_catalog_with_descriptions():
+    from ktstr.scenario.catalog import CATALOG
+
+    proc = ktstr("scenarios")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == list(CATALOG)
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # each has a description
+
+
+def test_check_exit_codes_follow_the_verdict(tmp_path):
+    import json
+
+    from ktstr.runner import RECORD_SCHEMA
+
+    def stored(gap_s: float, units: float) -> str:
+        rec = {
+            "schema": RECORD_SCHEMA,
+            "duration_s": 6.0,
+            "observed_topology": {"cpus": 2},
+            "events": [{"at_s": 0.0, "op": "spawn", "path": "a", "ids": [0]}],
+            "console": [],
+            "workers": [
+                {
+                    "id": 0,
+                    "cgroup_path": "a",
+                    "work": "spin",
+                    "units": units,
+                    "start_s": 0.0,
+                    "end_s": 6.0,
+                    "cpu_time_ns": 5e9,
+                    "gaps": [[gap_s, 1.0, 0]],
+                    "residency": [[0.0, 0]],
+                }
+            ],
+        }
+        run = tmp_path / f"run-{gap_s}-{units}"
+        run.mkdir()
+        (run / "record.json").write_text(json.dumps(rec))  # NaN is written as the token NaN
+        return str(run)
+
+    assert ktstr("check", stored(0.1, 100)).returncode == 0
+    assert ktstr("check", stored(2.5, 100)).returncode == 1
+    inconclusive = ktstr("check", stored(0.1, float("nan")))
+    assert inconclusive.returncode == 2, inconclusive.stdout + inconclusive.stderr
+    assert "not a finite number" in inconclusive.stdout

@@ -18,6 +18,11 @@ def test_cpuset_llc_numa_on_odd_and_smt_topologies():
     assert C.llc(4).resolve(ODD5) == [12, 13, 14]
     assert C.llc(1).resolve(SMT) == [4, 5, 6, 7]
     assert C.numa(0).resolve(ODD5) == list(range(15))
+    two_nodes = Topology.parse("2n4l2c1t").layout()
+    assert C.numa(1).resolve(two_nodes) == [4, 5, 6, 7]
+    assert C.numa(0).resolve(two_nodes, usable=[2, 3, 4]) == [2, 3]
+    with pytest.raises(ConfigError, match="2 NUMA nodes"):
+        C.numa(2).resolve(two_nodes)
     with pytest.raises(ConfigError, match="3 LLCs"):
         C.llc(3).resolve(ODD3)
 
@@ -25,7 +30,11 @@ def test_cpuset_llc_numa_on_odd_and_smt_topologies():
 def test_cpuset_partitions_cover_without_overlap():
     parts = [C.disjoint(i, 3).resolve(ODD5) for i in range(3)]
     assert sorted(c for p in parts for c in p) == list(range(15))
-    assert C.overlap(1, 3, 0.5).resolve(ODD5)[0] < parts[1][0]
+    assert parts[1] == [5, 6, 7, 8, 9]
+    # partition 1 of 3 (5 CPUs) grown by half its size (3 CPUs) on each side, clipped
+    assert C.overlap(1, 3, 0.5).resolve(ODD5) == list(range(2, 13))
+    assert C.overlap(0, 3, 0.5).resolve(ODD5) == list(range(0, 8))
+    assert C.overlap(1, 3, 0.0).resolve(ODD5) == parts[1]
     assert C.range(0, 0.25).resolve(SMT) == [0, 1]
     assert C.exact({1, 3}).resolve(SMT) == [1, 3]
 
@@ -125,3 +134,71 @@ def test_catalog_compiles_everywhere_it_can_run():
                 assert compile_plan(scenario, t)["workers"]
     with pytest.raises(ConfigError, match="ktstr scenarios"):
         get("nope")
+
+
+def _looped(ops, hold_s=6.0, every_s=2.0, first=()):
+    steps = [Step(list(first), HoldSpec(seconds=0.5))] if first else []
+    steps.append(Step(ops, HoldSpec(seconds=hold_s, loop_interval_s=every_s)))
+    return Scenario("t", "", steps, duration_s=hold_s + (0.5 if first else 0))
+
+
+def test_loops_are_unrolled_so_each_round_sees_the_state_the_last_one_left():
+    topo = Topology.parse("1n2l2c1t")
+    setup = [
+        Op.add_cgroup(CgroupDef("a", cpuset=C.llc(0))),
+        Op.add_cgroup(CgroupDef("b", cpuset=C.llc(1))),
+    ]
+    plan = compile_plan(_looped([Op.swap_cpusets("a", "b")], first=setup), topo)
+    step = plan["steps"][1]
+    rounds = [step["ops"]] + [r["ops"] for r in step["repeats"]]
+    assert [r["at_s"] for r in step["repeats"]] == [2.5, 4.5]
+    assert [r[0]["cpus"] for r in rounds] == [[2, 3], [0, 1], [2, 3]]  # a swaps back and forth
+
+    plan = compile_plan(_looped([Op.spawn_workers("a", 2)], first=setup), topo)
+    step = plan["steps"][1]
+    ids = [step["ops"][0]["ids"]] + [r["ops"][0]["ids"] for r in step["repeats"]]
+    assert ids == [[4, 5], [6, 7], [8, 9]]
+    assert len(plan["workers"]) == 10
+
+    plan = compile_plan(_looped([Op.stop_workers("a", 1)], hold_s=4.0, first=setup), topo)
+    stopped = [plan["steps"][1]["ops"][0]["ids"], plan["steps"][1]["repeats"][0]["ops"][0]["ids"]]
+    assert stopped == [[1], [0]]  # the newest first, never the same worker twice
+    with pytest.raises(ConfigError, match="has 0 running worker"):
+        compile_plan(_looped([Op.stop_workers("a", 1)], first=setup), topo)
+    with pytest.raises(ConfigError, match="added twice"):
+        compile_plan(_looped([Op.add_cgroup(CgroupDef("c"))]), topo)
+
+
+def test_every_op_compiles_to_what_the_guest_runs():
+    topo = Topology.parse("1n2l2c1t")
+    ops = [
+        Op.add_cgroup(CgroupDef("a", workers=2, nice=5, policy=Fifo(3))),
+        Op.add_cgroup(CgroupDef("b", workers=2, affinity=C.exact({3}))),
+        Op.set_weight("a", 300),
+        Op.set_affinity("a", C.range(0, 0.5)),
+        Op.clear_cpuset("a"),
+        Op.freeze("b"),
+        Op.unfreeze("b"),
+        Op.move_tasks("b", "a"),
+        Op.remove_cgroup("b"),
+    ]
+    plan = compile_plan(Scenario("t", "", [Step(ops)]), topo)
+    got = plan["steps"][0]["ops"]
+    assert [o["op"] for o in got] == [
+        "add_cgroup",
+        "spawn",
+        "add_cgroup",
+        "spawn",
+        "set_weight",
+        "set_affinity",
+        "set_cpuset",
+        "freeze",
+        "unfreeze",
+        "move_tasks",
+        "remove_cgroup",
+    ]
+    assert got[1]["nice"] == 5 and got[1]["policy"] == ["fifo", 3]
+    assert got[3]["affinity"] == [3] and got[5]["cpus"] == [0, 1]
+    assert got[6]["cpus"] is None and got[4]["weight"] == 300
+    with pytest.raises(ConfigError, match="outside 1..10000"):
+        compile_plan(Scenario("t", "", [Step(ops[:1] + [Op.set_weight("a", 0)])]), topo)

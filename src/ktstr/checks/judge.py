@@ -143,13 +143,13 @@ def fairness(record: dict, th: dict) -> list[Finding]:
         if len(members) < th["fairness.min_workers"]:
             continue
         shares = [_off_cpu_share(w) for w in members]
-        if any(s is None for s in shares):
+        if any(s is None for s in shares) or all(not w.get("cpu_time_ns") for w in members):
             out.append(
                 Finding(
                     "fairness",
                     INCONCLUSIVE,
                     "bad_data",
-                    f"cgroup {path}: a worker has no usable CPU time",
+                    f"cgroup {path}: a worker has no usable CPU time, or none of them ran",
                     cgroup=path,
                 )
             )
@@ -279,6 +279,17 @@ def weights(record: dict, th: dict) -> list[Finding]:
     return out
 
 
+def _where_it_ran(worker: dict) -> list[tuple[float, int]]:
+    """(time, CPU) whenever the worker is known to have been running on that CPU.
+
+    Residency notes each move; progress points note the CPU every tenth of a
+    second, so a worker left on a CPU its new cpuset lacks is seen there too.
+    """
+    seen = [(at, cpu) for at, cpu in worker.get("residency", [])]
+    seen += [(p[0], p[2]) for p in worker.get("progress", []) if len(p) > 2]
+    return sorted(seen)
+
+
 def isolation(record: dict, th: dict) -> list[Finding]:
     grace = th["isolation.grace_ms"] / 1000
     ncpus = record.get("observed_topology", {}).get("cpus") or record.get("plan", {}).get(
@@ -292,7 +303,7 @@ def isolation(record: dict, th: dict) -> list[Finding]:
     for w in record.get("workers", []):
         wid = w["id"]
         history = paths.get(wid) or [(0.0, w.get("cgroup_path", ""))]
-        for at, cpu in w.get("residency", []):
+        for at, cpu in _where_it_ran(w):
             path = tl.path_at(history, at)
             allowed = everything
             node = path
@@ -301,8 +312,8 @@ def isolation(record: dict, th: dict) -> list[Finding]:
                     allowed = tl.allowed_between(cpusets[node], at - grace, at, everything)
                     break
                 node = node.rpartition("/")[0]
-            if path in affinity:
-                allowed &= tl.allowed_between(affinity[path], at - grace, at, everything)
+            if wid in affinity:
+                allowed &= tl.allowed_between(affinity[wid], at - grace, at, everything)
             checked += 1
             if cpu not in allowed:
                 out.append(
@@ -327,7 +338,7 @@ def isolation(record: dict, th: dict) -> list[Finding]:
                 "isolation",
                 PASS,
                 "ok",
-                f"{checked} CPU residencies, all inside their cgroups' CPUs",
+                f"{checked} observations of where workers ran, all on allowed CPUs",
             )
         )
     return out
@@ -431,6 +442,45 @@ CHECKS: dict[str, Callable[[dict, dict], list[Finding]]] = {
 }
 
 
+def _refuse_bad_numbers(record: dict) -> list[Finding]:
+    """A worker whose numbers are not finite cannot be judged; say so instead of guessing."""
+    out = []
+    for w in record.get("workers", []):
+        bad = tl.bad_numbers(w)
+        if bad:
+            out.append(
+                Finding(
+                    "record",
+                    INCONCLUSIVE,
+                    "bad_data",
+                    f"{_label(record, w['id'])}: {', '.join(bad)} not a finite number; "
+                    "its other facts were left unjudged",
+                    w["id"],
+                    w.get("cgroup_path"),
+                )
+            )
+    return out
+
+
+def _uncalibrated(record: dict) -> list[Finding]:
+    """Workers ran but the guest never timed its calibration loop: its speed is unknown.
+
+    Without it nobody can tell an emulated guest's slowness from the scheduler's,
+    so the verdict cannot be a clean pass.
+    """
+    cal = record.get("calibration")
+    if cal is None or cal.get("guest_loop_s") or not record.get("workers"):
+        return []
+    return [
+        Finding(
+            "calibration",
+            INCONCLUSIVE,
+            "uncalibrated",
+            "the guest reported no calibration, so its speed relative to the host is unknown",
+        )
+    ]
+
+
 def judge(
     record: dict, overrides: dict[str, float] | None = None, enabled: dict[str, bool] | None = None
 ) -> Verdict:
@@ -438,7 +488,11 @@ def judge(
     if record.get("skipped"):
         return Verdict.of([Finding("scenario", SKIP, "skipped", record["skipped"])])
     th = merged({**record.get("thresholds", {}), **(overrides or {})})
-    findings: list[Finding] = []
+    findings = _refuse_bad_numbers(record)
+    if findings:  # judge the rest; the verdict stays inconclusive
+        bad = {f.worker for f in findings}
+        record = {**record, "workers": [w for w in record["workers"] if w["id"] not in bad]}
+    findings += _uncalibrated(record)
     for name, check in CHECKS.items():
         if (enabled or {}).get(name, True):
             findings += check(record, th)

@@ -9,6 +9,29 @@ def finite(*values: object) -> bool:
     return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
 
 
+_NUMBERS = ("units", "cpu_time_ns", "wait_ns", "timeslices", "migrations", "start_s", "end_s")
+_WAKE = ("p50_us", "p99_us", "max_us")
+
+
+def bad_numbers(worker: dict) -> list[str]:
+    """The worker's fields the checks compute with that hold no finite number (NaN, inf, text).
+
+    A missing field is not bad: each check decides what absence means.
+    """
+    bad = [k for k in _NUMBERS if worker.get(k) is not None and not finite(worker[k])]
+    for i, gap in enumerate(worker.get("gaps") or []):
+        if not finite(*gap[:2]):
+            bad.append(f"gaps[{i}]")
+            break
+    for i, (at, _cpu) in enumerate(worker.get("residency") or []):
+        if not finite(at):
+            bad.append(f"residency[{i}]")
+            break
+    wake = worker.get("wake") or {}
+    bad += [f"wake.{k}" for k in _WAKE if wake.get(k) is not None and not finite(wake[k])]
+    return bad
+
+
 def worker_paths(record: dict) -> dict[int, list[tuple[float, str]]]:
     """worker id -> [(since_s, cgroup path)] from spawn and move events."""
     out: dict[int, list[tuple[float, str]]] = {}
@@ -45,11 +68,27 @@ def cpuset_changes(record: dict, ncpus: int) -> dict[str, list[tuple[float, froz
     return out
 
 
-def affinity_changes(record: dict) -> dict[str, list[tuple[float, frozenset[int]]]]:
-    out: dict[str, list[tuple[float, frozenset[int]]]] = {}
+def affinity_changes(record: dict) -> dict[int, list[tuple[float, frozenset[int]]]]:
+    """worker id -> [(since_s, CPUs it may run on)] from its spawn and set_affinity events.
+
+    Affinity belongs to the task, not the cgroup: it moves with the worker,
+    and workers spawned after a set_affinity keep their own.
+    """
+    out: dict[int, list[tuple[float, frozenset[int]]]] = {}
+    paths = worker_paths(record)
     for ev in record.get("events", []):
-        if ev["op"] == "set_affinity":
-            out.setdefault(ev["path"], []).append((ev["at_s"], frozenset(ev["cpus"])))
+        if ev["op"] == "spawn" and ev.get("affinity"):
+            for wid in ev.get("ids", []):
+                out.setdefault(wid, []).append((ev["at_s"], frozenset(ev["affinity"])))
+        elif ev["op"] == "set_affinity":
+            ids = ev.get("ids")
+            if ids is None:  # older records: the cgroup's workers at that moment
+                at = ev["at_s"]
+                ids = [
+                    w for w, p in paths.items() if p[0][0] <= at and path_at(p, at) == ev["path"]
+                ]
+            for wid in ids:
+                out.setdefault(wid, []).append((ev["at_s"], frozenset(ev["cpus"])))
     return out
 
 

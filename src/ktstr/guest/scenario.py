@@ -39,8 +39,9 @@ def calibrate() -> float:
 
 
 def _write(path: str, value: str) -> None:
+    """Write a control file as ``echo`` would: an empty value still reaches the kernel."""
     with open(path, "w") as f:
-        f.write(value)
+        f.write(value + "\n")
 
 
 def _read(path: str) -> str:
@@ -74,6 +75,10 @@ def _schedstat_cpus() -> dict[int, list[int]]:
 
 class Runner:
     def __init__(self, channel: Channel, plan: dict, disks: list[dict] | None = None) -> None:
+        if plan.get("plan_version") != wire.PLAN_VERSION:
+            raise ValueError(
+                f"plan version {plan.get('plan_version')!r}, this agent runs {wire.PLAN_VERSION}"
+            )
         self.channel, self.plan = channel, plan
         self.disks = {d["index"]: d for d in disks or []}  # as ktstr.guest.disks describes them
         self.pids: dict[int, int] = {}  # worker id -> pid
@@ -86,6 +91,7 @@ class Runner:
         self.t0 = 0.0
         self.deadline = 0.0
         self.gate_w = -1
+        self.op_began: float | None = None  # when the op being applied began
         spec = plan.get("scheduler")
         self.sched = SchedulerProcess(channel, spec) if spec else None
 
@@ -94,7 +100,8 @@ class Runner:
         return f"{CG_BASE}/{path}"
 
     def event(self, op: dict, **extra: object) -> None:
-        now = time.monotonic() - self.t0 if self.t0 else 0.0
+        began = self.op_began or time.monotonic()
+        now = began - self.t0 if self.t0 else 0.0
         self.channel.send(wire.EVENT, at_s=round(now, 6), op=op["op"], path=op.get("path"), **extra)
 
     def enable_children(self, directory: str) -> None:
@@ -212,7 +219,7 @@ class Runner:
             self.path_of[wid] = op["path"]
         for fd in fds:
             os.close(fd)
-        self.event(op, ids=op["ids"])
+        self.event(op, ids=op["ids"], affinity=op["affinity"])
 
     def signal_workers(self, ids: list[int], sig: int) -> None:
         for wid in ids:
@@ -223,6 +230,16 @@ class Runner:
 
     # --- ops -----------------------------------------------------------
     def apply(self, op: dict, gate_fd: int = -1) -> None:
+        # Events carry when the op began: the kernel may act on a write (migrate a
+        # task off a CPU a new cpuset lacks) before the write returns, and the host
+        # must never see the effect stamped before its cause.
+        self.op_began = time.monotonic()
+        try:
+            self._apply(op, gate_fd)
+        finally:
+            self.op_began = None
+
+    def _apply(self, op: dict, gate_fd: int) -> None:
         kind = op["op"]
         if kind == "add_cgroup":
             self.add_cgroup(op)
@@ -243,7 +260,7 @@ class Runner:
             _write(f"{self.cg(op['path'])}/cpu.weight", str(op["weight"]))
             self.event(op, weight=op["weight"])
         elif kind == "stop_workers":
-            ids = self.members(op["path"])[-op["n"] :]
+            ids = op["ids"]
             self.signal_workers(ids, signal.SIGTERM)
             self.event(op, ids=ids)
         elif kind == "move_tasks":
@@ -254,12 +271,13 @@ class Runner:
                 self.path_of[wid] = op["dst"]
             self.event(op, dst=op["dst"], cpus=self.effective(op["dst"]))
         elif kind == "set_affinity":
-            for wid in self.members(op["path"]):
+            ids = self.members(op["path"])
+            for wid in ids:
                 try:
                     os.sched_setaffinity(self.pids[wid], op["cpus"])
                 except ProcessLookupError:
                     pass
-            self.event(op, cpus=op["cpus"])
+            self.event(op, cpus=op["cpus"], ids=ids)
         elif kind in ("freeze", "unfreeze"):
             _write(f"{self.cg(op['path'])}/cgroup.freeze", "1" if kind == "freeze" else "0")
             self.event(op)
@@ -408,15 +426,14 @@ class Runner:
         os.close(self.gate_w)  # every worker of the first step starts now
         self.gate_w = -1
         self.channel.send(wire.EVENT, at_s=0.0, op="start", path=None)
-        due = []  # (time, kind, index)
+        due = []  # (time, kind, ops); the plan has unrolled every loop into repeats
         for i, step in enumerate(steps):
             if i or step["start_s"] != 0:
-                due.append((self.t0 + step["start_s"], "step", i))
-            if step.get("loop_s"):
-                first = self.t0 + step["start_s"] + step["loop_s"]
-                due.append((first, "loop", i))
+                due.append((self.t0 + step["start_s"], "step", step["ops"]))
+            for repeat in step["repeats"]:
+                due.append((self.t0 + repeat["at_s"], "repeat", repeat["ops"]))
         interval = plan["sample_interval_s"]
-        due.append((self.t0 + interval, "sample", 0))
+        due.append((self.t0 + interval, "sample", []))
         last_sample = self.sample({})
         while True:
             now = time.monotonic()
@@ -426,26 +443,20 @@ class Runner:
                 if now >= entry[0]:
                     self.undo.remove(entry)
                     entry[1]()
-            due.sort()
-            when, kind, index = due[0]
+            due.sort(key=lambda entry: entry[0])
+            when, kind, ops = due[0]
             if now < when:
                 wake = min([when, self.deadline] + [w for w, _ in self.undo])
                 self.wait(max(0.0, wake - now))
                 self.reap()
                 continue
             due.pop(0)
-            step = steps[index]
             if kind == "sample":
                 last_sample = self.sample(last_sample)
-                due.append((when + interval, "sample", 0))
+                due.append((when + interval, "sample", []))
             else:
-                for op in step["ops"]:
+                for op in ops:
                     self.apply(op)
-                if (
-                    step.get("loop_s")
-                    and when + step["loop_s"] < self.t0 + step["start_s"] + step["hold_s"]
-                ):
-                    due.append((when + step["loop_s"], "loop", index))
         self.finish()
 
     def wait(self, seconds: float) -> None:

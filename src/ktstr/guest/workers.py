@@ -54,7 +54,9 @@ class Recorder:
         self.gaps: list[list[float]] = []  # [gap_s, at_s (start of gap), cpu]
         self.wakes: list[float] = []
         self.started = self.last
-        self.progress = [[round(self.last - t0, 3), 0]]  # (scenario s, units) for plots
+        # [scenario s, units, cpu]: for plots, and for isolation to see where a worker
+        # kept running after its allowed CPUs changed (residency only notes moves).
+        self.progress = [[round(self.last - t0, 6), 0, self.cpu]]
         self.extra: dict[str, object] = {}  # kind-specific results (I/O counters)
 
     def stamp(self, n: int = 1) -> None:
@@ -74,7 +76,7 @@ class Recorder:
         self.units += n
         self.last = now
         if now - self.progress[-1][0] - self.t0 >= PROGRESS_STEP_S:
-            self.progress.append([round(now - self.t0, 3), self.units])
+            self.progress.append([round(now - self.t0, 6), self.units, cpu])
         if self.stopping or now >= self.deadline:
             raise Stop
 
@@ -301,6 +303,26 @@ def _schedstat() -> dict[str, int]:
     return {"cpu_time_ns": run_ns, "wait_ns": wait_ns, "timeslices": slices}
 
 
+_POLICIES = {
+    os.SCHED_OTHER: "normal",
+    os.SCHED_BATCH: "batch",
+    os.SCHED_IDLE: "idle",
+    os.SCHED_FIFO: "fifo",
+    os.SCHED_RR: "rr",
+}
+_SCHED_EXT = 7  # a task sched_ext runs as SCHED_EXT when its scheduler uses it directly
+
+
+def _sched_class() -> dict[str, object]:
+    """The policy, priority and nice the worker starts with: proof the spawn applied them."""
+    policy = os.sched_getscheduler(0)
+    return {
+        "policy": _POLICIES.get(policy, "ext" if policy == _SCHED_EXT else str(policy)),
+        "rt_priority": os.sched_getparam(0).sched_priority,
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+    }
+
+
 def _cgroup() -> str:
     try:
         with open("/proc/self/cgroup") as f:
@@ -358,6 +380,7 @@ def run(
         os.read(gate_fd, 1)  # returns at EOF, when the agent opens the gate
         os.close(gate_fd)
     rec = Recorder(t0, deadline)
+    rec.extra.update(_sched_class())
     holder.append(rec)
     error = None
     try:

@@ -107,7 +107,7 @@ def worker_progress(record: dict) -> bytes | None:
         return None
     fig, ax = plt.subplots(figsize=(8, 3.2))
     for w in workers:
-        xs, ys = zip(*w["progress"], strict=True)
+        xs, ys = [p[0] for p in w["progress"]], [p[1] for p in w["progress"]]
         ax.plot(xs, ys, label=f"w{w['id']} ({w.get('cgroup_path', '?')})", linewidth=1.2)
     ax.set_xlabel("seconds into the scenario")
     ax.set_ylabel("work units")

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ktstr import wire
 from ktstr.disk import Disk
 from ktstr.errors import ConfigError
 from ktstr.scenario.model import CgroupDef, Op, Scenario
 from ktstr.scenario.work import WorkSpec
 from ktstr.topology import Topology
 
-PLAN_VERSION = 1
 SAMPLE_INTERVAL_S = 0.5
 STOP_GRACE_S = 3.0  # after the deadline, before SIGKILL
 MAX_STOP_GRACE_S = 60.0
@@ -181,7 +181,17 @@ class _Compiler:
             n, work = op.args
             return [self.spawn(path, n, self.defs[path], work)]
         if k == "stop_workers":
-            return [{"op": k, "path": path, "n": op.args[0]}]
+            (n,) = op.args
+            running = self.cgroups[path].workers
+            if not 0 < n <= len(running):
+                raise ConfigError(
+                    f"cgroup {path} has {len(running)} running worker(s) at this step, "
+                    f"so {n} cannot be stopped",
+                    f"stop between 1 and {len(running)}",
+                )
+            ids = running[-n:]
+            del running[-n:]
+            return [{"op": k, "path": path, "n": n, "ids": ids}]
         if k == "move_tasks":
             dst = self.find(op.args[0])
             moved = self.cgroups[path].workers
@@ -209,6 +219,19 @@ class _Compiler:
         raise ConfigError(f"unknown op {k!r}", "use an Op constructor")
 
 
+def _round_offsets(hold: float, interval: float | None) -> list[float]:
+    """When, within a step, its ops run: once at the start, or every interval of a loop.
+
+    A loop is unrolled here, so each round is compiled against the state the
+    rounds before it left: a swap swaps back, a spawn gets new worker ids, and
+    an op that cannot repeat (adding the same cgroup twice) is refused before boot.
+    """
+    if not interval:
+        return [0.0]
+    count = max(1, math.ceil(hold / interval - 1e-9))
+    return [k * interval for k in range(count)]
+
+
 def compile_plan(
     scenario: Scenario,
     topology: Topology,
@@ -232,29 +255,33 @@ def compile_plan(
                 f"after the {duration:.1f} s duration",
                 "shorten the holds or lengthen the duration",
             )
-        ops = [o for op in step.ops for o in compiler.op(op)]
-        for o in ops:
-            if o["op"] != "debug_freeze_fs":
-                continue
-            if step.hold.loop_interval_s or t < frozen_until.get(o["disk"], -1.0):
-                raise ConfigError(
-                    f"scenario {scenario.name}: step {index} freezes disk {o['disk']} again "
-                    "while it is still frozen (or in a loop)",
-                    "let the first freeze end before the next, and keep freezes out of loops",
-                )
-            frozen_until[o["disk"]] = t + o["ms"] / 1000
+        rounds = []
+        for offset in _round_offsets(hold, step.hold.loop_interval_s):
+            ops = [o for op in step.ops for o in compiler.op(op)]
+            for o in ops:
+                if o["op"] != "debug_freeze_fs":
+                    continue
+                if step.hold.loop_interval_s or t < frozen_until.get(o["disk"], -1.0):
+                    raise ConfigError(
+                        f"scenario {scenario.name}: step {index} freezes disk {o['disk']} "
+                        "again while it is still frozen (or in a loop)",
+                        "let the first freeze end before the next, and keep freezes out of loops",
+                    )
+                frozen_until[o["disk"]] = t + o["ms"] / 1000
+            rounds.append({"at_s": round(t + offset, 6), "ops": ops})
         steps.append(
             {
                 "start_s": round(t, 6),
                 "hold_s": round(hold, 6),
                 "loop_s": step.hold.loop_interval_s,
-                "ops": ops,
+                "ops": rounds[0]["ops"],
+                "repeats": rounds[1:],
             }
         )
         t += hold
     return {
         "mode": "scenario",
-        "plan_version": PLAN_VERSION,
+        "plan_version": wire.PLAN_VERSION,
         "scenario": scenario.name,
         "layout": layout,
         "duration_s": duration,
