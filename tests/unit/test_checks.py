@@ -53,10 +53,12 @@ def record(workers, events=None, console=None, cpus=4, duration=6.0):
     }
 
 
-def findings(rec, check, status=None, **th):
+def findings(rec, check, status=None, kind=None, **th):
     verdict = judge(rec, th or None)
     return [
-        f for f in verdict.findings if f.check == check and (status is None or f.status == status)
+        f
+        for f in verdict.findings
+        if f.check == check and status in (None, f.status) and kind in (None, f.kind)
     ]
 
 
@@ -130,6 +132,8 @@ def test_weights_proportional_when_contended():
         worker(3, "b", cpu_s=4.5),
     ]
     assert not findings(record(good, events, cpus=2), "fairness", "fail")
+    (judged,) = findings(record(good, events, cpus=2), "fairness", "pass", kind="weights_ok")
+    assert judged.message == "cpu.weight 100:300 got 25%:75% of the CPU time, expected 25%:75%"
     bad = [
         worker(0, "a", cpu_s=3),
         worker(1, "a", cpu_s=3),

@@ -52,6 +52,8 @@ def test_catalog_scenario_passes_under_eevdf(name, tmp_path):
     assert all({"check", "status", "kind", "message"} <= set(f) for f in record["findings"])
     assert record["workers"] and all(w["units"] > 0 for w in record["workers"])
     assert record["calibration"]["dilation"] > 0
+    if name == "weights":  # judged, not merely not failed
+        assert any(f["kind"] == "weights_ok" for f in record["findings"]), record["findings"]
     run_dir = Path(proc.stdout.rsplit("run dir: ", 1)[1].strip())
     for name_ in ("record.json", "console.log", "channel.jsonl"):
         assert (run_dir / name_).exists()

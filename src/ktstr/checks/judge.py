@@ -173,8 +173,10 @@ def fairness(record: dict, th: dict) -> list[Finding]:
                     limit=limit,
                 )
             )
-    out += weights(record, th)
-    if not judged and not out:
+    weighed = weights(record, th)
+    out += [f for f in weighed if f.status != PASS]
+    weights_ok = [f for f in weighed if f.status == PASS]
+    if not judged and not out and not weights_ok:
         return [
             Finding(
                 "fairness",
@@ -189,11 +191,13 @@ def fairness(record: dict, th: dict) -> list[Finding]:
                 "fairness",
                 PASS,
                 "ok",
-                f"worst spread {worst:.1f} points",
-                value=round(worst, 2),
-                limit=limit,
+                (f"worst spread {worst:.1f} points" if judged else "no equal workers to compare")
+                + "".join(f"; {f.message}" for f in weights_ok),
+                value=round(worst, 2) if judged else None,
+                limit=limit if judged else None,
             )
         )
+        out += weights_ok
     return out
 
 
@@ -259,10 +263,12 @@ def weights(record: dict, th: dict) -> list[Finding]:
                 Finding("fairness", INCONCLUSIVE, "bad_data", "weighted cgroups used no CPU time")
             )
             continue
+        shares = []
         for p in group:
             want = expected[p] / total_e
             got = measured[p] / total_m
             dev = abs(got / want - 1) * 100 if want else 0.0
+            shares.append((p, got, want, dev))
             if dev > tol:
                 out.append(
                     Finding(
@@ -276,6 +282,22 @@ def weights(record: dict, th: dict) -> list[Finding]:
                         limit=tol,
                     )
                 )
+        if all(dev <= tol for *_, dev in shares):
+            out.append(
+                Finding(
+                    "fairness",
+                    PASS,
+                    "weights_ok",
+                    "cpu.weight "
+                    + ":".join(f"{declared[p]:.0f}" for p, *_ in shares)
+                    + " got "
+                    + ":".join(f"{got:.0%}" for _, got, _, _ in shares)
+                    + " of the CPU time, expected "
+                    + ":".join(f"{want:.0%}" for _, _, want, _ in shares),
+                    value=round(max(dev for *_, dev in shares), 1),
+                    limit=tol,
+                )
+            )
     return out
 
 
