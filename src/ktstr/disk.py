@@ -163,6 +163,23 @@ def check_disks(disks: Sequence[Disk]) -> tuple[Disk, ...]:
     return tuple(disks)
 
 
+def check_shareable(disks: Sequence[Disk], parallel_vms: int) -> None:
+    """Refuse a writable backing file that parallel VMs would fight over.
+
+    QEMU locks a writable image, so the second VM would fail to boot, and
+    even without the lock their writes would interleave.
+    """
+    if parallel_vms < 2:
+        return
+    for i, disk in enumerate(disks):
+        if disk.backing and not disk.read_only:
+            raise ConfigError(
+                f"disk {i} writes to {disk.backing}, which {parallel_vms} VMs at once would share",
+                "give it ro, drop backing= (each VM then gets its own scratch file) or run with "
+                "--jobs 1",
+            )
+
+
 DISK_OPTION_HELP = (
     "a disk: CAPACITY[,ro][,iops=N][,bps=N][,serial=S][,cache=none|writeback]"
     "[,backing=PATH][,fs=ext4][,keep] (e.g. 256MiB,iops=500); repeat for more disks"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from ktstr.disk import Disk, check_shareable
 from ktstr.host import mem_available_mib
 from ktstr.presets import DEFAULT_MAX_CPUS, Variant, expand, shard
 from ktstr.pytest_plugin import Constraints
@@ -87,14 +88,22 @@ def run(
     on_done: Callable[[Cell, int, int], None],
     budget: Budget | None = None,
     on_start: Callable[[str, Variant], None] | None = None,
+    disks: tuple[Disk, ...] | None = None,
 ) -> list[Cell]:
-    """Run every cell, as many at once as the budget allows; results in cell order."""
+    """Run every cell, as many at once as the budget allows; results in cell order.
+
+    ``disks`` replaces each scenario's own disks (the CLI's ``--disk``).
+    """
     from ktstr.checks.scheduler import bug_summary
     from ktstr.initramfs.image import base_image
     from ktstr.kernel.store import resolve
     from ktstr.vm.accel import choose
 
     budget = budget or default_budget()
+    for scenario in {name for name, _ in cells}:
+        check_shareable(
+            get(scenario).disks if disks is None else disks, min(budget.jobs, len(cells))
+        )
     base_image()  # build the shared guest image once, before VMs race for it
     accel_name = choose(accel, resolve(kernel).boot_path).name
 
@@ -107,6 +116,7 @@ def run(
             duration_s,
             scheduler=scheduler,
             profile=variant.profile,
+            disks=disks,
         )
         return Cell(scenario, variant, record["verdict"], str(run_dir), bug_summary(record))
 

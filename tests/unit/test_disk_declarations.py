@@ -10,7 +10,14 @@ import pytest
 from ktstr import wire
 from ktstr.checks.disks import disk_errors
 from ktstr.checks.thresholds import merged
-from ktstr.disk import Disk, Throttle, check_disks, parse_disk_option, parse_size
+from ktstr.disk import (
+    Disk,
+    Throttle,
+    check_disks,
+    check_shareable,
+    parse_disk_option,
+    parse_size,
+)
 from ktstr.disk_evidence import disk_records
 from ktstr.errors import ConfigError, KernelError
 from ktstr.kernel.image import KernelInfo
@@ -417,3 +424,11 @@ def test_io_throughput_leaves_bandwidth_limited_disks_out():
     assert (
         io_throughput({"disks": [disk]}, merged({"io_throughput.min_fraction_of_limit": 0.9})) == []
     )
+
+
+def test_a_writable_backing_file_is_not_shared_by_parallel_vms(tmp_path):
+    shared = Disk(backing=str(tmp_path / "d.img"))
+    check_shareable([shared], 1)  # one VM at a time: fine
+    check_shareable([Disk(), Disk(backing=str(tmp_path / "d.img"), read_only=True)], 4)
+    with pytest.raises(ConfigError, match="disk 1 writes to .* which 3 VMs at once would share"):
+        check_shareable([Disk(), shared], 3)

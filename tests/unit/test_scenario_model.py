@@ -1,5 +1,6 @@
 import pytest
 
+from ktstr import wire
 from ktstr.errors import ConfigError
 from ktstr.scenario.catalog import CATALOG, get
 from ktstr.scenario.cpuset import CpusetSpec as C
@@ -131,7 +132,9 @@ def test_catalog_compiles_everywhere_it_can_run():
         t = Topology.parse(topo)
         for scenario in CATALOG.values():
             if scenario.requires.reason(t.layout()) is None:
-                assert compile_plan(scenario, t)["workers"]
+                plan = compile_plan(scenario, t)
+                assert plan["workers"]
+                assert wire.loads(wire.dumps(plan)) == plan  # what the guest reads is the plan
     with pytest.raises(ConfigError, match="ktstr scenarios"):
         get("nope")
 

@@ -29,7 +29,7 @@ def disk_arg(text: str) -> Disk:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def vm_options(p: argparse.ArgumentParser, timeout: float | None = None) -> None:
+def disk_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--disk",
         action="append",
@@ -38,6 +38,10 @@ def vm_options(p: argparse.ArgumentParser, timeout: float | None = None) -> None
         metavar="SPEC",
         help=DISK_OPTION_HELP + "; replaces a scenario's own disks",
     )
+
+
+def vm_options(p: argparse.ArgumentParser, timeout: float | None = None) -> None:
+    disk_option(p)
     p.add_argument(
         "--topology",
         "-t",

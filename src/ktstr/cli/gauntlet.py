@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ktstr import paths
-from ktstr.cli.common import ACCEL_CHOICES, EXIT_FOR_VERDICT
+from ktstr.cli.common import ACCEL_CHOICES, EXIT_FOR_VERDICT, disk_option
 from ktstr.results.terminal import table
 
 
@@ -63,6 +63,7 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
             finished,
             budget,
             on_start=lambda *_: shown.started_one(),
+            disks=tuple(args.disk) or None,
         )
     print()
     print(gauntlet.matrix(done))
@@ -135,6 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="guest RAM of all running VMs together (default: 80%% of the host's available memory)",
     )
     gaunt.add_argument("--duration", type=float, default=None, metavar="S")
+    disk_option(gaunt)
     gaunt.add_argument("--kernel", "-k", default=None)
     gaunt.add_argument("--accel", choices=ACCEL_CHOICES, default=None)
     gaunt.set_defaults(func=cmd_gauntlet)
