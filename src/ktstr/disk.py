@@ -7,6 +7,7 @@ and the guest finds each one by its serial.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -163,18 +164,24 @@ def check_disks(disks: Sequence[Disk]) -> tuple[Disk, ...]:
     return tuple(disks)
 
 
-def check_shareable(disks: Sequence[Disk], parallel_vms: int) -> None:
-    """Refuse a writable backing file that parallel VMs would fight over.
+def check_shareable(disk_sets: Sequence[Sequence[Disk]], parallel_vms: int) -> None:
+    """Refuse a writable backing file that VMs running at once would fight over.
 
-    QEMU locks a writable image, so the second VM would fail to boot, and
-    even without the lock their writes would interleave.
+    ``disk_sets`` holds each VM's disks.  QEMU locks a writable image, so the
+    second VM would fail to boot, and without the lock their writes would mix.
     """
     if parallel_vms < 2:
         return
-    for i, disk in enumerate(disks):
-        if disk.backing and not disk.read_only:
+    users: dict[str, list[int]] = {}
+    for disks in disk_sets:
+        for i, disk in enumerate(disks):
+            if disk.backing and not disk.read_only:
+                users.setdefault(os.path.realpath(disk.backing), []).append(i)
+    for path, indexes in users.items():
+        if len(indexes) > 1:
             raise ConfigError(
-                f"disk {i} writes to {disk.backing}, which {parallel_vms} VMs at once would share",
+                f"disk {indexes[0]} writes to {path}, which {len(indexes)} VMs would share "
+                f"with {parallel_vms} running at once",
                 "give it ro, drop backing= (each VM then gets its own scratch file) or run with "
                 "--jobs 1",
             )

@@ -100,10 +100,8 @@ def run(
     from ktstr.vm.accel import choose
 
     budget = budget or default_budget()
-    for scenario in {name for name, _ in cells}:
-        check_shareable(
-            get(scenario).disks if disks is None else disks, min(budget.jobs, len(cells))
-        )
+    vm_disks = [get(name).disks if disks is None else disks for name, _ in cells]
+    check_shareable(vm_disks, min(budget.jobs, len(cells)))
     base_image()  # build the shared guest image once, before VMs race for it
     accel_name = choose(accel, resolve(kernel).boot_path).name
 

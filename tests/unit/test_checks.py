@@ -224,6 +224,8 @@ def test_nan_or_infinite_numbers_are_refused_in_every_check():
         ("end_s", float("nan")),
         ("gaps", [[float("nan"), 1.0, 0]]),
         ("wake", {"p50_us": 10.0, "p99_us": float("nan"), "max_us": 50.0}),
+        ("residency", [[0.0, -1]]),
+        ("progress", [[float("nan"), 3, 0]]),
     ]:
         rec = record([worker(0), worker(1, **{field: value})])
         verdict = judge(rec)
@@ -237,9 +239,10 @@ def test_calibration_missing_makes_a_run_inconclusive():
     rec = record([worker(0), worker(1)])
     rec["calibration"] = {"guest_loop_s": 0.2, "host_loop_s": 0.01, "dilation": 20.0}
     assert judge(rec).status == "pass"
-    rec["calibration"] = {"guest_loop_s": None, "host_loop_s": 0.01, "dilation": None}
-    (f,) = findings(rec, "calibration", "inconclusive")
-    assert f.kind == "uncalibrated" and judge(rec).status == "inconclusive"
+    for missing in (None, float("nan"), 0.0):
+        rec["calibration"] = {"guest_loop_s": missing, "host_loop_s": 0.01, "dilation": None}
+        (f,) = findings(rec, "calibration", "inconclusive")
+        assert f.kind == "uncalibrated" and judge(rec).status == "inconclusive"
 
 
 def test_optional_checks_judge_each_worker_against_their_limits():
@@ -293,6 +296,35 @@ def test_isolation_sees_a_worker_left_running_on_a_cpu_its_cpuset_lost():
     assert f.worker == 0 and f.cpu == 2 and f.at_s == 3.6  # 3.1 is within the grace
     progress[-1] = [3.6, 40, 0]
     assert not findings(rec, "isolation", "fail")
+
+
+def test_isolation_follows_the_kernel_when_affinity_and_cpuset_do_not_meet():
+    events = [
+        {"at_s": 0.0, "op": "add_cgroup", "path": "cg_0", "cpus": [0, 1]},
+        {"at_s": 0.0, "op": "spawn", "path": "cg_0", "ids": [0], "affinity": [0]},
+        {"at_s": 3.0, "op": "set_cpuset", "path": "cg_0", "cpus": [2, 3]},
+    ]
+    # Affinity {0} and cpuset {2, 3} share nothing: the kernel runs it on the cpuset.
+    rec = record([worker(0, residency=[[0.0, 0], [3.1, 3], [4.0, 2]])], events)
+    assert not findings(rec, "isolation", "fail")
+    rec = record([worker(0, residency=[[0.0, 0], [1.0, 1]])], events)  # affinity still binds
+    (f,) = findings(rec, "isolation", "fail")
+    assert f.cpu == 1 and f.at_s == 1.0
+
+
+def test_isolation_gives_a_move_between_cgroups_its_grace():
+    events = [
+        {"at_s": 0.0, "op": "add_cgroup", "path": "a", "cpus": [0]},
+        {"at_s": 0.0, "op": "add_cgroup", "path": "b", "cpus": [1]},
+        {"at_s": 0.0, "op": "spawn", "path": "a", "ids": [0]},
+        {"at_s": 2.0, "op": "move_tasks", "path": "a", "dst": "b", "cpus": [1]},
+    ]
+    progress = [[1.9, 10, 0], [2.05, 12, 0], [2.2, 14, 1]]  # still on 0 just after the stamp
+    rec = record([worker(0, "b", residency=[[0.0, 0], [2.2, 1]], progress=progress)], events)
+    assert not findings(rec, "isolation", "fail")
+    progress.append([2.6, 16, 0])  # back on a's CPU well after the move
+    (f,) = findings(rec, "isolation", "fail")
+    assert f.cpu == 0 and f.at_s == 2.6
 
 
 def test_isolation_without_residency_is_inconclusive():

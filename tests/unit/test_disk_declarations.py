@@ -428,7 +428,9 @@ def test_io_throughput_leaves_bandwidth_limited_disks_out():
 
 def test_a_writable_backing_file_is_not_shared_by_parallel_vms(tmp_path):
     shared = Disk(backing=str(tmp_path / "d.img"))
-    check_shareable([shared], 1)  # one VM at a time: fine
-    check_shareable([Disk(), Disk(backing=str(tmp_path / "d.img"), read_only=True)], 4)
-    with pytest.raises(ConfigError, match="disk 1 writes to .* which 3 VMs at once would share"):
-        check_shareable([Disk(), shared], 3)
+    check_shareable([[shared], [shared]], 1)  # one VM at a time: fine
+    check_shareable([[shared], [Disk()]], 2)  # only one VM uses it
+    ro = Disk(backing=str(tmp_path / "d.img"), read_only=True)
+    check_shareable([[Disk(), ro], [ro]], 4)
+    with pytest.raises(ConfigError, match="disk 1 writes to .*d.img, which 3 VMs would share"):
+        check_shareable([[Disk(), shared], [shared], [shared]], 2)

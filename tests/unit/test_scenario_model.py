@@ -170,6 +170,10 @@ def test_loops_are_unrolled_so_each_round_sees_the_state_the_last_one_left():
         compile_plan(_looped([Op.stop_workers("a", 1)], first=setup), topo)
     with pytest.raises(ConfigError, match="added twice"):
         compile_plan(_looped([Op.add_cgroup(CgroupDef("c"))]), topo)
+    with pytest.raises(ConfigError, match="faster than the guest"):
+        compile_plan(_looped([Op.swap_cpusets("a", "b")], every_s=0.01, first=setup), topo)
+    with pytest.raises(ConfigError, match="more than 2000 rounds"):
+        compile_plan(_looped([Op.swap_cpusets("a", "b")], 300, 0.1, first=setup), topo)
 
 
 def test_every_op_compiles_to_what_the_guest_runs():

@@ -197,8 +197,7 @@ def fairness(record: dict, th: dict) -> list[Finding]:
                 limit=limit if judged else None,
             )
         )
-        out += weights_ok
-    return out
+    return out + weights_ok
 
 
 def _water_fill(capacity: float, weights: dict[str, float], caps: dict[str, float]) -> dict:
@@ -308,8 +307,24 @@ def _where_it_ran(worker: dict) -> list[tuple[float, int]]:
     second, so a worker left on a CPU its new cpuset lacks is seen there too.
     """
     seen = [(at, cpu) for at, cpu in worker.get("residency", [])]
-    seen += [(p[0], p[2]) for p in worker.get("progress", []) if len(p) > 2]
-    return sorted(seen)
+    seen += [(p[0], p[2]) for p in worker.get("progress", []) if len(p) > 2 and p[2] is not None]
+    return sorted(seen, key=lambda s: s[0])
+
+
+def _allowed_at(
+    t: float,
+    history: list[tuple[float, str]],
+    affinity: list[tuple[float, frozenset[int]]],
+    cpusets: dict[str, list[tuple[float, frozenset[int]]]],
+    everything: frozenset[int],
+) -> frozenset[int]:
+    """The CPUs the kernel lets a worker use at one moment."""
+    node = tl.path_at(history, t)
+    while node and node not in cpusets:  # the nearest ancestor with a cpuset decides
+        node = node.rpartition("/")[0]
+    cpus = tl.set_at(cpusets[node], t, everything) if node else everything
+    # The kernel ignores an affinity that shares no CPU with the cpuset.
+    return cpus & tl.set_at(affinity, t, everything) or cpus
 
 
 def isolation(record: dict, th: dict) -> list[Finding]:
@@ -325,17 +340,20 @@ def isolation(record: dict, th: dict) -> list[Finding]:
     for w in record.get("workers", []):
         wid = w["id"]
         history = paths.get(wid) or [(0.0, w.get("cgroup_path", ""))]
+        own_affinity = affinity.get(wid, [])
+        changes = sorted(
+            {since for since, _ in history}
+            | {since for since, _ in own_affinity}
+            | {since for node_changes in cpusets.values() for since, _ in node_changes}
+        )
         for at, cpu in _where_it_ran(w):
             path = tl.path_at(history, at)
-            allowed = everything
-            node = path
-            while node:  # the nearest ancestor with a cpuset decides
-                if node in cpusets:
-                    allowed = tl.allowed_between(cpusets[node], at - grace, at, everything)
-                    break
-                node = node.rpartition("/")[0]
-            if wid in affinity:
-                allowed &= tl.allowed_between(affinity[wid], at - grace, at, everything)
+            # Anything allowed at some moment of the grace before it counts: the kernel
+            # needs a moment to move a task after its cgroup, cpuset or affinity changed.
+            moments = [at - grace] + [t for t in changes if at - grace < t <= at]
+            allowed = frozenset().union(
+                *(_allowed_at(t, history, own_affinity, cpusets, everything) for t in moments)
+            )
             checked += 1
             if cpu not in allowed:
                 out.append(
@@ -491,7 +509,8 @@ def _uncalibrated(record: dict) -> list[Finding]:
     so the verdict cannot be a clean pass.
     """
     cal = record.get("calibration")
-    if cal is None or cal.get("guest_loop_s") or not record.get("workers"):
+    loop = cal.get("guest_loop_s") if cal is not None else None
+    if cal is None or tl.finite(loop) and loop > 0 or not record.get("workers"):
         return []
     return [
         Finding(

@@ -13,6 +13,10 @@ _NUMBERS = ("units", "cpu_time_ns", "wait_ns", "timeslices", "migrations", "star
 _WAKE = ("p50_us", "p99_us", "max_us")
 
 
+def _is_cpu(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def bad_numbers(worker: dict) -> list[str]:
     """The worker's fields the checks compute with that hold no finite number (NaN, inf, text).
 
@@ -23,9 +27,14 @@ def bad_numbers(worker: dict) -> list[str]:
         if not finite(*gap[:2]):
             bad.append(f"gaps[{i}]")
             break
-    for i, (at, _cpu) in enumerate(worker.get("residency") or []):
-        if not finite(at):
+    for i, (at, cpu) in enumerate(worker.get("residency") or []):
+        if not finite(at) or not _is_cpu(cpu):
             bad.append(f"residency[{i}]")
+            break
+    for i, point in enumerate(worker.get("progress") or []):
+        cpu = point[2] if len(point) > 2 else None  # a stamp may not know its CPU
+        if not finite(*point[:2]) or not (cpu is None or _is_cpu(cpu)):
+            bad.append(f"progress[{i}]")
             break
     wake = worker.get("wake") or {}
     bad += [f"wake.{k}" for k in _WAKE if wake.get(k) is not None and not finite(wake[k])]
@@ -92,23 +101,15 @@ def affinity_changes(record: dict) -> dict[int, list[tuple[float, frozenset[int]
     return out
 
 
-def allowed_between(
-    changes: list[tuple[float, frozenset[int]]],
-    start: float,
-    end: float,
-    everything: frozenset[int],
+def set_at(
+    changes: list[tuple[float, frozenset[int]]], t: float, everything: frozenset[int]
 ) -> frozenset[int]:
-    """Union of the CPUs allowed at any moment in [start, end]."""
-    allowed: set[int] = set()
+    """The CPU set in effect at ``t``: the last change at or before it, else every CPU."""
     current = everything
     for since, cpus in changes:
-        if since <= start:
+        if since <= t:
             current = cpus
-    allowed |= current
-    for since, cpus in changes:
-        if start < since <= end:
-            allowed |= cpus
-    return frozenset(allowed)
+    return current
 
 
 def windows(record: dict, start_op: str, end_op: str, duration: float) -> dict[str, list]:

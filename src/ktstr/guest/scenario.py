@@ -426,14 +426,17 @@ class Runner:
         os.close(self.gate_w)  # every worker of the first step starts now
         self.gate_w = -1
         self.channel.send(wire.EVENT, at_s=0.0, op="start", path=None)
-        due = []  # (time, kind, ops); the plan has unrolled every loop into repeats
+        # The plan lists every round of ops in time order (loops come unrolled), so one
+        # index walks them; samples keep their own clock.
+        rounds: list[tuple[float, list]] = []
         for i, step in enumerate(steps):
             if i or step["start_s"] != 0:
-                due.append((self.t0 + step["start_s"], "step", step["ops"]))
-            for repeat in step["repeats"]:
-                due.append((self.t0 + repeat["at_s"], "repeat", repeat["ops"]))
+                rounds.append((self.t0 + step["start_s"], step["ops"]))
+            rounds += [(self.t0 + r["at_s"], r["ops"]) for r in step["repeats"]]
+        rounds.append((float("inf"), []))
+        next_round = 0
         interval = plan["sample_interval_s"]
-        due.append((self.t0 + interval, "sample", []))
+        next_sample = self.t0 + interval
         last_sample = self.sample({})
         while True:
             now = time.monotonic()
@@ -443,20 +446,19 @@ class Runner:
                 if now >= entry[0]:
                     self.undo.remove(entry)
                     entry[1]()
-            due.sort(key=lambda entry: entry[0])
-            when, kind, ops = due[0]
+            when = min(rounds[next_round][0], next_sample)
             if now < when:
                 wake = min([when, self.deadline] + [w for w, _ in self.undo])
                 self.wait(max(0.0, wake - now))
                 self.reap()
                 continue
-            due.pop(0)
-            if kind == "sample":
-                last_sample = self.sample(last_sample)
-                due.append((when + interval, "sample", []))
-            else:
-                for op in ops:
+            if rounds[next_round][0] <= now:
+                for op in rounds[next_round][1]:
                     self.apply(op)
+                next_round += 1
+            else:
+                last_sample = self.sample(last_sample)
+                next_sample += interval
         self.finish()
 
     def wait(self, seconds: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _RB_POWER_OFF = 0x4321FEDC
@@ -75,6 +76,9 @@ def power_off() -> None:
     for it to drain or the host would never see them.
     """
     os.sync()
-    _libc.tcdrain(1)  # harmless (ENOTTY) when stdout is not a terminal
+    signal.signal(signal.SIGALRM, lambda *_: None)  # a stuck console must not hold power-off
+    signal.alarm(5)
+    _libc.tcdrain(1)  # harmless (ENOTTY) when stdout is not a terminal; EINTR on the alarm
+    signal.alarm(0)
     _libc.reboot(_RB_POWER_OFF)
     os.execv("/bin/busybox", ["poweroff", "-f"])

@@ -26,6 +26,7 @@ _FUTEX_WAIT, _FUTEX_WAKE = 0, 1
 TOP_GAPS = 5
 MAX_RESIDENCY = 20000
 SPIN_CHUNK = 2000
+AMBIGUOUS_CPU_S = 0.01  # a stamp's CPU read took longer: it may predate a move
 PROGRESS_STEP_S = 0.1  # progress points at most this often: ~120 for a 12 s run
 CDF_POINTS = 50  # wake latency quantiles kept for CDF plots
 _TS = struct.Struct("<d")
@@ -62,6 +63,11 @@ class Recorder:
     def stamp(self, n: int = 1) -> None:
         now = time.monotonic()
         cpu = getcpu()
+        # Stopped or preempted between the two reads, the CPU may belong to either
+        # side of a move: then this stamp does not say where the worker ran.
+        where_known = time.monotonic() - now <= AMBIGUOUS_CPU_S
+        if not where_known:
+            cpu = self.cpu
         gap = now - self.last
         if len(self.gaps) < TOP_GAPS or gap > self.gaps[-1][0]:
             self.gaps.append([gap, self.last - self.t0, cpu])
@@ -76,7 +82,9 @@ class Recorder:
         self.units += n
         self.last = now
         if now - self.progress[-1][0] - self.t0 >= PROGRESS_STEP_S:
-            self.progress.append([round(now - self.t0, 6), self.units, cpu])
+            self.progress.append(
+                [round(now - self.t0, 6), self.units, cpu if where_known else None]
+            )
         if self.stopping or now >= self.deadline:
             raise Stop
 

@@ -27,8 +27,12 @@ def _workers(r: dict) -> list[dict]:
     return [w for w in r.get("workers", []) if not w.get("error") and w.get("units")]
 
 
-def _finding_value(r: dict, check: str) -> float | None:
-    values = [f["value"] for f in r.get("findings", []) if f["check"] == check and "value" in f]
+def _finding_value(r: dict, check: str, kinds: tuple[str, ...] | None = None) -> float | None:
+    values = [
+        f["value"]
+        for f in r.get("findings", [])
+        if f["check"] == check and "value" in f and (kinds is None or f.get("kind") in kinds)
+    ]
     return max(values) if values else None
 
 
@@ -67,12 +71,7 @@ def _runq_delays(r: dict) -> list[float]:
 
 
 def _weight_deviation(r: dict) -> float | None:
-    values = [
-        f["value"]
-        for f in r.get("findings", [])
-        if f["check"] == "fairness" and f.get("kind") == "weight_mismatch"
-    ]
-    return max(values) if values else None
+    return _finding_value(r, "fairness", ("weight_mismatch", "weights_ok"))
 
 
 def _imbalance(r: dict) -> float | None:
@@ -116,7 +115,7 @@ METRICS: dict[str, Metric] = {
             3.0,
             0.25,
             "largest off-CPU share spread among equal workers",
-            lambda r: _finding_value(r, "fairness"),
+            lambda r: _finding_value(r, "fairness", ("ok", "unfair")),
         ),
         Metric(
             "worst_gap", "ms", False, 50.0, 0.25, "longest gap between progress stamps", _worst_gap

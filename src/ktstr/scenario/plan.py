@@ -19,6 +19,8 @@ from ktstr.scenario.work import WorkSpec
 from ktstr.topology import Topology
 
 SAMPLE_INTERVAL_S = 0.5
+MIN_LOOP_INTERVAL_S = 0.05
+MAX_ROUNDS = 2000  # rounds of ops in a whole plan, loops unrolled
 STOP_GRACE_S = 3.0  # after the deadline, before SIGKILL
 MAX_STOP_GRACE_S = 60.0
 
@@ -228,6 +230,12 @@ def _round_offsets(hold: float, interval: float | None) -> list[float]:
     """
     if not interval:
         return [0.0]
+    if interval < MIN_LOOP_INTERVAL_S:
+        raise ConfigError(
+            f"a loop every {interval * 1000:g} ms is faster than the guest can apply ops "
+            "under emulation",
+            f"loop every {MIN_LOOP_INTERVAL_S * 1000:g} ms or more",
+        )
     count = max(1, math.ceil(hold / interval - 1e-9))
     return [k * interval for k in range(count)]
 
@@ -245,7 +253,7 @@ def compile_plan(
     layout = topology.layout()
     duration = float(duration_s or scenario.duration_s)
     compiler = _Compiler(layout, tuple(scenario.disks if disks is None else disks))
-    steps, t = [], 0.0
+    steps, t, total_rounds = [], 0.0, 0
     frozen_until: dict[int, float] = {}  # disk -> when its filesystem thaws
     for index, step in enumerate(scenario.steps):
         hold = step.hold.length(duration)
@@ -269,6 +277,13 @@ def compile_plan(
                     )
                 frozen_until[o["disk"]] = t + o["ms"] / 1000
             rounds.append({"at_s": round(t + offset, 6), "ops": ops})
+            total_rounds += 1
+            if total_rounds > MAX_ROUNDS:
+                raise ConfigError(
+                    f"scenario {scenario.name}: its loops unroll to more than {MAX_ROUNDS} "
+                    "rounds of ops",
+                    "loop less often or for less time",
+                )
         steps.append(
             {
                 "start_s": round(t, 6),
