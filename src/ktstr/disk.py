@@ -164,7 +164,9 @@ def check_disks(disks: Sequence[Disk]) -> tuple[Disk, ...]:
     return tuple(disks)
 
 
-def check_shareable(disk_sets: Sequence[Sequence[Disk]], parallel_vms: int) -> None:
+def check_shareable(
+    disk_sets: Sequence[Sequence[Disk]], parallel_vms: int, serially: str = "--jobs 1"
+) -> None:
     """Refuse a writable backing file that VMs running at once would fight over.
 
     ``disk_sets`` holds each VM's disks.  QEMU locks a writable image, so the
@@ -183,7 +185,7 @@ def check_shareable(disk_sets: Sequence[Sequence[Disk]], parallel_vms: int) -> N
                 f"disk {indexes[0]} writes to {path}, which {len(indexes)} VMs would share "
                 f"with {parallel_vms} running at once",
                 "give it ro, drop backing= (each VM then gets its own scratch file) or run with "
-                "--jobs 1",
+                f"{serially}",
             )
 
 

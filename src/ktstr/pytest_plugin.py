@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ktstr.disk import Disk, check_disks
-from ktstr.errors import KtstrError
+from ktstr.disk import Disk, check_disks, check_shareable
+from ktstr.errors import ConfigError, KtstrError
 from ktstr.presets import DEFAULT_MAX_CPUS, Variant, expand, parse_shard, shard
 from ktstr.scenario.model import CgroupDef, Checks, Scenario, Step, run_defs, run_steps
 from ktstr.scheduler import EEVDF, Scheduler
@@ -181,6 +181,7 @@ def ktstr_test(
             "scheduler": scheduler,
             "constraints": limits,
             "duration_s": duration_s,
+            "disks": declared_disks,
         }
         return pytest.mark.vm(test)
 
@@ -256,6 +257,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             config.getoption("--ktstr-budget"),
         )
         variants = [v for _, v in picked.cells]
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # set by pytest-xdist
+    error = None
+    try:
+        check_shareable(
+            [info["disks"]] * len(variants), min(workers, len(variants)), serially="-n 0"
+        )
+    except ConfigError as err:
+        error = err
+    if error is not None:  # outside the except block: no chained traceback
+        pytest.fail(f"ktstr: {metafunc.function.__name__}: {error}", pytrace=False)
     metafunc.parametrize("ktstr_variant", variants, ids=[v.id for v in variants])
 
 

@@ -146,3 +146,26 @@ def test_cost_model_calibrates_from_measured_runs(tmp_path, monkeypatch):
     model = budget.calibrated()
     assert model.samples == 4
     assert abs(model.fixed_s - 3.0) < 1e-6 and abs(model.per_cpu_s - 0.5) < 1e-6
+
+
+def test_pytest_gauntlet_refuses_a_backing_file_its_parallel_workers_would_share(
+    pytester, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    pytester.makepyfile(
+        test_user=f"""
+from ktstr import Disk
+from ktstr.pytest_plugin import ktstr_test
+
+@ktstr_test(disks=[Disk(backing={str(tmp_path / "shared.img")!r})])
+def test_io(ctx):
+    return ctx.run_defs([])
+"""
+    )
+    args = ("--collect-only", "--ktstr-gauntlet")
+    result = pytester.runpytest(*args, "--ktstr-presets", "tiny-2llc,tiny-smt")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["ktstr: test_io: disk 0 writes to *shared.img, which 2 VMs*-n 0."])
+    assert "Traceback" not in result.stdout.str() and "During handling" not in result.stdout.str()
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")
+    assert pytester.runpytest(*args, "--ktstr-presets", "tiny-2llc,tiny-smt").ret == 0
