@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -350,7 +351,9 @@ def isolation(record: dict, th: dict) -> list[Finding]:
             path = tl.path_at(history, at)
             # Anything allowed at some moment of the grace before it counts: the kernel
             # needs a moment to move a task after its cgroup, cpuset or affinity changed.
-            moments = [at - grace] + [t for t in changes if at - grace < t <= at]
+            moments = [at - grace] + changes[
+                bisect_right(changes, at - grace) : bisect_right(changes, at)
+            ]
             allowed = frozenset().union(
                 *(_allowed_at(t, history, own_affinity, cpusets, everything) for t in moments)
             )

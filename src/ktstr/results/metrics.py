@@ -27,11 +27,12 @@ def _workers(r: dict) -> list[dict]:
     return [w for w in r.get("workers", []) if not w.get("error") and w.get("units")]
 
 
-def _finding_value(r: dict, check: str, kinds: tuple[str, ...] | None = None) -> float | None:
+def _finding_value(r: dict, check: str, kinds: tuple[str, ...]) -> float | None:
+    """The largest value among one check's findings of these kinds."""
     values = [
         f["value"]
         for f in r.get("findings", [])
-        if f["check"] == check and "value" in f and (kinds is None or f.get("kind") in kinds)
+        if f["check"] == check and "value" in f and f.get("kind") in kinds
     ]
     return max(values) if values else None
 

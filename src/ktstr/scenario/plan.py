@@ -240,6 +240,21 @@ def _round_offsets(hold: float, interval: float | None) -> list[float]:
     return [k * interval for k in range(count)]
 
 
+def _note_freezes(
+    ops: list[dict], looped: bool, t: float, frozen_until: dict[int, float], where: str
+) -> None:
+    """Record when each frozen filesystem thaws; refuse a freeze of one still frozen."""
+    for o in ops:
+        if o["op"] != "debug_freeze_fs":
+            continue
+        if looped or t < frozen_until.get(o["disk"], -1.0):
+            raise ConfigError(
+                f"{where} freezes disk {o['disk']} again while it is still frozen (or in a loop)",
+                "let the first freeze end before the next, and keep freezes out of loops",
+            )
+        frozen_until[o["disk"]] = t + o["ms"] / 1000
+
+
 def compile_plan(
     scenario: Scenario,
     topology: Topology,
@@ -266,16 +281,8 @@ def compile_plan(
         rounds = []
         for offset in _round_offsets(hold, step.hold.loop_interval_s):
             ops = [o for op in step.ops for o in compiler.op(op)]
-            for o in ops:
-                if o["op"] != "debug_freeze_fs":
-                    continue
-                if step.hold.loop_interval_s or t < frozen_until.get(o["disk"], -1.0):
-                    raise ConfigError(
-                        f"scenario {scenario.name}: step {index} freezes disk {o['disk']} "
-                        "again while it is still frozen (or in a loop)",
-                        "let the first freeze end before the next, and keep freezes out of loops",
-                    )
-                frozen_until[o["disk"]] = t + o["ms"] / 1000
+            where = f"scenario {scenario.name}: step {index}"
+            _note_freezes(ops, bool(step.hold.loop_interval_s), t, frozen_until, where)
             rounds.append({"at_s": round(t + offset, 6), "ops": ops})
             total_rounds += 1
             if total_rounds > MAX_ROUNDS:
