@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from ktstr.disk import Disk, check_shareable
 from ktstr.host import mem_available_mib
-from ktstr.presets import DEFAULT_MAX_CPUS, Variant, expand, shard
-from ktstr.pytest_plugin import Constraints
+from ktstr.presets import DEFAULT_MAX_CPUS, Constraints, Variant, expand, shard
 from ktstr.runner import run_scenario
 from ktstr.scenario.catalog import get
 from ktstr.scheduler import Scheduler

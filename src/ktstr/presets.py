@@ -7,6 +7,7 @@ counts, SMT, several NUMA nodes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ktstr.errors import ConfigError
@@ -48,6 +49,44 @@ def preset(name: str) -> Topology:
     return Topology.parse(PRESETS[name])
 
 
+@dataclass
+class Constraints:
+    """The topologies a test accepts; lives here so the gauntlet needs no pytest."""
+
+    min_cpus: int = 1
+    max_cpus: int | None = None
+    min_llcs: int = 1
+    max_llcs: int | None = None
+    min_numa_nodes: int = 1
+    max_numa_nodes: int | None = None
+    requires_smt: bool = False
+
+    def reason(self, t: Topology) -> str | None:
+        """Why ``t`` is excluded, as one sentence, or None when the test accepts it."""
+        checks = [
+            (t.cpus < self.min_cpus, f"needs at least {self.min_cpus} CPUs"),
+            (
+                self.max_cpus is not None and t.cpus > self.max_cpus,
+                f"allows at most {self.max_cpus} CPUs",
+            ),
+            (t.llcs < self.min_llcs, f"needs at least {self.min_llcs} LLCs"),
+            (
+                self.max_llcs is not None and t.llcs > self.max_llcs,
+                f"allows at most {self.max_llcs} LLCs",
+            ),
+            (t.numa_nodes < self.min_numa_nodes, f"needs {self.min_numa_nodes}+ NUMA nodes"),
+            (
+                self.max_numa_nodes is not None and t.numa_nodes > self.max_numa_nodes,
+                f"allows at most {self.max_numa_nodes} NUMA nodes",
+            ),
+            (self.requires_smt and t.threads_per_core < 2, "needs SMT"),
+        ]
+        for failed, text in checks:
+            if failed:
+                return f"topology {t.name}: the test {text}"
+        return None
+
+
 @dataclass(frozen=True)
 class Variant:
     """One cell of a gauntlet: a preset and a scheduler profile."""
@@ -66,7 +105,11 @@ class Variant:
         return Topology.parse(self.topology).cpus + 8
 
 
-def expand(accept, profiles: list[str] | None, names: list[str] | None = None) -> list[Variant]:
+def expand(
+    accept: Callable[[Topology], str | None],
+    profiles: list[str] | None,
+    names: list[str] | None = None,
+) -> list[Variant]:
     """Presets the constraints accept (``accept(topology) -> reason | None``) × profiles."""
     out = []
     for name in names or list(PRESETS):

@@ -22,45 +22,17 @@ import pytest
 
 from ktstr.disk import Disk, check_disks, check_shareable
 from ktstr.errors import ConfigError, KtstrError
-from ktstr.presets import DEFAULT_MAX_CPUS, Variant, expand, parse_shard, shard
+from ktstr.presets import (  # Constraints is re-exported: user code imports it from here
+    DEFAULT_MAX_CPUS,
+    Constraints,
+    Variant,
+    expand,
+    parse_shard,
+    shard,
+)
 from ktstr.scenario.model import CgroupDef, Checks, Scenario, Step, run_defs, run_steps
 from ktstr.scheduler import EEVDF, Scheduler
 from ktstr.topology import Topology, as_topology
-
-
-@dataclass
-class Constraints:
-    min_cpus: int = 1
-    max_cpus: int | None = None
-    min_llcs: int = 1
-    max_llcs: int | None = None
-    min_numa_nodes: int = 1
-    max_numa_nodes: int | None = None
-    requires_smt: bool = False
-
-    def reason(self, t: Topology) -> str | None:
-        checks = [
-            (t.cpus < self.min_cpus, f"needs at least {self.min_cpus} CPUs"),
-            (
-                self.max_cpus is not None and t.cpus > self.max_cpus,
-                f"allows at most {self.max_cpus} CPUs",
-            ),
-            (t.llcs < self.min_llcs, f"needs at least {self.min_llcs} LLCs"),
-            (
-                self.max_llcs is not None and t.llcs > self.max_llcs,
-                f"allows at most {self.max_llcs} LLCs",
-            ),
-            (t.numa_nodes < self.min_numa_nodes, f"needs {self.min_numa_nodes}+ NUMA nodes"),
-            (
-                self.max_numa_nodes is not None and t.numa_nodes > self.max_numa_nodes,
-                f"allows at most {self.max_numa_nodes} NUMA nodes",
-            ),
-            (self.requires_smt and t.threads_per_core < 2, "needs SMT"),
-        ]
-        for failed, text in checks:
-            if failed:
-                return f"topology {t.name}: the test {text}"
-        return None
 
 
 @dataclass
