@@ -93,9 +93,9 @@ def run(
 
     ``disks`` replaces each scenario's own disks (the CLI's ``--disk``).
     """
-    from ktstr.checks.scheduler import bug_summary
     from ktstr.initramfs.image import base_image
     from ktstr.kernel.store import resolve
+    from ktstr.results.terminal import bug_summary
     from ktstr.vm.accel import choose
 
     budget = budget or default_budget()

@@ -74,7 +74,7 @@ class KtstrContext:
 
 def failure_report(record: dict) -> str:
     """BUG SUMMARY first, then every failing finding, then where the evidence is."""
-    from ktstr.checks.scheduler import bug_summary
+    from ktstr.results.terminal import bug_summary
 
     lines = [bug_summary(record) or f"verdict {record.get('verdict')}"]
     for f in record.get("findings", []):
@@ -111,7 +111,7 @@ def ktstr_test(
     limits = Constraints(**constraints)  # type: ignore[arg-type]
     declared_disks = check_disks(disks)
     if expect_error:
-        from ktstr.runner import validate_expect_error
+        from ktstr.checks.expectations import validate_expect_error
 
         validate_expect_error(expect_error)
 

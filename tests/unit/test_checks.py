@@ -201,16 +201,17 @@ def test_overrides_validated():
 
 
 def test_skipped_record_and_stored_record_round_trip(tmp_path, monkeypatch):
+    from ktstr import record as stored
     from ktstr import runner
 
     assert judge({"skipped": "steady_llc needs at least 2 LLCs"}).status == "skip"
     monkeypatch.setenv("KTSTR_RUNS_DIR", str(tmp_path))
     full = record([worker(0), worker(1, gaps=[[2.5, 3.0, 1]])])
-    full["schema"] = runner.RECORD_SCHEMA
+    full["schema"] = stored.SCHEMA
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     runner.save(full, run_dir)
-    loaded, where = runner.load(run_dir)
+    loaded, where = stored.load(run_dir)
     assert loaded == full and where == run_dir
     assert judge(loaded).findings == judge(full).findings
     assert judge(loaded).status == "fail"

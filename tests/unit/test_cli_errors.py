@@ -53,7 +53,7 @@ def test_scenarios_lists_the_whole_catalog_with_descriptions():
 def test_check_exit_codes_follow_the_verdict(tmp_path):
     import json
 
-    from ktstr.runner import RECORD_SCHEMA
+    from ktstr.record import SCHEMA as RECORD_SCHEMA
 
     def stored(gap_s: float, units: float) -> str:
         rec = {

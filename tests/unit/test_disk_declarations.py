@@ -18,10 +18,10 @@ from ktstr.disk import (
     parse_disk_option,
     parse_size,
 )
-from ktstr.disk_evidence import disk_records
 from ktstr.errors import ConfigError, KernelError
 from ktstr.kernel.image import KernelInfo
 from ktstr.kernel.modules import guest_modules, module_closure
+from ktstr.record.disks import disk_records
 from ktstr.scenario.model import CgroupDef, HoldSpec, Op, Scenario, Step
 from ktstr.scenario.plan import compile_plan
 from ktstr.scenario.work import WorkSpec, io_rand_read, io_seq_write, sequence, spin
@@ -270,7 +270,7 @@ def test_freeze_fs_needs_a_disk_with_a_filesystem():
 
 
 def test_kernel_health_names_the_worker_a_hung_task_report_is_about():
-    from ktstr.checks.judge import kernel_health
+    from ktstr.checks.kernel_health import kernel_health
 
     record = {
         "workers": [{"id": 3, "pid": 107, "cgroup_path": "w"}],
@@ -406,7 +406,7 @@ def test_overlapping_freezes_of_one_disk_are_refused():
 
 
 def test_busy_time_is_the_union_of_intervals():
-    from ktstr.disk_evidence import _busy_time
+    from ktstr.record.disks import _busy_time
 
     assert _busy_time([(0, 5), (5, 10)]) == 10
     assert _busy_time([(0, 5), (2, 4), (8, 9)]) == 6

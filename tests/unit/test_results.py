@@ -6,6 +6,7 @@ import random
 import pytest
 
 from ktstr.errors import ConfigError
+from ktstr.record import SCHEMA
 from ktstr.results import baselines, compare, store
 from ktstr.results.metrics import METRICS, values
 
@@ -34,6 +35,7 @@ def record(
         "cpu_time_ns": 9 * 10**9,
     }
     return {
+        "schema": SCHEMA,
         "scenario": scenario,
         "topology": topo,
         "workers": [worker, dict(worker, id=1)],

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from ktstr.checks.scheduler import bug_summary, scheduler_health
+from ktstr.checks.expectations import apply_expectations, validate_expect_error
+from ktstr.checks.scheduler import scheduler_health
 from ktstr.errors import ConfigError, EnvironmentProblem
-from ktstr.runner import apply_expectations, validate_expect_error
+from ktstr.results.terminal import bug_summary
 from ktstr.scheduler import EEVDF, Flag, Scheduler, from_cli
 
 DATA = Path(__file__).parent.parent / "data"
@@ -157,7 +158,7 @@ def test_watchdog_timeout_goes_through_the_schedulers_own_option():
 
 
 def test_debug_dump_and_full_output_saved(tmp_path):
-    from ktstr.runner import write_scheduler_logs
+    from ktstr.record.builder import write_scheduler_logs
 
     sched = json.loads((DATA / "sched-stall.json").read_text())["scheduler"]
     write_scheduler_logs(sched, tmp_path)

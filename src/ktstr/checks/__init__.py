@@ -2,7 +2,8 @@
 
 The guest records raw facts; these functions turn them into findings and
 a verdict, so a stored record can be re-judged with other thresholds
-without booting anything (``ktstr check``).
+without booting anything (``ktstr check``).  One module per check; the
+list of checks and the verdict path are in ``judge.py``.
 """
 
 from ktstr.checks.judge import CHECKS, judge

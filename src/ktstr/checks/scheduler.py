@@ -1,5 +1,7 @@
 """Scheduler health: how the scheduler under test failed, if it did, with its evidence.
 
+Reads: ``scheduler`` (events, output, kmsg), ``console`` (a panic), ``workload_skipped``.
+
 Never judged from the scheduler's exit status alone (the kernel's example
 schedulers exit 0 after the kernel ejected them): the sched_ext state
 changes, the kernel's ``sched_ext:`` messages and the scheduler's own
@@ -216,18 +218,10 @@ def scheduler_health(record: dict, th: dict) -> list[Finding]:
     return out
 
 
-# Causes before consequences: a scheduler's ejection explains the stuck workers after it.
-_SUMMARY_ORDER = ("scheduler", "kernel_health", "vm", "expect")
-
-
-def bug_summary(record: dict) -> str | None:
-    """One line naming the failure that most likely caused the rest."""
-    failed = [f for f in record.get("findings", []) if f["status"] == FAIL]
-    if not failed:
-        return None
-
-    def rank(f: dict) -> int:
-        return _SUMMARY_ORDER.index(f["check"]) if f["check"] in _SUMMARY_ORDER else 99
-
-    first = min(failed, key=rank)
-    return f"BUG SUMMARY: [{first['check']}/{first['kind']}] {first['message']}"
+def scheduler(record: dict, th: dict) -> list[Finding]:
+    """Scheduler health, and a workload the guest never ran because the scheduler left."""
+    out = scheduler_health(record, th)
+    skipped = record.get("workload_skipped")
+    if skipped and not any(f.status == FAIL for f in out):
+        out.append(Finding("scheduler", FAIL, "detached", skipped))
+    return out

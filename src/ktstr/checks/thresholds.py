@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ktstr.errors import ConfigError
 
 DEFAULTS: dict[str, float] = {
@@ -29,22 +31,33 @@ DEFAULTS: dict[str, float] = {
 }
 
 
+def _checked(key: str, raw: object) -> float:
+    if key not in DEFAULTS:
+        raise ConfigError(
+            f"unknown threshold {key!r}", f"use one of: {', '.join(sorted(DEFAULTS))}"
+        )
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"threshold {key}={raw!r} is not a number", "give a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"threshold {key}={raw} must be a finite number >= 0", "give 0 or more")
+    return value
+
+
+def validate(thresholds: dict[str, object]) -> dict[str, float]:
+    """Thresholds by name, each known and a finite number >= 0 (a typo is an error)."""
+    return {key: _checked(key, raw) for key, raw in thresholds.items()}
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, float]:
     """``["not_stuck.max_gap_ms=500"]`` -> {"not_stuck.max_gap_ms": 500.0}, validated."""
     out: dict[str, float] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise ConfigError(
-                f"unknown threshold {key!r}", f"use one of: {', '.join(sorted(DEFAULTS))}"
-            )
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"threshold {key}={raw!r} is not a number", "give a number") from None
-        if value != value or value < 0:
-            raise ConfigError(f"threshold {key}={raw} must be a number >= 0", "give 0 or more")
-        out[key] = value
+        if not sep:
+            raise ConfigError(f"threshold {item!r} is not key=value", "write it as key=value")
+        out[key] = _checked(key, raw)
     return out
 
 

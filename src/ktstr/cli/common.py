@@ -12,8 +12,7 @@ EXIT_FOR_VERDICT = {"pass": 0, "skip": 0, "fail": 1, "inconclusive": 2}
 
 
 def print_run(record: dict, run_dir: str) -> None:
-    from ktstr.checks.scheduler import bug_summary
-    from ktstr.results.terminal import run_summary
+    from ktstr.results.terminal import bug_summary, run_summary
 
     summary = bug_summary(record) if record.get("verdict") == "fail" else None
     if summary:

@@ -29,8 +29,8 @@ def cmd_results_list(args: argparse.Namespace) -> int:
 
 
 def cmd_results_show(args: argparse.Namespace) -> int:
+    from ktstr.record import load
     from ktstr.results import store
-    from ktstr.runner import load
 
     record, run_dir = load(store.run_path(args.run))
     print_run(record, str(run_dir))
@@ -140,10 +140,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ktstr.record import load
     from ktstr.results import baselines, report, store
 
     try:
-        records = [json.loads((store.run_path(args.what) / "record.json").read_text())]
+        records = [load(store.run_path(args.what))[0]]
     except KtstrError:
         records = baselines.records(args.what)
     out = Path(args.output or ("report.md" if args.format == "md" else "report.html"))

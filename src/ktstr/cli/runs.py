@@ -10,7 +10,8 @@ from ktstr.topology import Topology
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ktstr.runner import run_scenario, validate_expect_error
+    from ktstr.checks.expectations import validate_expect_error
+    from ktstr.runner import run_scenario
     from ktstr.scenario.catalog import get
     from ktstr.scheduler import from_cli
 
@@ -50,11 +51,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ktstr.checks import parse_overrides
-    from ktstr.runner import apply_verdict, judge_record, load
+    from ktstr.checks import judge, parse_overrides
+    from ktstr.record import load
+    from ktstr.record.builder import with_verdict
 
     record, run_dir = load(args.run)
-    apply_verdict(record, judge_record(record, parse_overrides(args.set)))
+    with_verdict(record, judge(record, parse_overrides(args.set)))
     print_run(record, str(run_dir))
     return EXIT_FOR_VERDICT[record["verdict"]]
 

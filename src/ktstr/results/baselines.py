@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ktstr import paths
 from ktstr.errors import ConfigError
+from ktstr.record import load
 from ktstr.results import store
 
 
@@ -61,8 +62,7 @@ def records(side: str) -> list[dict]:
         names = []
     out = []
     for name in names:
-        path = store.run_path(name) / "record.json"
-        out.append(json.loads(path.read_text()))
+        out.append(load(store.run_path(name))[0])
     if not out:
         raise ConfigError(
             f"{side!r} names no baseline, selects no runs and is no git revision with runs",

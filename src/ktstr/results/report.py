@@ -15,8 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-from ktstr.checks.scheduler import bug_summary  # noqa: E402
-from ktstr.results.terminal import cgroup_table, disk_table  # noqa: E402
+from ktstr.results.terminal import bug_summary, cgroup_table, disk_table  # noqa: E402
 
 
 def _png(fig) -> bytes:

@@ -6,7 +6,7 @@ rebuilds it from them); the records are the truth.
 
 from __future__ import annotations
 
-import json
+import logging
 import sqlite3
 import subprocess
 from contextlib import closing
@@ -14,6 +14,9 @@ from pathlib import Path
 
 from ktstr import paths
 from ktstr.errors import ConfigError
+from ktstr.record import load
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (
     "run",
@@ -92,10 +95,11 @@ def reindex(root: Path | None = None) -> int:
     count = 0
     for record_path in sorted(root.glob("*/record.json")):
         try:
-            record = json.loads(record_path.read_text())
-        except ValueError:
+            record, run_dir = load(record_path)
+        except ConfigError as err:
+            log.warning("not indexed: %s", err)
             continue
-        index(record, record_path.parent)
+        index(record, run_dir)
         count += 1
     return count
 

@@ -1,10 +1,26 @@
-"""Plain-text tables for a run: the verdict per check, and per-cgroup statistics."""
+"""Plain text for a run: the BUG SUMMARY line, the verdict per check, per-cgroup statistics."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
 from ktstr.checks.disks import host_failed
+
+# Causes before consequences: a scheduler's ejection explains the stuck workers after it.
+_SUMMARY_ORDER = ("scheduler", "kernel_health", "vm", "expect")
+
+
+def bug_summary(record: dict) -> str | None:
+    """One line naming the failure that most likely caused the rest."""
+    failed = [f for f in record.get("findings", []) if f["status"] == "fail"]
+    if not failed:
+        return None
+
+    def rank(f: dict) -> int:
+        return _SUMMARY_ORDER.index(f["check"]) if f["check"] in _SUMMARY_ORDER else 99
+
+    first = min(failed, key=rank)
+    return f"BUG SUMMARY: [{first['check']}/{first['kind']}] {first['message']}"
 
 
 def table(rows: list[tuple[str, ...]]) -> list[str]:

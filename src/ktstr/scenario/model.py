@@ -6,9 +6,11 @@ Scenario and a topology into the concrete plan the guest executes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ktstr.checks.thresholds import validate
 from ktstr.disk import Disk, check_disks
 from ktstr.errors import ConfigError
 from ktstr.scenario.cpuset import CpusetSpec
@@ -219,6 +221,19 @@ class Checks:
     kernel_health: bool = True
     disk_errors: bool = True
     thresholds: dict[str, float] = field(default_factory=dict)  # "check.key" -> value
+    # Regexes of console lines kernel_health must not count (a known, harmless warning).
+    kernel_allow: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "thresholds", validate(dict(self.thresholds)))
+        object.__setattr__(self, "kernel_allow", tuple(self.kernel_allow))
+        for pattern in self.kernel_allow:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ConfigError(
+                    f"kernel_allow {pattern!r} is not a valid regex: {err}", "fix the pattern"
+                ) from None
 
 
 @dataclass(frozen=True)

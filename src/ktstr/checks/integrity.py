@@ -1,0 +1,89 @@
+"""Can the run be judged at all?  Numbers that are not finite, a guest that never
+timed its calibration loop, lines the host refused from the guest, and a VM that did
+not power off cleanly each say so, instead of letting the other checks guess.
+
+Reads: ``workers`` (every number), ``calibration.guest_loop_s``, ``channel``, ``vm_end``.
+"""
+
+from __future__ import annotations
+
+from ktstr.checks import timeline as tl
+from ktstr.checks.model import FAIL, INCONCLUSIVE, Finding
+from ktstr.checks.workers import label
+
+# How ktstr.vm.lifecycle names a clean power-off, and a guest that sent too much.
+POWEROFF, FLOODED = "poweroff", "flooded"
+
+
+def bad_numbers(record: dict) -> list[Finding]:
+    """A worker whose numbers are not finite cannot be judged; say so instead of guessing."""
+    out = []
+    for w in record.get("workers", []):
+        bad = tl.bad_numbers(w)
+        if bad:
+            out.append(
+                Finding(
+                    "record",
+                    INCONCLUSIVE,
+                    "bad_data",
+                    f"{label(record, w['id'])}: {', '.join(bad)} not a finite number; "
+                    "its other facts were left unjudged",
+                    w["id"],
+                    w.get("cgroup_path"),
+                )
+            )
+    return out
+
+
+def uncalibrated(record: dict, th: dict) -> list[Finding]:
+    """Workers ran but the guest never timed its calibration loop: its speed is unknown.
+
+    Without it nobody can tell an emulated guest's slowness from the scheduler's,
+    so the verdict cannot be a clean pass.
+    """
+    cal = record.get("calibration")
+    loop = cal.get("guest_loop_s") if cal is not None else None
+    if cal is None or tl.finite(loop) and loop > 0 or not record.get("workers"):
+        return []
+    return [
+        Finding(
+            "calibration",
+            INCONCLUSIVE,
+            "uncalibrated",
+            "the guest reported no calibration, so its speed relative to the host is unknown",
+        )
+    ]
+
+
+def channel(record: dict, th: dict) -> list[Finding]:
+    """A guest whose messages the host refused cannot pass: what was lost is unknown."""
+    ch = record.get("channel")
+    if not ch:
+        return []  # a record made before the channel was accounted for
+    out = []
+    if ch.get("flooded"):
+        out.append(Finding("channel", INCONCLUSIVE, "flooded", str(ch["flooded"])))
+    bad, rejected = ch.get("bad_lines") or 0, ch.get("rejected") or 0
+    if bad or rejected:
+        why = "; ".join(ch.get("reasons") or [])[:500]
+        out.append(
+            Finding(
+                "channel",
+                INCONCLUSIVE,
+                "refused_lines",
+                f"the host refused {bad} malformed line{'s' if bad != 1 else ''} and "
+                f"{rejected} invalid message{'s' if rejected != 1 else ''} from the guest"
+                + (f" ({why})" if why else ""),
+                value=float(bad + rejected),
+                limit=0.0,
+            )
+        )
+    return out
+
+
+def vm_end(record: dict, th: dict) -> list[Finding]:
+    """A VM that ended any other way than a clean power-off did not finish the scenario."""
+    end = record.get("vm_end")
+    if end in (None, POWEROFF, FLOODED):  # a flood is the channel check's finding
+        return []
+    return [Finding("vm", FAIL, end, f"the VM ended by {end} before the scenario finished")]
