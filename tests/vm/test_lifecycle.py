@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from ktstr.topology import Topology
 from ktstr.vm import lifecycle
 from ktstr.vm.accel import choose
 from ktstr.vm.boot import boot
+from tests.helpers import finish, wait_until
 from tests.vm.conftest import qemu_pids_for
 
 TINY = Topology.parse("1n1l1c1t")
@@ -103,16 +103,14 @@ def test_sigint_stops_the_vm_and_keeps_logs(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    console = None
-    for _ in range(600):
-        found = list(tmp_path.glob("*/console.log"))
-        if found and found[0].stat().st_size > 0:
-            console = found[0]
-            break
-        time.sleep(0.1)
-    assert console is not None, "the VM never started writing its console"
+
+    def started() -> Path | None:
+        found = [p for p in tmp_path.glob("*/console.log") if p.stat().st_size > 0]
+        return found[0] if found else None
+
+    console = wait_until(started, "console output from the VM", proc)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = finish(proc)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert console.read_text()

@@ -8,7 +8,7 @@ import pytest
 from ktstr.scenario.cpuset import CpusetSpec
 from ktstr.scenario.model import CgroupDef, HoldSpec, Op, Scenario, Step
 from ktstr.topology import Topology
-from tests.helpers import ktstr
+from tests.helpers import finish, ktstr
 
 TOPO = "1n2l2c1t"
 
@@ -343,7 +343,7 @@ def test_gauntlet_sigint_stops_every_vm_and_keeps_finished_records(tmp_path):
             break
     assert first, "no variant finished"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = finish(proc)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     finished = first.rsplit("(", 1)[1].rstrip(")\n")

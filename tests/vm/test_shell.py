@@ -6,12 +6,15 @@ import sys
 import threading
 import time
 
+from tests.helpers import HANG_GUARD_S
+
 
 class Console:
     """The shell's output as it arrives, and a way to wait for a piece of it."""
 
     def __init__(self, proc: subprocess.Popen) -> None:
         self.seen = bytearray()
+        self.ended = False  # the shell's stdout reached EOF
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
         self._thread.start()
@@ -21,14 +24,21 @@ class Console:
             with self._changed:
                 self.seen.extend(chunk)
                 self._changed.notify_all()
+        with self._changed:
+            self.ended = True
+            self._changed.notify_all()
 
-    def wait_for(self, text: bytes, after: int = 0, timeout_s: float = 300) -> int:
-        """Wait until ``text`` appears past offset ``after``; return where it ends."""
-        deadline = time.monotonic() + timeout_s
+    def wait_for(self, text: bytes, after: int = 0) -> int:
+        """Wait until ``text`` appears past offset ``after``; return where it ends.
+
+        Fails as soon as the output ends without it; the time bound is only a hang guard.
+        """
+        deadline = time.monotonic() + HANG_GUARD_S
         with self._changed:
             while (at := self.seen.find(text, after)) < 0:
+                assert not self.ended, f"{text!r} never came; transcript:\n{self.transcript()}"
                 left = deadline - time.monotonic()
-                assert left > 0, f"{text!r} never came; transcript:\n{self.transcript()}"
+                assert left > 0, f"hang guard: no {text!r}; transcript:\n{self.transcript()}"
                 self._changed.wait(left)
             return at + len(text)
 
@@ -76,5 +86,5 @@ def _converse(proc: subprocess.Popen, console: Console) -> None:
         at = console.wait_for(answer, after=at)
     proc.stdin.write(b"exit\n")
     proc.stdin.flush()
-    assert proc.wait(300) == 0, proc.stderr.read().decode()
-    console.wait_for(b"reboot: Power down", after=at, timeout_s=10)
+    assert proc.wait(HANG_GUARD_S) == 0, proc.stderr.read().decode()
+    console.wait_for(b"reboot: Power down", after=at)  # all output is in once stdout ends

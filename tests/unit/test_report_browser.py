@@ -1,4 +1,7 @@
-"""A report opens in headless Chromium and its plots are drawn (marked vm and browser)."""
+"""A report opens in headless Chromium and its plots are drawn (marked browser).
+
+No VM: Chromium is one of the runtime packages ``make setup`` installs.
+"""
 
 import shutil
 import subprocess
@@ -7,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import HANG_GUARD_S
 from tests.unit.test_results import _reportable
 
 CHROMIUM_FLAGS = [
@@ -43,7 +47,7 @@ def test_report_renders_plots_in_chromium(tmp_path):
                 page.as_uri(),
             ],
             capture_output=True,
-            timeout=120,
+            timeout=HANG_GUARD_S,  # a hang guard only: a screenshot has no time limit
             check=True,
         )
     pixels = matplotlib.image.imread(str(shot))
