@@ -33,13 +33,6 @@ CPU_SCENARIOS = [
 ]
 
 
-def test_every_catalog_scenario_is_tested_in_a_vm():
-    from ktstr.scenario.catalog import CATALOG
-
-    io_scenarios = {"io_wakeup", "io_convoy"}  # tests/vm/test_disks.py runs them
-    assert set(CATALOG) == set(CPU_SCENARIOS) | io_scenarios
-
-
 @pytest.mark.parametrize("name", CPU_SCENARIOS)
 def test_catalog_scenario_passes_under_eevdf(name, tmp_path):
     out = tmp_path / "record.json"
@@ -107,12 +100,6 @@ def test_worker_escaping_its_cpuset_is_reported_by_isolation():
     bad = [f for f in record["findings"] if f["check"] == "isolation" and f["status"] == "fail"]
     assert len(bad) == 1 and bad[0]["worker"] == 0 and bad[0]["cpu"] in (2, 3), bad
     assert bad[0]["at_s"] >= 1.5
-
-
-def test_skip_on_a_topology_the_scenario_cannot_use():
-    proc = ktstr("run", "steady_llc", "--topology", "1n1l2c1t")
-    assert proc.returncode == 0, proc.stderr
-    assert "SKIP" in proc.stdout and "needs at least 2 LLCs" in proc.stdout
 
 
 def test_guest_kernel_crash_is_a_kernel_health_failure_with_evidence():
