@@ -3,8 +3,7 @@
 import pytest
 
 from ktstr.errors import ConfigError
-from ktstr.presets import PRESETS, Variant, expand, parse_shard, preset, shard
-from ktstr.pytest_plugin import Constraints
+from ktstr.presets import PRESETS, Constraints, Variant, expand, parse_shard, preset, shard
 
 pytest_plugins = ["pytester"]
 
@@ -26,14 +25,32 @@ def test_preset_table_covers_what_schedulers_trip_on():
 def test_constraints_filter_and_ids():
     limits = Constraints(min_llcs=2, max_cpus=16, requires_smt=True)
     variants = expand(limits.reason, None)
-    assert variants and all(preset(v.preset).llcs >= 2 for v in variants)
+    # 2+ LLCs, SMT, at most 16 vCPUs: 1n2l2c2t (8), 1n3l2c2t (12) and 2n4l2c2t (16), table order
+    assert variants == [
+        Variant("smt-2llc", "1n2l2c2t", None),
+        Variant("smt-3llc", "1n3l2c2t", None),
+        Variant("numa2-smt", "2n4l2c2t", None),
+    ]
+    assert all(preset(v.preset).llcs >= 2 for v in variants)
     assert all(
         preset(v.preset).threads_per_core == 2 and preset(v.preset).cpus <= 16 for v in variants
     )
     assert [v.id for v in variants] == [v.preset for v in variants]  # EEVDF: no profile
     with_profiles = expand(limits.reason, ["default", "llc"])
     assert with_profiles[0].id.endswith("/default") and len(with_profiles) == 2 * len(variants)
-    assert expand(Constraints().reason, None) == expand(Constraints().reason, None)
+    everything = expand(Constraints().reason, None)  # no limits: every preset, table order
+    assert len(everything) == 21 and everything[0] == Variant("tiny-1llc", "1n1l4c1t", None)
+    assert everything[-1] == Variant("max-cpu", "1n14l9c2t", None)
+    assert Constraints(max_cpus=4).reason(preset("tiny-smt")) is None
+    assert Constraints(max_cpus=3).reason(preset("tiny-smt")) == (
+        "topology 1n1l2c2t: the test allows at most 3 CPUs"
+    )
+
+
+def test_the_plugin_reexports_the_constraints_the_gauntlet_uses():
+    from ktstr import pytest_plugin
+
+    assert pytest_plugin.Constraints is Constraints
 
 
 def test_shards_are_disjoint_complete_and_balanced():
