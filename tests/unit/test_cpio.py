@@ -41,6 +41,7 @@ def test_deterministic_regardless_of_insertion_order():
     b.add_file("a", b"2")
     b.add_file("z", b"1")
     assert written(a) == written(b)
+    assert [e.path for e in cpio.read(written(b))] == ["a", "z"]  # sorted by path
 
 
 def test_concatenated_archives_read_as_one():
