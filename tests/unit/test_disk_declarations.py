@@ -168,15 +168,25 @@ def test_io_pattern_names_each_sector():
     assert data[16:512] == data[528:1024]
 
 
+def _commands(sock):
+    """Commands as QEMU's streaming parser reads them: JSON objects, newline or not."""
+    buf, decoder = "", json.JSONDecoder()
+    while data := sock.recv(65536):
+        buf += data.decode()
+        while buf.strip():
+            cmd, end = decoder.raw_decode(buf.lstrip())
+            buf = buf.lstrip()[end:]
+            yield cmd
+
+
 def _fake_qemu(sock, stats):
-    f = sock.makefile("rwb")
-    f.write(b'{"QMP": {"version": {}}}\r\n')
+    f = sock.makefile("wb")
+    f.write(b'{"QMP": {"version": {}, "capabilities": []}}\r\n')
     f.flush()
-    for line in f:
-        cmd = json.loads(line)
+    for cmd in _commands(sock):
         if cmd["execute"] == "qmp_capabilities":
             reply = [
-                {"return": {}, "id": cmd["id"]},
+                {"return": {}, "id": cmd.get("id")},
                 {"event": "SHUTDOWN", "data": {"reason": "guest-shutdown"}},
             ]
         elif cmd["execute"] == "query-blockstats":

@@ -5,17 +5,29 @@ instead of ending QEMU; the monitor then asks ``query-blockstats`` (the
 device counters are complete: the guest has flushed and stopped) and
 tells QEMU to quit.  The monitor talks over one end of a socketpair, as
 the guest channel does, so there is no socket file to leave behind.
+
+The protocol itself (greeting, capabilities negotiation, command ids,
+events) is QEMU's own client, ``qemu.qmp``, run on an asyncio loop in
+the monitor's thread.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import socket
 import threading
 from typing import Any
 
+from ktstr.errors import VmError
+
 log = logging.getLogger(__name__)
+# qemu.qmp logs a lost connection at ERROR; for ktstr that is an ordinary end
+# (QEMU exits, or dies and lifecycle reports why), so it is debug output only.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+COMMAND_TIMEOUT_S = 30.0  # a paused QEMU answers query-blockstats at once
+CONNECT_TIMEOUT_S = 60.0  # QEMU greets as soon as it has parsed its argv
 
 # query-blockstats fields kept per disk (QEMU names).
 STAT_FIELDS = (
@@ -37,8 +49,11 @@ STAT_FIELDS = (
 )
 
 
-class QmpError(RuntimeError):
-    pass
+class QmpError(VmError):
+    """QEMU's monitor refused a command, did not answer in time, or went away."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause, "see qemu.stderr.log in the run directory")
 
 
 class Monitor(threading.Thread):
@@ -47,63 +62,89 @@ class Monitor(threading.Thread):
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(daemon=True, name="ktstr-qmp")
         self.sock = sock
-        self.stream = sock.makefile("rwb")
         self.blockstats: dict[str, dict[str, int]] | None = None
         self.shutdown_reason: str | None = None
         self.error: str | None = None
         self.quit_sent = False
-        self._next_id = 0
 
     @property
     def abandoned(self) -> bool:
         """Gone without telling QEMU to quit: a paused QEMU must be ended by other means."""
         return not self.is_alive() and not self.quit_sent
 
-    def _read(self) -> dict[str, Any]:
-        line = self.stream.readline()
-        if not line:
-            raise EOFError("QEMU closed the monitor")
-        return json.loads(line)
-
-    def command(self, name: str, **arguments: Any) -> Any:
-        """Send one command and return its result; events read meanwhile are ignored."""
-        self._next_id += 1
-        msg: dict[str, Any] = {"execute": name, "id": self._next_id}
-        if arguments:
-            msg["arguments"] = arguments
-        self.stream.write(json.dumps(msg).encode() + b"\n")
-        self.stream.flush()
-        while True:
-            reply = self._read()
-            if reply.get("id") != self._next_id:
-                continue
-            if "error" in reply:
-                raise QmpError(f"{name}: {reply['error'].get('desc')}")
-            return reply.get("return")
-
     def run(self) -> None:
         try:
-            self._read()  # greeting
-            self.command("qmp_capabilities")
-            while True:
-                msg = self._read()
-                if msg.get("event") == "SHUTDOWN":
-                    self.shutdown_reason = (msg.get("data") or {}).get("reason")
-                    try:
-                        self.blockstats = parse_blockstats(self.command("query-blockstats"))
-                    finally:  # a paused QEMU must end even if the query failed
-                        self.stream.write(b'{"execute": "quit"}\n')
-                        self.stream.flush()
-                        self.quit_sent = True
-                    return
+            asyncio.run(self._session())
         except Exception as err:  # reported, never a thread traceback; lifecycle ends QEMU
             self.error = f"{type(err).__name__}: {err}"
             log.debug("QMP monitor ended: %s", self.error)
+
+    async def _session(self) -> None:
+        from qemu.qmp import ExecInterruptedError, QMPClient
+
+        client = QMPClient("ktstr")
+        try:
+            try:
+                await asyncio.wait_for(client.connect(self.sock), CONNECT_TIMEOUT_S)
+            except TimeoutError:
+                raise QmpError(
+                    f"QEMU did not greet on its monitor in {CONNECT_TIMEOUT_S:.0f} s"
+                ) from None
+            except Exception as err:  # QMPError, EOF, OSError; a hang-up mid-connect asserts
+                raise QmpError(
+                    f"QEMU closed the monitor before the guest powered off: {err!r}"
+                ) from None
+            event = await _shutdown_event(client)
+            self.shutdown_reason = (event.get("data") or {}).get("reason")
+            try:
+                reply = await _execute(client, "query-blockstats")
+                self.blockstats = parse_blockstats(reply)
+            finally:  # a paused QEMU must end even if the query failed
+                try:
+                    await _execute(client, "quit")
+                except ExecInterruptedError:
+                    pass  # QEMU closed the monitor as it quit, before its reply
+                self.quit_sent = True
         finally:
             try:
-                self.stream.close()
-            except OSError:
-                pass
+                await client.disconnect()
+            except Exception as err:  # what ended the connection; an EOF after quit is normal
+                log.debug("QMP connection ended: %s: %s", type(err).__name__, err)
+
+
+async def _execute(client: Any, name: str) -> Any:
+    """One command, with a timeout; QMP errors become :class:`QmpError`."""
+    from qemu.qmp import ExecuteError
+
+    try:
+        return await asyncio.wait_for(client.execute(name), COMMAND_TIMEOUT_S)
+    except ExecuteError as err:
+        raise QmpError(f"QEMU refused {name}: {err.error_class}: {err}") from None
+    except TimeoutError:
+        raise QmpError(f"QEMU did not answer {name} in {COMMAND_TIMEOUT_S:.0f} s") from None
+
+
+async def _shutdown_event(client: Any) -> dict[str, Any]:
+    """The SHUTDOWN event, or QmpError once QEMU closes the monitor without sending one."""
+    from qemu.qmp import Runstate
+
+    async def shutdown() -> dict[str, Any]:
+        async for event in client.events:
+            if event["event"] == "SHUTDOWN":
+                return dict(event)
+        raise AssertionError("unreachable: the event stream does not end")
+
+    async def lost() -> None:
+        while client.runstate == Runstate.RUNNING:
+            await client.runstate_changed()
+
+    waiters = [asyncio.ensure_future(shutdown()), asyncio.ensure_future(lost())]
+    done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    if waiters[0] in done:
+        return waiters[0].result()
+    raise QmpError("QEMU closed the monitor before the guest powered off")
 
 
 def parse_blockstats(reply: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
