@@ -1,6 +1,8 @@
 """Metrics from hand-built records, A/B statistics on synthetic samples, policies, the index."""
 
+import itertools
 import json
+import math
 import random
 
 import pytest
@@ -103,6 +105,48 @@ def test_exact_mann_whitney_small_samples():
     assert compare.mann_whitney([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)
     assert compare.mann_whitney([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
     assert compare.mann_whitney([], [1]) == 1.0
+
+
+def test_mann_whitney_and_interval_match_known_values():
+    # R's wilcox.test example (Hollander & Wolfe): W = 35, one-sided p 0.1272
+    x = [0.80, 0.83, 1.89, 1.04, 1.45, 1.38, 1.91, 1.64, 0.73, 1.46]
+    y = [1.15, 0.88, 0.90, 0.74, 1.21]
+    assert compare.mann_whitney(x, y) == pytest.approx(2 * 0.1272061272, abs=1e-9)
+    assert compare.mann_whitney([5.0] * 3, [5.0] * 3) == 1.0
+    assert compare.ci95([1.0]) == 0.0
+    assert compare.ci95([2.0, 4.0, 6.0]) == pytest.approx(1.959964 * 2 / math.sqrt(3), rel=1e-6)
+
+
+def _enumerated_p(a: list[float], b: list[float]) -> float:
+    """Exact two-sided p by enumerating every split of the (tie-averaged) ranks."""
+    pooled = sorted(a + b)
+    rank = {v: (pooled.index(v) + 1 + len(pooled) - pooled[::-1].index(v)) / 2 for v in pooled}
+    ranks = [rank[v] for v in a + b]
+    observed = sum(ranks[: len(a)])
+    sums = [sum(c) for c in itertools.combinations(ranks, len(a))]
+    low = sum(s <= observed + 1e-9 for s in sums) / len(sums)
+    high = sum(s >= observed - 1e-9 for s in sums) / len(sums)
+    return min(1.0, 2 * min(low, high))
+
+
+def test_exact_mann_whitney_with_ties_is_the_permutation_distribution():
+    for a, b in [
+        ([1, 2, 2, 2], [2, 2, 3, 4]),
+        ([1, 1, 2, 3], [2, 3, 3, 4, 5]),
+        ([1, 2, 2, 3, 3, 3], [3, 4, 4, 5, 5, 6, 7]),
+    ]:
+        assert compare.mann_whitney(a, b) == pytest.approx(_enumerated_p(a, b))
+
+
+def test_large_samples_use_the_tie_corrected_normal_approximation():
+    a = [1, 1, 1, 2, 2, 2, 3, 3, 3, 4]
+    b = [2, 2, 3, 3, 4, 4, 5, 5, 5, 5]
+    n1, n2, n = len(a), len(b), len(a) + len(b)
+    u = sum((x > y) + 0.5 * (x == y) for x in a for y in b)
+    ties = sum((a + b).count(v) ** 3 - (a + b).count(v) for v in set(a + b))
+    var = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
+    z = (abs(u - n1 * n2 / 2) - 0.5) / math.sqrt(var)
+    assert compare.mann_whitney(a, b) == pytest.approx(math.erfc(z / math.sqrt(2)))
 
 
 def test_policy_overrides_thresholds(tmp_path):
