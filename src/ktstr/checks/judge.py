@@ -20,6 +20,7 @@ from ktstr.checks.model import SKIP, Finding, Verdict
 from ktstr.checks.not_stuck import not_stuck
 from ktstr.checks.scheduler import scheduler
 from ktstr.checks.thresholds import merged, validate
+from ktstr.checks.work_conservation import work_conservation
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ CHECKS: tuple[Check, ...] = (
     Check("not_stuck", not_stuck, switchable=True, judges_workload=True),
     Check("fairness", fairness, switchable=True, judges_workload=True),
     Check("isolation", isolation, switchable=True, judges_workload=True),
+    Check("work_conservation", work_conservation, switchable=True, judges_workload=True),
     Check("kernel_health", kernel_health, switchable=True),
     Check("disk_errors", disk_errors, switchable=True),
     Check("scheduler", scheduler),

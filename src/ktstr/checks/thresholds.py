@@ -20,6 +20,14 @@ DEFAULTS: dict[str, float] = {
     "fairness.weight_tolerance_pct": 25.0,
     # isolation: how long after a cpuset change a worker may still be seen on an old CPU.
     "isolation.grace_ms": 250.0,
+    # work_conservation: CPUs idle while tasks waited in other run queues they could use,
+    # averaged over a window so a transient (a wakeup, a balancing pass) does not count.
+    # EEVDF under TCG stays under 0.25 CPUs on oversubscribed 15/16-vCPU guests; a
+    # scheduler that piles work on one CPU of four idles three.
+    "work_conservation.window_s": 2.0,
+    "work_conservation.max_idle_cpus": 1.0,
+    # ... or this fraction of the CPUs the waiting work could use, if larger.
+    "work_conservation.max_idle_fraction": 0.125,
     # disk_errors: I/O errors allowed per disk (QEMU's failed requests + guest-side refusals).
     "disk_errors.max_errors": 0.0,
     # optional checks; 0 disables them.

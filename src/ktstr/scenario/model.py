@@ -218,6 +218,7 @@ class Checks:
     not_stuck: bool = True
     fairness: bool = True
     isolation: bool = True
+    work_conservation: bool = True
     kernel_health: bool = True
     disk_errors: bool = True
     thresholds: dict[str, float] = field(default_factory=dict)  # "check.key" -> value
