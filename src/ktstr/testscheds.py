@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ktstr import paths
+from ktstr import fixture_sched, paths
 from ktstr.errors import EnvironmentProblem, KernelError
 from ktstr.kernel import debian
 from ktstr.kernel.image import KernelInfo
@@ -156,6 +156,7 @@ def build(
         )
         log.info("built test schedulers with clang-%s in %.0f s", comp, time.monotonic() - started)
         out_dirs.append(out / "bin")
+    fixture_sched.build(out_dirs, lambda: tree or source_tree(kernel), vmlinux, force)
     return out_dirs
 
 
