@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ktstr.checks.disks import disk_errors, io_throughput
 from ktstr.checks.expectations import apply_expectations
 from ktstr.checks.fairness import fairness
+from ktstr.checks.imbalance import imbalance
 from ktstr.checks.integrity import bad_numbers, channel, uncalibrated, vm_end
 from ktstr.checks.isolation import isolation
 from ktstr.checks.kernel_health import kernel_health
@@ -40,6 +41,7 @@ CHECKS: tuple[Check, ...] = (
     Check("fairness", fairness, switchable=True, judges_workload=True),
     Check("isolation", isolation, switchable=True, judges_workload=True),
     Check("work_conservation", work_conservation, switchable=True, judges_workload=True),
+    Check("imbalance", imbalance, switchable=True, judges_workload=True),
     Check("kernel_health", kernel_health, switchable=True),
     Check("disk_errors", disk_errors, switchable=True),
     Check("scheduler", scheduler),

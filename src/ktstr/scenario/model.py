@@ -219,6 +219,7 @@ class Checks:
     fairness: bool = True
     isolation: bool = True
     work_conservation: bool = True
+    imbalance: bool = True
     kernel_health: bool = True
     disk_errors: bool = True
     thresholds: dict[str, float] = field(default_factory=dict)  # "check.key" -> value
