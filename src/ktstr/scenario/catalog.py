@@ -26,26 +26,38 @@ def _hold(frac: float) -> HoldSpec:
 
 
 def _build() -> dict[str, Scenario]:
-    two = [CgroupDef("cg_0", workers=2), CgroupDef("cg_1", workers=2)]
+    # Contention is the point of most scenarios: worker counts scale with the CPUs a
+    # cgroup may use (workers_pct), so a 16-vCPU guest is as contended as a 4-vCPU one.
+    two = [
+        CgroupDef("cg_0", workers=0, workers_pct=1.0),
+        CgroupDef("cg_1", workers=0, workers_pct=1.0),
+    ]
     nested = CgroupDef(
         "parent",
         workers=0,
-        children=(CgroupDef("child_0", workers=2), CgroupDef("child_1", workers=2)),
+        children=(
+            CgroupDef("child_0", workers=0, workers_pct=0.5),
+            CgroupDef("child_1", workers=0, workers_pct=0.5),
+        ),
     )
     scenarios = [
         Scenario(
             "steady",
-            "two cgroups of two spinners each, held for the whole run",
+            "two cgroups of spinners, one per CPU each, held for the whole run",
             [Step([Op.add_cgroup(d) for d in two])],
         ),
         Scenario(
             "steady_llc",
-            "one cgroup of spinners per LLC, each confined to its LLC",
+            "one cgroup of spinners per LLC, two per CPU, each confined to its LLC",
             [
                 Step(
                     [
-                        Op.add_cgroup(CgroupDef("llc_0", workers=2, cpuset=C.llc(0))),
-                        Op.add_cgroup(CgroupDef("llc_1", workers=2, cpuset=C.llc(1))),
+                        Op.add_cgroup(
+                            CgroupDef("llc_0", workers=0, workers_pct=2.0, cpuset=C.llc(0))
+                        ),
+                        Op.add_cgroup(
+                            CgroupDef("llc_1", workers=0, workers_pct=2.0, cpuset=C.llc(1))
+                        ),
                     ]
                 )
             ],
@@ -90,7 +102,10 @@ def _build() -> dict[str, Scenario]:
             "cpuset_resize",
             "a cgroup's cpuset shrinks to a quarter, then grows back",
             [
-                Step([Op.add_cgroup(CgroupDef("cg_0", workers=4, cpuset=C.all()))], _hold(0.3)),
+                Step(
+                    [Op.add_cgroup(CgroupDef("cg_0", workers=0, workers_pct=1.0, cpuset=C.all()))],
+                    _hold(0.3),
+                ),
                 Step([Op.set_cpuset("cg_0", C.range(0, 0.25))], _hold(0.4)),
                 Step([Op.set_cpuset("cg_0", C.all())], _hold(0.3)),
             ],
@@ -112,7 +127,7 @@ def _build() -> dict[str, Scenario]:
             "affinity_change",
             "workers' affinity narrows to the first half of the CPUs",
             [
-                Step([Op.add_cgroup(CgroupDef("cg_0", workers=4))], _hold(0.5)),
+                Step([Op.add_cgroup(CgroupDef("cg_0", workers=0, workers_pct=1.0))], _hold(0.5)),
                 Step([Op.set_affinity("cg_0", C.range(0, 0.5))], _hold(0.5)),
             ],
             requires=Requires(min_cpus=2),
@@ -136,7 +151,7 @@ def _build() -> dict[str, Scenario]:
             [
                 Step(
                     [
-                        Op.add_cgroup(CgroupDef("spin", workers=2, work=spin())),
+                        Op.add_cgroup(CgroupDef("spin", workers=0, workers_pct=1.0, work=spin())),
                         Op.add_cgroup(CgroupDef("bursty", workers=2, work=bursty(5, 5))),
                         Op.add_cgroup(CgroupDef("yield", workers=2, work=yield_heavy())),
                         Op.add_cgroup(CgroupDef("pingpong", workers=2, work=pipe_pingpong())),
@@ -151,7 +166,7 @@ def _build() -> dict[str, Scenario]:
                 Step(
                     [
                         Op.add_cgroup(nested),
-                        Op.add_cgroup(CgroupDef("sibling", workers=2)),
+                        Op.add_cgroup(CgroupDef("sibling", workers=0, workers_pct=1.0)),
                     ]
                 )
             ],
