@@ -12,12 +12,16 @@ scenario) per estimated second, while it still fits.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import threading
 from dataclasses import dataclass
 
 from ktstr import paths
 from ktstr.presets import Variant
 from ktstr.topology import Topology
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FIXED_S = 6.0  # boot, calibration, teardown under TCG on a 2-core host
 DEFAULT_PER_CPU_S = 0.35
@@ -51,13 +55,22 @@ class CostModel:
 def calibrated() -> CostModel:
     """Least squares of (wall - duration) on vCPUs over this host's runs."""
     points = []
+    bad = 0
     try:
         with open(_samples_path()) as f:
             for line in f:
-                s = json.loads(line)
-                points.append((s["cpus"], s["wall_s"] - s["duration_s"]))
-    except (OSError, ValueError, KeyError):
+                try:
+                    s = json.loads(line)
+                    x, y = float(s["cpus"]), float(s["wall_s"]) - float(s["duration_s"])
+                except (ValueError, KeyError, TypeError):
+                    bad += 1  # a pure cache: e.g. a line cut short by a crash; skipped
+                    continue
+                if math.isfinite(x) and math.isfinite(y):
+                    points.append((x, y))
+    except OSError:
         points = []
+    if bad:
+        log.info("skipped %d unreadable lines of the cost cache %s", bad, _samples_path())
     points = points[-500:]
     if len(points) < MIN_SAMPLES or len({x for x, _ in points}) < 2:
         return CostModel(DEFAULT_FIXED_S, DEFAULT_PER_CPU_S, len(points))

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import datetime
 from pathlib import Path
+
+from ktstr.errors import EnvironmentProblem
+
+# Host programs ktstr runs, and the Debian package that provides each.
+TOOL_PACKAGES = {
+    "apt-get": "apt",
+    "apt-cache": "apt",
+    "dpkg-deb": "dpkg",
+    "tar": "tar",
+    "xz": "xz-utils",
+    "make": "make",
+}
 
 
 def cache_dir() -> Path:
@@ -40,3 +53,19 @@ def new_run_dir(label: str) -> Path:
             continue
         return path
     raise FileExistsError(f"could not create a run directory under {root}")
+
+
+def host_tool(name: str, needed_for: str) -> str:
+    """The path of a host program, or one sentence naming the package that provides it.
+
+    Checked before running it, so a missing tool is not a FileNotFoundError
+    traceback from deep inside subprocess.
+    """
+    found = shutil.which(name)
+    if not found:
+        package = TOOL_PACKAGES.get(name, name)
+        raise EnvironmentProblem(
+            f"{name} is not installed, and {needed_for} needs it",
+            f"install it with: sudo apt-get install {package}",
+        )
+    return found

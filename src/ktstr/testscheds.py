@@ -9,17 +9,19 @@ emits (scx_qmap with clang 19); discovery prefers the newer build.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 from ktstr import fixture_sched, paths
-from ktstr.errors import EnvironmentProblem, KernelError
+from ktstr.errors import ConfigError, EnvironmentProblem, KernelError
 from ktstr.kernel import debian
 from ktstr.kernel.image import KernelInfo
 from ktstr.kernel.store import cached_dirs, meta
@@ -68,25 +70,55 @@ def source_tree(kernel: KernelInfo) -> Path:
     downloads.mkdir(parents=True, exist_ok=True)
     files = " ".join(str(v) for v in dict(info.get("packages", {})).values())
     version = re.search(r"_([^_]+)_amd64\.deb", files)
-    pattern = f"{package}_{version.group(1) if version else '*'}_*.deb"
-    deb = next(iter(downloads.glob(pattern)), None) or apt.download(package, downloads)
+    deb = apt.download(package, downloads, version.group(1) if version else None)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     log.info("unpacking %s (only the parts tools/sched_ext needs)", deb.name)
     members = [f"{package}/{s}" for s in _SUBTREES]
-    script = (
-        f"dpkg-deb --fsys-tarfile '{deb}' | tar -xO ./usr/src/{package}.tar.xz "
-        f"| tar -xJ -C '{root}' --wildcards " + " ".join(f"'{m}'" for m in members)
+    needed_for = "unpacking the kernel's source package"
+    paths.host_tool("xz", needed_for)  # tar -J runs it
+    pipeline(
+        [paths.host_tool("dpkg-deb", needed_for), "--fsys-tarfile", str(deb)],
+        [paths.host_tool("tar", needed_for), "-xO", f"./usr/src/{package}.tar.xz"],
+        [paths.host_tool("tar", needed_for), "-xJ", "-C", str(root), "--wildcards", *members],
+        what=f"unpacking {deb.name}",
+        fix=f"delete {root} and retry",
     )
-    proc = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise EnvironmentProblem(
-            f"unpacking {deb.name} failed: {proc.stderr.strip()[-300:]}", f"delete {root} and retry"
-        )
     (root / ".complete").touch()
     return tree
+
+
+def pipeline(*argvs: list[str], what: str, fix: str) -> None:
+    """``argv | argv | ...`` without a shell: each stage's stdout feeds the next, and every
+    stage's exit status is checked (a shell checks only the last without pipefail)."""
+    procs: list[subprocess.Popen] = []
+    with contextlib.ExitStack() as stack:
+        errs = [stack.enter_context(tempfile.TemporaryFile()) for _ in argvs]
+        try:
+            feed = None
+            for i, argv in enumerate(argvs):
+                last = i == len(argvs) - 1
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=feed if feed is not None else subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL if last else subprocess.PIPE,
+                    stderr=errs[i],
+                )
+                if feed is not None:
+                    feed.close()  # the next stage alone reads it: SIGPIPE reaches the writer
+                feed = proc.stdout
+                procs.append(proc)
+            codes = [proc.wait() for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        for argv, code, err in zip(argvs, codes, errs, strict=True):
+            if code != 0:
+                err.seek(0)
+                detail = err.read().decode(errors="replace").strip()[-300:] or f"exit {code}"
+                raise EnvironmentProblem(f"{what} failed in {Path(argv[0]).name}: {detail}", fix)
 
 
 def available_compilers() -> list[str]:
@@ -103,6 +135,18 @@ def build(
             "no clang with lld is installed to build the test schedulers",
             "install them: sudo apt-get install clang-19 lld-19 llvm-19 libelf-dev zlib1g-dev",
         )
+    for comp in compilers:
+        if not comp.isdigit():
+            raise ConfigError(
+                f"compiler {comp!r} is not a clang major version", "use e.g. --compiler 19,22"
+            )
+        missing = [t for t in (f"clang-{comp}", f"ld.lld-{comp}") if not shutil.which(t)]
+        if missing:
+            raise EnvironmentProblem(
+                f"{missing[0]} is not installed, so the test schedulers cannot be built with it",
+                f"install it with: sudo apt-get install clang-{comp} lld-{comp} llvm-{comp}",
+            )
+    make = paths.host_tool("make", "building the test schedulers")
     vmlinux = kernel.boot_path
     out_dirs = []
     tree = None
@@ -118,14 +162,14 @@ def build(
         started = time.monotonic()
         with open(logfile, "w") as logf:
             subprocess.run(
-                ["make", "-C", str(sched_dir), "clean"],
+                [make, "-C", str(sched_dir), "clean"],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 check=False,
             )
             proc = subprocess.run(
                 [
-                    "make",
+                    make,
                     "-C",
                     str(sched_dir),
                     f"LLVM=-{comp}",
@@ -166,7 +210,15 @@ def listing() -> list[dict[str, str]]:
     if not root.is_dir():
         return rows
     for info_file in sorted(root.glob("*/*/meta.json")):
-        info = json.loads(info_file.read_text())
+        try:
+            info = json.loads(info_file.read_text())
+            if not all(k in info for k in ("release", "compiler", "built")):
+                raise ValueError("keys missing")
+        except (ValueError, TypeError):
+            raise KernelError(
+                f"{info_file} is not a build record ktstr wrote (corrupt or truncated)",
+                f"rebuild with 'ktstr schedulers build --force', or delete {info_file.parent}",
+            ) from None
         for binary in sorted((info_file.parent / "bin").iterdir()):
             rows.append(
                 {

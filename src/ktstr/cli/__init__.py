@@ -9,15 +9,16 @@ commands do not pay for ELF parsing and compression libraries.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 
-from ktstr import __version__
+from ktstr import __version__, paths
 from ktstr.cli import doctor, gauntlet, kernels, results, runs, schedulers, vms
 from ktstr.cli.common import ACCEL_CHOICES
 from ktstr.cli.kernels import FLAVOURS
-from ktstr.errors import KtstrError
+from ktstr.errors import EnvironmentProblem, KtstrError
 
 __all__ = ["ACCEL_CHOICES", "FLAVOURS", "main", "parser"]
 
@@ -38,8 +39,36 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _unwritable(err: OSError) -> KtstrError | None:
+    """A path ktstr must write that the user's setup forbids, as one sentence; else None.
+
+    Permission and read-only errors are the user's to fix wherever they
+    happen (cache, runs directory, --json FILE): no traceback for them.
+    """
+    if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not err.filename:
+        return None
+    path = os.path.abspath(err.filename)
+    for root, variable in (
+        (paths.cache_dir(), "KTSTR_CACHE_DIR"),
+        (paths.runs_dir(), "KTSTR_RUNS_DIR"),
+    ):
+        root = os.path.abspath(root)
+        if path == root or path.startswith(root + os.sep):
+            return EnvironmentProblem(
+                f"cannot access {path} ({err.strerror})",
+                f"make {root} writable by this user, or set {variable} to a writable directory",
+            )
+    return EnvironmentProblem(
+        f"cannot access {path} ({err.strerror})", "choose a path this user may write"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)  # option types raise ConfigError: one sentence
+    except KtstrError as err:
+        print(f"ktstr: error: {err}", file=sys.stderr)
+        return err.exit_code
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="ktstr: %(message)s"
     )
@@ -48,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     except KtstrError as err:
         print(f"ktstr: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:
+        problem = _unwritable(err)
+        if problem is None:
+            raise
+        print(f"ktstr: error: {problem}", file=sys.stderr)
+        return problem.exit_code
     except KeyboardInterrupt:
         print("ktstr: interrupted; the VM was shut down", file=sys.stderr)
         return 130

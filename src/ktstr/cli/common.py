@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 from ktstr.disk import DISK_OPTION_HELP, Disk, parse_disk_option
-from ktstr.errors import KtstrError
+from ktstr.errors import ConfigError, KtstrError
 
 ACCEL_CHOICES = ("auto", "kvm", "tcg")
 EXIT_FOR_VERDICT = {"pass": 0, "skip": 0, "fail": 1, "inconclusive": 2}
@@ -19,6 +21,29 @@ def print_run(record: dict, run_dir: str) -> None:
         print(summary)
         print()
     print(run_summary(record, run_dir))
+
+
+def positive(option: str, kind: type = float, example: str = "12") -> Callable[[str], float]:
+    """An argparse ``type`` that accepts only a finite number above 0.
+
+    It raises ConfigError, which argparse does not catch, so the CLI prints
+    one sentence (cause and fix) instead of a usage block; a negative, NaN or
+    infinite duration would otherwise fail deep in a run.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            what = "whole number" if kind is int else "number"
+            raise ConfigError(
+                f"{option} {text!r} is not a finite {what} above 0", f"give e.g. {option} {example}"
+            )
+        return value
+
+    return parse
 
 
 def disk_arg(text: str) -> Disk:
@@ -50,7 +75,7 @@ def vm_options(p: argparse.ArgumentParser, timeout: float | None = None) -> None
     )
     p.add_argument(
         "--memory",
-        type=int,
+        type=positive("--memory", int, "1024"),
         default=None,
         metavar="MIB",
         help="guest RAM in MiB (default: 512 + 16 per vCPU)",
@@ -71,7 +96,7 @@ def vm_options(p: argparse.ArgumentParser, timeout: float | None = None) -> None
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=positive("--timeout", float, "300"),
         default=timeout,
         metavar="S",
         help="kill the VM after S seconds (default: scaled to the topology)",

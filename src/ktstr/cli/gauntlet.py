@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ktstr import paths
-from ktstr.cli.common import ACCEL_CHOICES, EXIT_FOR_VERDICT, disk_option
+from ktstr.cli.common import ACCEL_CHOICES, EXIT_FOR_VERDICT, disk_option, positive
 from ktstr.results.terminal import table
 
 
@@ -107,14 +107,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     gaunt.add_argument("--profiles", default=None, help="comma-separated flag profiles")
     gaunt.add_argument(
         "--max-cpus",
-        type=int,
+        type=positive("--max-cpus", int, "16"),
         default=16,
         help="skip presets with more vCPUs (default: %(default)s)",
     )
     gaunt.add_argument("--shard", default=None, metavar="I/N", help="run only shard I of N")
     gaunt.add_argument(
         "--budget",
-        type=float,
+        type=positive("--budget", float, "600"),
         default=None,
         metavar="SECONDS",
         help="run the subset that covers the most configurations (scheduler, profile, CPU/LLC "
@@ -124,18 +124,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     gaunt.add_argument(
         "-j",
         "--jobs",
-        type=int,
+        type=positive("-j/--jobs", int, "2"),
         default=None,
         help="VMs at once, at most (default: the host's CPU count)",
     )
     gaunt.add_argument(
         "--mem-budget",
-        type=int,
+        type=positive("--mem-budget", int, "4096"),
         default=None,
         metavar="MIB",
         help="guest RAM of all running VMs together (default: 80%% of the host's available memory)",
     )
-    gaunt.add_argument("--duration", type=float, default=None, metavar="S")
+    gaunt.add_argument("--duration", type=positive("--duration"), default=None, metavar="S")
     disk_option(gaunt)
     gaunt.add_argument("--kernel", "-k", default=None)
     gaunt.add_argument("--accel", choices=ACCEL_CHOICES, default=None)

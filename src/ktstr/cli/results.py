@@ -7,7 +7,7 @@ import json
 import sys
 
 from ktstr import paths
-from ktstr.cli.common import print_run
+from ktstr.cli.common import positive, print_run
 from ktstr.errors import KtstrError
 from ktstr.results.terminal import table
 from ktstr.topology import Topology
@@ -206,8 +206,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     comp.add_argument("--scheduler", default=None, help="B: run this scheduler ...")
     comp.add_argument("--against", default="eevdf", help="A: ... against this (default eevdf)")
     comp.add_argument("--topology", default="1n2l2c1t")
-    comp.add_argument("--runs", type=int, default=3, help="runs per side (default: %(default)s)")
-    comp.add_argument("--duration", type=float, default=None, metavar="S")
+    comp.add_argument(
+        "--runs",
+        type=positive("--runs", int, "5"),
+        default=3,
+        help="runs per side (default: %(default)s)",
+    )
+    comp.add_argument("--duration", type=positive("--duration"), default=None, metavar="S")
     comp.add_argument("--kernel", "-k", default=None)
     comp.add_argument(
         "--policy",

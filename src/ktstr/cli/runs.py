@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ktstr.cli.common import EXIT_FOR_VERDICT, print_run, vm_options
+from ktstr.cli.common import EXIT_FOR_VERDICT, positive, print_run, vm_options
 from ktstr.topology import Topology
 
 
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     vm_options(run)
     run.add_argument(
         "--duration",
-        type=float,
+        type=positive("--duration"),
         default=None,
         metavar="S",
         help="scenario duration in seconds (default: the scenario's, 12)",

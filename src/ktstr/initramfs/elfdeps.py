@@ -16,6 +16,8 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 
+from ktstr.errors import EnvironmentProblem
+
 DEFAULT_DIRS = (
     "/lib/x86_64-linux-gnu",
     "/usr/lib/x86_64-linux-gnu",
@@ -26,8 +28,17 @@ DEFAULT_DIRS = (
 )
 
 
-class MissingLibrary(LookupError):
-    """A DT_NEEDED entry no search path could satisfy."""
+class MissingLibrary(EnvironmentProblem, LookupError):
+    """A DT_NEEDED entry no search path could satisfy: one sentence naming it and the fix."""
+
+    def __init__(self, soname: str, needed_by: str | None = None) -> None:
+        self.soname = soname
+        by = f", which {needed_by} needs," if needed_by else ""
+        super().__init__(
+            f"the shared library {soname}{by} is not found on this host",
+            f"install the package that provides {soname} (apt-file search {soname}), "
+            "or add its directory to LD_LIBRARY_PATH",
+        )
 
 
 @dataclass
@@ -137,7 +148,7 @@ def closure(binaries: list[str | Path]) -> dict[str, str]:
             try:
                 path = _find(soname, info, env_dirs)
             except MissingLibrary:
-                raise MissingLibrary(f"{soname} (needed by {current})") from None
+                raise MissingLibrary(soname, current) from None
             guest = os.path.join(os.path.dirname(path), soname)
             if guest not in found:
                 found[guest] = os.path.realpath(path)

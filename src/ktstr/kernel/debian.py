@@ -8,7 +8,6 @@ resolved through the meta package (``linux-image-cloud-amd64``).
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 FLAVOURS = {"cloud": "linux-image-cloud-amd64", "generic": "linux-image-amd64"}
-_DEB822_URI = re.compile(r"^URIs:\s*(.+)$", re.M)
+# One-line sources.list entries; python-debian parses the deb822 form but not this one.
 _ONE_LINE = re.compile(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", re.M)
 
 
@@ -38,45 +37,54 @@ def _debian_uri(uri: str) -> bool:
 
 def apt_mirror(etc: Path = Path("/etc/apt")) -> str | None:
     """The Debian archive mirror this machine's apt already uses, if any."""
+    from debian.deb822 import Deb822
+
     files = [etc / "sources.list"] + sorted((etc / "sources.list.d").glob("*"))
     for path in files:
         try:
             text = path.read_text()
         except OSError:
             continue
-        pattern = _DEB822_URI if path.suffix == ".sources" else _ONE_LINE
-        for match in pattern.finditer(text):
-            for uri in match.group(1).split():
-                if _debian_uri(uri):
-                    return uri.rstrip("/")
+        if path.suffix == ".sources":
+            uris = [p.get("URIs", "") for p in Deb822.iter_paragraphs(text.splitlines())]
+        else:
+            uris = [m.group(1) for m in _ONE_LINE.finditer(text)]
+        for uri in " ".join(uris).split():
+            if _debian_uri(uri):
+                return uri.rstrip("/")
     return None
 
 
 def parse_stanza(text: str) -> dict[str, str]:
-    """The first ``Key: value`` stanza of ``apt-cache show`` output."""
-    fields: dict[str, str] = {}
-    key = None
-    for line in text.splitlines():
-        if not line.strip():
-            if fields:
-                break
-            continue
-        if line[0].isspace() and key:
-            fields[key] += "\n" + line.strip()
-            continue
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
+    """The first stanza of ``apt-cache show`` output; continuation lines joined by newlines."""
+    from debian.deb822 import Deb822
+
+    return {
+        key: "\n".join(line.strip() for line in value.splitlines())
+        for key, value in Deb822(text.splitlines()).items()
+    }
 
 
 def depends_names(depends: str) -> list[str]:
     """Package names in a Depends field (first alternative of each)."""
-    names = []
-    for clause in depends.split(","):
-        first = clause.split("|")[0].strip()
-        if first:
-            names.append(first.split()[0])
-    return names
+    from debian.deb822 import PkgRelation
+
+    return [alts[0]["name"] for alts in PkgRelation.parse_relations(depends) if alts]
+
+
+def sha256_file(path: Path) -> str:
+    """SHA256 of a file, read in chunks (a linux-source .deb is 150 MiB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def deb_name(fields: dict[str, str]) -> str:
+    """The file name apt-get download gives a package: name_version_arch.deb, epoch escaped."""
+    version = fields["Version"].replace(":", "%3a")
+    return f"{fields['Package']}_{version}_{fields.get('Architecture', 'amd64')}.deb"
 
 
 class PrivateApt:
@@ -106,8 +114,9 @@ class PrivateApt:
     def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
         if not shutil.which(tool):
             raise EnvironmentProblem(
-                f"{tool} is not installed, so Debian kernels cannot be fetched here",
-                "pass your own kernel with --kernel PATH",
+                f"{tool} is not installed, so Debian packages cannot be fetched here",
+                f"install it with: sudo apt-get install {paths.TOOL_PACKAGES[tool]}, "
+                "or pass your own kernel with --kernel PATH",
             )
         proc = subprocess.run(
             [tool, *self._options(), *args], capture_output=True, text=True, cwd=cwd, check=False
@@ -130,16 +139,28 @@ class PrivateApt:
             raise FetchError(f"package {package} is not in {self.suite}", "check --suite/--flavour")
         return fields
 
-    def download(self, package: str, dest: Path) -> Path:
-        """Download one package and check it against the index's SHA256."""
-        fields = self.show(package)
+    def download(self, package: str, dest: Path, version: str | None = None) -> Path:
+        """The package's .deb in ``dest``, checked against the index's SHA256.
+
+        A file already there is used only if its hash matches the index;
+        otherwise it is downloaded again.  The file is named from the index
+        (never found by a glob), so a stale or foreign .deb is never picked.
+        """
+        fields = self.show(f"{package}={version}" if version else package)
+        expected = fields.get("SHA256")
+        if not expected:
+            raise FetchError(f"the apt index has no SHA256 for {package}", "retry the fetch")
+        path = dest / deb_name(fields)
+        if path.is_file():
+            if sha256_file(path) == expected:
+                return path
+            log.info("%s does not match the apt index; downloading it again", path)
+            path.unlink()
         self._run("apt-get", "-q", "download", f"{package}={fields['Version']}", cwd=dest)
-        matches = glob.glob(str(dest / f"{package}_*.deb"))
-        if len(matches) != 1:
-            raise FetchError(f"apt-get did not leave one .deb for {package}", "retry the fetch")
-        path = Path(matches[0])
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != fields.get("SHA256"):
+        if not path.is_file():
+            raise FetchError(f"apt-get did not leave {path.name} in {dest}", "retry the fetch")
+        digest = sha256_file(path)
+        if digest != expected:
             path.unlink()
             raise FetchError(
                 f"{path.name} does not match the apt index (sha256 {digest})",
@@ -216,6 +237,17 @@ def assemble(tree: Path, release: str, entry: Path) -> None:
         )
 
 
+def unpack(deb: Path, tree: Path) -> None:
+    """``dpkg-deb -x``, with a missing dpkg-deb or a failure said in one sentence."""
+    dpkg_deb = paths.host_tool("dpkg-deb", "unpacking Debian packages")
+    proc = subprocess.run(
+        [dpkg_deb, "-x", str(deb), str(tree)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise FetchError(f"dpkg-deb could not unpack {deb.name}: {last}", "retry the fetch")
+
+
 def fetch(
     flavour: str = "cloud", suite: str = "unstable", mirror: str | None = None, force: bool = False
 ) -> Fetched:
@@ -244,7 +276,7 @@ def fetch(
         for package in packages:
             deb = apt.download(package, debs)
             versions[package] = deb.name
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "tree")], check=True)
+            unpack(deb, work / "tree")
         staged = work / "entry"
         assemble(work / "tree", release, staged)
         (staged / "meta.json").write_text(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -16,6 +17,8 @@ from elftools.elf.elffile import ELFFile
 from ktstr import paths
 from ktstr.errors import KernelError
 from ktstr.kernel import payload
+
+log = logging.getLogger(__name__)
 
 _VERSION = re.compile(rb"Linux version (\S+) \(")
 _XEN_ELFNOTE_PHYS32_ENTRY = 18
@@ -139,8 +142,8 @@ def inspect(
         if memo.is_file():
             try:
                 return KernelInfo(**json.loads(memo.read_text()))
-            except (ValueError, TypeError):
-                pass  # an older format: inspect again
+            except (ValueError, TypeError):  # a pure cache: an older format or corrupt
+                log.info("ignoring the unreadable kernel-info cache %s; inspecting again", memo)
     info = _inspect(path, config_path, modules_dir)
     memo.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")

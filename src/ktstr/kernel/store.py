@@ -40,7 +40,22 @@ def cached_info(entry: Path) -> KernelInfo:
 
 
 def meta(entry: Path) -> dict[str, object]:
-    return json.loads((entry / "meta.json").read_text())
+    """What 'ktstr kernel fetch' recorded about a cache entry (mirror, suite, packages).
+
+    Not a pure cache: the mirror and suite say where the matching source
+    package is, so a corrupt file is reported rather than guessed around.
+    """
+    path = entry / "meta.json"
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError):
+        raise KernelError(
+            f"{path} is not the record 'ktstr kernel fetch' wrote (corrupt or unreadable)",
+            f"fetch the kernel again with 'ktstr kernel fetch --force', or delete {entry}",
+        ) from None
+    return data
 
 
 def _from_tree(tree: Path) -> KernelInfo:

@@ -35,6 +35,25 @@ def exists(name: str) -> bool:
         return False
 
 
+def saved_runs(name: str) -> list[str]:
+    """The run names a saved baseline lists.
+
+    A baseline is the user's own record, not a cache: a corrupt one is
+    reported with its path, never silently replaced.
+    """
+    path = _path(name)
+    try:
+        runs = json.loads(path.read_text())["runs"]
+        if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
+            raise TypeError("runs is not a list of names")
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"baseline {name!r} ({path}) is not the JSON 'ktstr baseline save' writes",
+            f"save it again with 'ktstr baseline save {name} --from KEY=VALUE', or delete {path}",
+        ) from None
+    return runs
+
+
 def git_commit(revision: str) -> str | None:
     """The commit a revision of the project in the current directory names, if it is one."""
     try:
@@ -53,7 +72,7 @@ def records(side: str) -> list[dict]:
     """A side of a comparison: a baseline name, a selection such as ``scheduler=eevdf``, or a
     git revision of the project the runs were made in (``main``, ``HEAD~1``, a SHA)."""
     if exists(side):
-        names = json.loads(_path(side).read_text())["runs"]
+        names = saved_runs(side)
     elif "=" in side:
         names = [r["run"] for r in store.query(store.parse_filters([side]))]
     elif commit := git_commit(side):
