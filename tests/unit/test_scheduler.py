@@ -83,6 +83,7 @@ def test_discovery_order(tmp_path, monkeypatch):
         ("error_exit", "error_exit", "scx_qmap.bpf.c:388: test triggering error"),
         ("stall", "stall", "did not run for"),
         ("dispatch_loop", "dispatch_loop", "stopped scheduling"),
+        ("kthread_stall", "kthread_stall", "the kernel thread rcu_preempt[15] did not run for"),
         ("load_failed", "load_failed", "R7 invalid mem access 'scalar'"),
         ("detached", "detached", "did not attach (exit 1)"),
     ],
@@ -92,6 +93,8 @@ def test_classifier_on_captured_logs(name, kind, needle):
     assert len(findings) == 1
     assert findings[0].status == "fail" and findings[0].kind == kind
     assert needle in findings[0].message
+    if kind != "load_failed" and kind != "detached":  # the kernel said why: quote it
+        assert 'kernel: "sched_ext: BPF scheduler' in findings[0].message
 
 
 def test_clean_run_passes_and_notes_unregistration():
@@ -189,3 +192,20 @@ def test_kernel_args_reach_the_vm_command_line():
         )
     )
     assert argv[argv.index("-append") + 1].endswith("sched_ext.slice_bypass_us=5000")
+
+
+def test_a_watchdog_that_could_not_check_in_is_a_dispatch_loop_only_when_a_cpu_sat_in_schedule():
+    record = json.loads((DATA / "sched-dispatch_loop.json").read_text())
+    output = record["scheduler"]["output"]
+    start = next(i for i, o in enumerate(output) if o["line"].strip() == "Backtrace:")
+    # The same ejection, fired from a busy CPU's tick: the watchdog's worker starved.
+    trigger = next(o for o in output if "triggered exit kind" in o["line"])
+    assert trigger["line"].startswith("swapper/3[0]")
+    trigger["line"] = "python3.11[127] triggered exit kind 1026 on CPU 3:"
+    (f,) = scheduler_health(record, {})
+    assert f.kind == "kthread_stall" and "watchdog's own kernel worker" in f.message
+    trigger["line"] = "swapper/3[0] triggered exit kind 1026 on CPU 3:"
+    for o in output[start + 1 : start + 17]:
+        o["line"] = o["line"].replace("__schedule", "do_syscall_64")
+    (f,) = scheduler_health(record, {})
+    assert f.kind == "kthread_stall"

@@ -39,8 +39,11 @@ def test_steady_passes_under_a_real_scheduler(name):
         (["--sched-arg=-e", "--sched-arg=100"], "error_exit", "test triggering error", "6"),
         (["--sched-arg=-t", "--sched-arg=50"], "stall", "did not run for", "12"),
         # An endless dispatch loop starves the looping CPU: the kernel reports either that its
-        # watchdog could not check in (dispatch_loop) or the first task stuck behind it (stall).
-        (["--sched-arg=-l", "--sched-arg=100"], "dispatch_loop|stall", "", "12"),
+        # watchdog could not check in (dispatch_loop) or the first task stuck behind it (a
+        # user task: stall; a kernel thread: kthread_stall).
+        (["--sched-arg=-l", "--sched-arg=100"], "dispatch_loop|stall|kthread_stall", "", "12"),
+        # Every 20th kernel thread enqueued is dropped: the kernel's own threads starve.
+        (["--sched-arg=-T", "--sched-arg=20"], "kthread_stall", "did not run for", "12"),
     ],
 )
 def test_injected_faults_are_named(args, kind, needle, duration):

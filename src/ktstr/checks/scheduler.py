@@ -21,6 +21,15 @@ _VERIFIER = re.compile(r"BEGIN PROG LOAD LOG|BPF program load failed|processed \
 _EXIT_KIND = re.compile(r"exit kind (\d+)(?: on CPU (\d+))?")
 _WATCHDOG = re.compile(r"watchdog failed to check in for ([\d.]+)s")
 CLEAN_REASON = "unregistered from user space"
+# Kernel threads by the names the kernel gives them: a stall of one is the kernel's
+# own work starving (RCU, workqueues, softirqs), which a user task stall is not.
+_KTHREAD = re.compile(
+    r"^(kworker/|ksoftirqd/|rcu_|rcuog/|rcuop/|migration/|cpuhp/|idle_inject/|irq/|jbd2/|"
+    r"kthreadd$|kswapd|kcompactd|khugepaged|ksmd|kblockd|kauditd|khungtaskd|kdevtmpfs|"
+    r"oom_reaper|writeback|watchdog|ext4-|scsi_|pool_workqueue)"
+)
+_FRAME = re.compile(r"^\S+\+0x[0-9a-f]+/0x[0-9a-f]+")  # "__schedule+0x9ac/0x1070"
+_TRIGGER = re.compile(r"^(\S+)\[(\d+)\] triggered exit kind")
 
 # enum scx_exit_kind (kernel/sched/ext_internal.h)
 EXIT_KINDS = {
@@ -56,6 +65,26 @@ def _verifier_summary(lines: list[str]) -> str:
     context = lines[first_error - 1].strip() if first_error else ""
     text = lines[first_error].strip()
     return f"{text}" + (f" (after: {context})" if context else "") + (f"; {insns}" if insns else "")
+
+
+def _trigger(output: list[str]) -> tuple[str | None, list[str]]:
+    """Who triggered the exit in the scheduler's debug dump, and the dump's backtrace."""
+    who, trace = None, []
+    for i, line in enumerate(output):
+        match = _TRIGGER.match(line.strip())
+        if match and who is None:
+            who = match.group(1)
+        if line.strip() == "Backtrace:" and not trace:
+            trace = [ln.strip() for ln in output[i + 1 : i + 40] if ln.strip()]
+            trace = trace[: next((j for j, ln in enumerate(trace) if not _FRAME.match(ln)), 40)]
+    return who, trace
+
+
+def _stuck_in_scheduler(output: list[str]) -> bool:
+    """The exit fired on an idle CPU caught inside ``__schedule``: it kept looking for work
+    to dispatch and never ran anything, which an endless dispatch loop does."""
+    who, trace = _trigger(output)
+    return bool(who and who.startswith("swapper/") and any("__schedule" in t for t in trace))
 
 
 def scheduler_health(record: dict, th: dict) -> list[Finding]:
@@ -112,20 +141,19 @@ def scheduler_health(record: dict, th: dict) -> list[Finding]:
             break
     if disabled:
         i, reason = disabled
-        detail = next(
-            (ln.split(": ", 2)[-1] for ln in kmsg[i + 1 : i + 4] if ln.startswith("sched_ext: ")),
-            "",
+        detail_line = next((ln for ln in kmsg[i + 1 : i + 4] if ln.startswith("sched_ext: ")), "")
+        detail = detail_line.split(": ", 2)[-1] if detail_line else ""
+        quote = f'; kernel: "{kmsg[i].strip()}"' + (
+            f' "{detail_line.strip()}"' if detail_line else ""
         )
         if reason == "scx_bpf_error":
             where = re.match(r"(\S+\.c:\d+): (.*)", detail)
             out.append(
-                finding(
-                    "error_exit", f"{name} called scx_bpf_error(): {detail or reason}", value=None
-                )
+                finding("error_exit", f"{name} called scx_bpf_error(): {detail or reason}{quote}")
                 if not where
                 else finding(
                     "error_exit",
-                    f"{name} called scx_bpf_error() at {where.group(1)}: {where.group(2)}",
+                    f"{name} called scx_bpf_error() at {where.group(1)}: {where.group(2)}{quote}",
                 )
             )
         elif "stall" in reason:
@@ -133,31 +161,54 @@ def scheduler_health(record: dict, th: dict) -> list[Finding]:
             cpu = int(exit_kind.group(2)) if exit_kind and exit_kind.group(2) else None
             stall = next((m for ln in kmsg[i:] + output for m in [_STALL.search(ln)] if m), None)
             stuck = next((m for ln in kmsg[i:] + output for m in [_WATCHDOG.search(ln)] if m), None)
-            if stall:
+            on_cpu = f" (on cpu {cpu})" if cpu is not None else ""
+            if stall and _KTHREAD.match(stall.group(1)):
+                out.append(
+                    finding(
+                        "kthread_stall",
+                        f"{name} was ejected for a stall of kernel threads: the kernel thread "
+                        f"{stall.group(1)}[{stall.group(2)}] did not run for {stall.group(3)} s"
+                        f"{on_cpu}{quote}",
+                        cpu=cpu,
+                        value=float(stall.group(3)),
+                    )
+                )
+            elif stall:
                 out.append(
                     finding(
                         "stall",
                         f"{name} was ejected for a runnable task stall: "
                         f"{stall.group(1)}[{stall.group(2)}] did not run for {stall.group(3)} s"
-                        + (f" (on cpu {cpu})" if cpu is not None else ""),
+                        f"{on_cpu}{quote}",
                         cpu=cpu,
                         value=float(stall.group(3)),
                     )
                 )
-            elif stuck:
+            elif stuck and _stuck_in_scheduler(output):
                 out.append(
                     finding(
                         "dispatch_loop",
                         f"{name} was ejected: cpu {cpu if cpu is not None else '?'} "
                         f"stopped scheduling (the sched_ext watchdog could not check in for "
-                        f"{stuck.group(1)} s; exit kind 1026 error_stall), as an endless dispatch "
-                        "loop does",
+                        f"{stuck.group(1)} s and the CPU was caught inside the scheduler), as an "
+                        f"endless dispatch loop does{quote}",
+                        cpu=cpu,
+                        value=float(stuck.group(1)),
+                    )
+                )
+            elif stuck:
+                out.append(
+                    finding(
+                        "kthread_stall",
+                        f"{name} was ejected for a stall of kernel threads: the sched_ext "
+                        f"watchdog's own kernel worker could not run for {stuck.group(1)} s"
+                        f"{on_cpu}{quote}",
                         cpu=cpu,
                         value=float(stuck.group(1)),
                     )
                 )
             else:
-                out.append(finding("stall", f"{name} was ejected for a runnable task stall"))
+                out.append(finding("stall", f"{name} was ejected for a runnable task stall{quote}"))
         else:
             kind_no = next(
                 (int(m.group(1)) for ln in output for m in [_EXIT_KIND.search(ln)] if m), None
@@ -169,7 +220,8 @@ def scheduler_health(record: dict, th: dict) -> list[Finding]:
                     kind,
                     f"{name} was ejected: {reason}"
                     + (f" (exit kind {kind_no}: {label})" if kind_no else "")
-                    + (f": {detail}" if detail else ""),
+                    + (f": {detail}" if detail else "")
+                    + quote,
                 )
             )
     elif exit_ev and (stop_began is None or exit_ev["at_s"] < stop_began):
