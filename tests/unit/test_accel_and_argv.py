@@ -58,3 +58,61 @@ def test_argv_is_a_list_with_topology_channel_and_panic_device(monkeypatch):
 def test_kvm_argv_uses_host_cpu():
     argv = build_argv(VmConfig("/k", "/i", Topology.parse("1n1l1c1t"), "kvm"))
     assert argv[argv.index("-cpu") + 1] == "host"
+
+
+def test_sandbox_is_added_when_this_qemu_supports_it(monkeypatch):
+    from ktstr.vm import qemu
+
+    cfg = VmConfig("/k", "/i", Topology.parse("1n1l1c1t"), "tcg")
+    monkeypatch.setattr(qemu, "sandbox_supported", lambda binary: True)
+    argv = build_argv(cfg)
+    assert argv[argv.index("-sandbox") + 1] == qemu.SANDBOX
+    monkeypatch.setattr(qemu, "sandbox_supported", lambda binary: False)
+    assert "-sandbox" not in build_argv(cfg)
+
+
+def test_sandbox_probe_of_a_missing_or_broken_binary_says_no(tmp_path):
+    from ktstr.vm import qemu
+
+    assert qemu.sandbox_supported(str(tmp_path / "no-qemu")) is False
+    fake = tmp_path / "qemu-without-seccomp"
+    fake.write_text("#!/bin/sh\necho '-sandbox support is not enabled' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    assert qemu.sandbox_supported(str(fake)) is False
+
+
+def test_kvm_probe_is_an_ordinary_vm_in_a_slot(monkeypatch, tmp_path):
+    """The probe's argv comes from build_argv and run_vm owns the process, inside a slot."""
+    import contextlib
+
+    from ktstr.vm import lifecycle, slots
+
+    seen = {}
+
+    @contextlib.contextmanager
+    def slot():
+        seen["slot"] = True
+        yield 0
+
+    def run_vm(cfg, run_dir, timeout_s, *args, **kwargs):
+        seen["argv"] = build_argv(cfg)
+        assert seen["slot"] and timeout_s == accel._PROBE_TIMEOUT_S
+        (run_dir / "console.log").write_text(f"Linux version x\n{accel._MARKER}\n")
+        return lifecycle.VmResult(end=lifecycle.POWEROFF, exit_code=0, run_dir=run_dir)
+
+    monkeypatch.setattr(slots, "vm_slot", slot)
+    monkeypatch.setattr(lifecycle, "run_vm", run_vm)
+    monkeypatch.setattr(
+        accel, "busybox_archive", lambda init: type("A", (), {"write": lambda self, f: None})()
+    )
+    assert accel.boot_probe("/boot/vmlinuz") is None
+    argv = seen["argv"]
+    assert argv[argv.index("-accel") + 1] == "kvm" and argv[argv.index("-kernel") + 1] == (
+        "/boot/vmlinuz"
+    )
+
+    def stuck(cfg, run_dir, timeout_s, *args, **kwargs):
+        return lifecycle.VmResult(end=lifecycle.TIMEOUT, exit_code=None, run_dir=run_dir)
+
+    monkeypatch.setattr(lifecycle, "run_vm", stuck)
+    assert "did not reach init" in accel.boot_probe("/boot/vmlinuz")

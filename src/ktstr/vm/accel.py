@@ -9,9 +9,9 @@ under KVM once, caching the answer per host and QEMU version.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
-import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,11 +19,15 @@ from pathlib import Path
 from ktstr import paths
 from ktstr.errors import ConfigError, VmError
 from ktstr.initramfs.image import busybox_archive
+from ktstr.topology import Topology
 from ktstr.vm import qemu
+
+log = logging.getLogger(__name__)
 
 CHOICES = ("auto", "kvm", "tcg")
 _MARKER = "ktstr-kvm-probe-ok"
 _PROBE_TIMEOUT_S = 20  # a KVM guest reaches a busybox init in well under 2 s
+_PROBE_MEMORY_MIB = 256
 
 
 @dataclass(frozen=True)
@@ -62,51 +66,51 @@ def _cache_path() -> Path:
     return paths.cache_dir() / "accel" / f"{key}.json"
 
 
-def boot_probe(kernel: str) -> str | None:
-    """Boot a busybox guest under KVM; None if it reached init, else what went wrong."""
-    archive = busybox_archive(f"#!/bin/busybox sh\necho {_MARKER}\n/bin/busybox poweroff -f\n")
-    with tempfile.NamedTemporaryFile(prefix="ktstr-kvm-probe-", suffix=".cpio") as initrd:
-        archive.write(initrd)
-        initrd.flush()
-        argv = [
-            qemu.qemu_binary(),
-            "-M",
-            "pc",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host",
-            "-m",
-            "256",
-            "-kernel",
-            kernel,
-            "-initrd",
-            initrd.name,
-            "-append",
-            qemu.BASE_CMDLINE,
-            "-serial",
-            "stdio",
-        ]
-        try:
-            proc = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=_PROBE_TIMEOUT_S,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            return f"a KVM test boot did not reach init in {_PROBE_TIMEOUT_S} s"
-    if _MARKER in proc.stdout:
+def _cached(cache: Path) -> Accel | None:
+    """The cached verdict; a corrupt file is a pure cache's loss: ignored, probed again."""
+    if not cache.is_file():
         return None
-    lines = (proc.stderr + proc.stdout).strip().splitlines()
-    detail = next((ln for ln in lines if "KVM" in ln or "error" in ln.lower()), lines[-1:] or [""])
-    detail = detail if isinstance(detail, str) else " ".join(detail)
-    return f"a KVM test boot failed ({detail.strip() or f'exit {proc.returncode}'})"
+    try:
+        data = json.loads(cache.read_text())
+        result = Accel(**data)
+        if result.name in ("kvm", "tcg") and isinstance(result.reason, str):
+            return result
+    except (OSError, ValueError, TypeError):
+        pass
+    log.info("ignoring the unreadable accelerator cache %s; probing KVM again", cache)
+    return None
+
+
+def boot_probe(kernel: str) -> str | None:
+    """Boot a busybox guest under KVM; None if it reached init, else what went wrong.
+
+    The test boot is an ordinary VM: argv from the one builder, run by the
+    one owner (parent-death kill, timeout), inside a host VM slot.
+    """
+    from ktstr.vm import lifecycle
+    from ktstr.vm.slots import vm_slot
+
+    archive = busybox_archive(f"#!/bin/busybox sh\necho {_MARKER}\n/bin/busybox poweroff -f\n")
+    with tempfile.TemporaryDirectory(prefix="ktstr-kvm-probe-") as tmp:
+        run_dir = Path(tmp)
+        initrd = run_dir / "initrd.cpio"
+        with open(initrd, "wb") as f:
+            archive.write(f)
+        cfg = qemu.VmConfig(
+            kernel, str(initrd), Topology.parse("1n1l1c1t", _PROBE_MEMORY_MIB), "kvm"
+        )
+        with vm_slot():
+            result = lifecycle.run_vm(cfg, run_dir, _PROBE_TIMEOUT_S)
+        path = result.console_path
+        console = path.read_text(errors="replace") if path.is_file() else ""
+    if _MARKER in console:
+        return None
+    if result.end == lifecycle.TIMEOUT:
+        return f"a KVM test boot did not reach init in {_PROBE_TIMEOUT_S} s"
+    lines = (result.stderr_tail + "\n" + console).strip().splitlines()
+    detail = next((ln for ln in lines if "KVM" in ln or "error" in ln.lower()), None)
+    detail = (detail or (lines[-1] if lines else "")).strip()
+    return f"a KVM test boot failed ({detail or f'exit {result.exit_code}'})"
 
 
 def choose(request: str | None = None, kernel: str | None = None) -> Accel:
@@ -122,8 +126,9 @@ def choose(request: str | None = None, kernel: str | None = None) -> Accel:
     if problem:
         return Accel("tcg", problem)
     cache = _cache_path()
-    if cache.is_file():
-        return Accel(**json.loads(cache.read_text()))
+    cached = _cached(cache)
+    if cached:
+        return cached
     if kernel is None:
         return Accel("tcg", "KVM not yet verified on this host (no kernel to probe with)")
     failure = boot_probe(kernel)
