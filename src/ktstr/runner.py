@@ -7,6 +7,7 @@ Orchestration only: the plan is compiled in ``scenario/``, the VM owned by
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from ktstr import paths, wire
 from ktstr.budget import record_cost
 from ktstr.checks import judge
 from ktstr.disk import Disk
-from ktstr.errors import KernelError, VmError
+from ktstr.errors import ConfigError, KernelError, VmError
 from ktstr.initramfs import elfdeps
 from ktstr.kernel.store import resolve
 from ktstr.record import RunRecord, builder, stored
@@ -80,7 +81,9 @@ def run_scenario(
 
     ``disks`` replaces the scenario's own disks when given.
     """
-    duration = float(duration_s or scenario.duration_s)
+    duration = float(scenario.duration_s if duration_s is None else duration_s)
+    if not math.isfinite(duration) or duration <= 0:
+        raise ConfigError(f"duration {duration_s!r} s is not a positive number", "give seconds > 0")
     run_dir = paths.new_run_dir(f"{scenario.name}-{topology.name}")
     reason = scenario.requires.reason(topology.layout())
     if reason:
