@@ -334,3 +334,13 @@ def test_isolation_without_residency_is_inconclusive():
         w["residency"] = []
     (f,) = findings(rec, "isolation")
     assert f.status == "inconclusive" and f.kind == "no_data"
+
+
+def test_a_worker_starved_from_its_release_to_its_first_stamp_is_stuck():
+    late = worker(1, start=2.6, gaps=[[0.05, 3.0, 0]])
+    rec = record([worker(0), late])
+    rec["events"].append({"at_s": 0.0, "op": "start", "path": None})
+    (f,) = findings(rec, "not_stuck", "fail")
+    assert f.kind == "stuck" and f.worker == 1 and f.at_s == 0.0 and f.value == 2600.0
+    rec["workers"][1] = worker(1, start=0.4)
+    assert not findings(rec, "not_stuck", "fail")

@@ -1,5 +1,8 @@
 """not_stuck: every worker made progress, and no gap between its progress stamps was
 longer than the limit, outside windows where the scenario froze its cgroup on purpose.
+The time from a worker's release (the start gate, or its spawn in a later step) to its
+first stamp counts as a gap too: a scheduler that starves a worker from the start must
+not pass because the worker never stamped.
 
 Reads: ``workers[].units, gaps, end_s, error``, ``events`` (freeze/unfreeze, stops),
 ``duration_s``.
@@ -20,6 +23,7 @@ def not_stuck(record: dict, th: dict) -> list[Finding]:
     duration = record.get("duration_s", 0.0)
     frozen = tl.windows(record, "freeze", "unfreeze", duration)
     stopped = tl.stopped_at(record)
+    released = tl.released_at(record)
     out, worst = [], 0.0
     for w in workers:
         wid, path = w["id"], w.get("cgroup_path", "?")
@@ -54,6 +58,9 @@ def not_stuck(record: dict, th: dict) -> list[Finding]:
             for win in wins
         ]
         gaps = [list(g) for g in w.get("gaps", [])]
+        begun = released.get(wid)
+        if begun is not None and tl.finite(w.get("start_s")) and w["start_s"] > begun:
+            gaps.append([w["start_s"] - begun, begun, None])  # released, but not yet running
         end = min(duration, stopped.get(wid, duration))
         tail = end - w.get("end_s", end)
         if tail > 0:

@@ -136,3 +136,16 @@ def stopped_at(record: dict) -> dict[int, float]:
                 if p[-1][1] == ev["path"] or p[-1][1].startswith(ev["path"] + "/"):
                     out.setdefault(wid, ev["at_s"])
     return out
+
+
+def released_at(record: dict) -> dict[int, float]:
+    """worker id -> when it was free to run: the start gate for the first step's workers
+    (the ``start`` event), its spawn for workers of later steps."""
+    start = next((ev["at_s"] for ev in record.get("events", []) if ev["op"] == "start"), None)
+    out: dict[int, float] = {}
+    for ev in record.get("events", []):
+        if ev["op"] == "spawn" and finite(ev.get("at_s")):
+            at = ev["at_s"] if start is None else max(ev["at_s"], start)
+            for wid in ev.get("ids", []):
+                out.setdefault(wid, at)
+    return out
