@@ -141,18 +141,37 @@ def encode(kind: str, **payload: object) -> bytes:
     return (dumps(msg) + "\n").encode()
 
 
+def _shown(value: object) -> str:
+    """A guest value in an error message: repr (escapes control characters), bounded."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def decode(line: bytes | str) -> dict[str, object]:
-    """Parse one line; refuse other versions and unknown kinds."""
-    if isinstance(line, bytes):
-        line = line.decode(errors="replace")
+    """Parse one line; refuse other versions and unknown kinds.
+
+    Any failure is a WireError, whatever the line holds: invalid UTF-8,
+    JSON nested deeper than the parser recurses (RecursionError), numbers
+    with too many digits, and whatever else the parser may raise.  The
+    host reads untrusted guest lines with it, so it must never raise
+    anything else.
+    """
     try:
+        if isinstance(line, bytes):
+            line = line.decode()  # the guest encodes ASCII only: anything else is corrupt
         msg = loads(line)
+    except UnicodeDecodeError as err:
+        raise WireError(f"not UTF-8: byte {err.start} is invalid") from None
     except ValueError as err:
         raise WireError(f"not JSON: {err}") from None
+    except RecursionError:
+        raise WireError("not JSON: nested too deeply to parse") from None
+    except Exception as err:  # noqa: BLE001 - the line is untrusted; any parser failure is its fault
+        raise WireError(f"not JSON: {type(err).__name__}") from None
     if not isinstance(msg, dict):
         raise WireError("message is not an object")
     if msg.get("v") != VERSION:
-        raise WireError(f"schema version {msg.get('v')!r}, expected {VERSION}")
+        raise WireError(f"schema version {_shown(msg.get('v'))}, expected {VERSION}")
     if msg.get("kind") not in KINDS:
-        raise WireError(f"unknown message kind {msg.get('kind')!r}")
+        raise WireError(f"unknown message kind {_shown(msg.get('kind'))}")
     return msg

@@ -18,6 +18,7 @@ from ktstr.errors import VmError
 from ktstr.initramfs.image import base_image, write_initrd
 from ktstr.kernel.image import KernelInfo
 from ktstr.kernel.modules import guest_modules
+from ktstr.text import escape
 from ktstr.topology import Topology
 from ktstr.vm import drives, lifecycle
 from ktstr.vm.accel import Accel
@@ -85,11 +86,11 @@ def boot(
             interactive=interactive,
             drive_args=drives.qemu_args(prepared),
         )
+        timeout = timeout_s or default_timeout(topology, accel)
+        limits = lifecycle.StreamLimits.for_run(timeout, planned_workers(spec))
         try:
             with vm_slot():  # host-wide: xdist workers and parallel runs share the budget
-                result = lifecycle.run_vm(
-                    cfg, run_dir, timeout_s or default_timeout(topology, accel), on_message
-                )
+                result = lifecycle.run_vm(cfg, run_dir, timeout, on_message, limits)
         finally:
             initrd.unlink(missing_ok=True)
     finally:
@@ -99,19 +100,39 @@ def boot(
     return Boot(result, kernel, accel, topology, base.build_s, prepared)
 
 
+def planned_workers(spec: dict[str, Any]) -> int:
+    """How many workers a scenario plan spawns (0 for other specs): the channel cap grows
+    with them."""
+    steps = spec.get("steps") or []
+    rounds = [step.get("ops", []) for step in steps]
+    rounds += [r.get("ops", []) for step in steps for r in step.get("repeats", [])]
+    return sum(len(op.get("ids", [])) for ops in rounds for op in ops if op.get("op") == "spawn")
+
+
 def check_end(result: lifecycle.VmResult) -> None:
-    """Turn an abnormal VM end, or an agent error, into one clear sentence."""
+    """Turn an abnormal VM end, or an agent error, into one clear sentence.
+
+    Guest text in the sentence is escaped: it goes to a terminal.
+    """
     where = result.run_dir
+    if result.end == lifecycle.FLOODED:  # before the error: any message may be missing
+        raise VmError(
+            f"{result.flooded}; the VM was stopped",
+            f"see {where / 'channel.jsonl'} and {where / 'console.log'}; "
+            "a scheduler or kernel that makes the guest print without end is the likely cause",
+        )
     error = result.first(wire.ERROR)
     if error:
         (where / "agent-traceback.txt").write_text(error.get("traceback", ""))
+        message = escape(str(error.get("message")), limit=500)
         raise VmError(
-            f"the guest agent failed: {error.get('message')}",
+            f"the guest agent failed: {message}",
             f"see {where / 'agent-traceback.txt'} and {where / 'console.log'}",
         )
     if result.end == lifecycle.PANIC:
+        panic = escape(result.panic_line, limit=300) if result.panic_line else "pvpanic"
         raise VmError(
-            f"the guest kernel panicked ({result.panic_line or 'pvpanic'})",
+            f"the guest kernel panicked ({panic})",
             f"see {where / 'console.log'}",
         )
     if result.end == lifecycle.TIMEOUT:
@@ -123,7 +144,8 @@ def check_end(result: lifecycle.VmResult) -> None:
     if result.end == lifecycle.QEMU_FAILED:
         tail = result.stderr_tail.strip().splitlines()
         raise VmError(
-            f"QEMU failed (exit {result.exit_code}): {tail[-1] if tail else 'no output'}",
+            f"QEMU failed (exit {result.exit_code}): "
+            + (escape(tail[-1], limit=300) if tail else "no output"),
             f"see {where / 'qemu.stderr.log'}",
         )
     if result.first(wire.DONE) is None:
