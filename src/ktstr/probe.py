@@ -10,6 +10,7 @@ from ktstr import paths, wire
 from ktstr.disk import Disk
 from ktstr.errors import KernelError, VmError
 from ktstr.kernel.store import resolve
+from ktstr.text import escape
 from ktstr.topology import Topology
 from ktstr.vm import accel as accel_mod
 from ktstr.vm.boot import boot, timings
@@ -182,4 +183,4 @@ def render(result: ProbeResult) -> str:
         f"run dir: {result.run_dir}",
         "result: " + ("MATCH" if result.match else "MISMATCH"),
     ]
-    return "\n".join(lines)
+    return escape("\n".join(lines), multiline=True)  # guest release, disk names

@@ -15,7 +15,7 @@ from ktstr import paths, wire
 from ktstr.budget import record_cost
 from ktstr.checks import judge
 from ktstr.disk import Disk
-from ktstr.errors import ConfigError, KernelError, VmError
+from ktstr.errors import ConfigError, KernelError
 from ktstr.initramfs import elfdeps
 from ktstr.kernel.store import resolve
 from ktstr.record import RunRecord, builder, stored
@@ -127,15 +127,14 @@ def run_scenario(
         disks=disks,
     )
     result = done.result
-    if result.end == lifecycle.QEMU_FAILED:
+    # QEMU that never ran, or an agent that failed, leave nothing to judge: one sentence.
+    # A panic or a flood is judged: the record says what happened before it.
+    agent_failed = result.first(wire.ERROR) and result.end not in (
+        lifecycle.PANIC,
+        lifecycle.FLOODED,
+    )
+    if result.end == lifecycle.QEMU_FAILED or agent_failed:
         check_end(result)
-    error = result.first(wire.ERROR)
-    if error and result.end != lifecycle.PANIC:
-        (run_dir / "agent-traceback.txt").write_text(error.get("traceback", ""))
-        raise VmError(
-            f"the guest agent failed: {error.get('message')}",
-            f"see {run_dir / 'agent-traceback.txt'}",
-        )
     record_cost(topology.cpus, duration, time.monotonic() - started)
     record = builder.build(scenario, topology, plan, result, info, chosen, duration, done.disks)
     builder.with_verdict(record, judge(record))

@@ -127,3 +127,22 @@ def test_a_workload_the_guest_never_ran_is_judged_by_the_scheduler_alone():
     assert not [f for f in verdict.findings if f.check in ("not_stuck", "fairness", "isolation")]
     (f,) = [f for f in verdict.findings if f.check == "scheduler"]
     assert f.kind == "detached" and "left before the workload" in f.message
+
+
+def test_guest_text_in_a_finding_cannot_drive_the_terminal():
+    line = "[    2.0] BUG: \x1b[2J\x1b]0;owned\x07 cleared\rhidden"
+    verdict = judge(record([worker(0), worker(1)], console=[line]))
+    (f,) = [f for f in verdict.findings if f.check == "kernel_health"]
+    assert "\x1b" not in f.message and "\r" not in f.message and "\x07" not in f.message
+    assert "\\x1b[2J" in f.message and "\\r" in f.message
+
+
+def test_run_scenario_refuses_a_duration_that_is_not_positive_before_booting(tmp_path, monkeypatch):
+    from ktstr.runner import run_scenario
+    from ktstr.scenario.catalog import get
+    from ktstr.topology import Topology
+
+    monkeypatch.setenv("KTSTR_RUNS_DIR", str(tmp_path))
+    for bad in (-1.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="not a positive number"):
+            run_scenario(get("steady"), Topology.parse("1n1l2c1t"), duration_s=bad)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ktstr.text import escape
+
 PASS, FAIL, INCONCLUSIVE, SKIP = "pass", "fail", "inconclusive", "skip"
 
 
@@ -21,6 +23,11 @@ class Finding:
     at_s: float | None = None
     value: float | None = None
     limit: float | None = None
+
+    def __post_init__(self) -> None:
+        # Messages quote guest text (console lines, scheduler output): never let it
+        # drive the reader's terminal.
+        object.__setattr__(self, "message", escape(self.message))
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

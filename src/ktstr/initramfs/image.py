@@ -8,6 +8,7 @@ archive concatenated after it, which the kernel unpacks on top.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
@@ -24,7 +25,6 @@ from typing import Any
 
 from ktstr import paths, wire
 from ktstr.errors import EnvironmentProblem
-from ktstr.guest import LAZY_IMPORTS
 from ktstr.initramfs import elfdeps
 from ktstr.initramfs.cpio import Archive
 from ktstr.initramfs.pyruntime import PythonRuntime, compile_sourceless, pyc_path, stdlib_modules
@@ -37,6 +37,17 @@ GUEST_LIB = "/ktstr/lib"
 _PKG_ROOT = Path(__file__).resolve().parent.parent  # src/ktstr
 # Modules imported to find the stdlib closure of the guest.
 GUEST_ENTRY_MODULES = ["ktstr.guest.agent"]
+
+
+def lazy_imports() -> list[str]:
+    """The guest's ``LAZY_IMPORTS``, read from its source: the host never imports the guest."""
+    tree = ast.parse((_PKG_ROOT / "guest" / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "LAZY_IMPORTS" for t in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise EnvironmentProblem("ktstr/guest/__init__.py has no LAZY_IMPORTS", "reinstall ktstr")
 
 
 def guest_sources() -> list[Path]:
@@ -121,7 +132,7 @@ def build_base(runtime: PythonRuntime, busybox: str) -> Archive:
             archive.add_symlink(f"bin/{applet}", "busybox")
 
     sources = guest_sources()
-    stdlib_files = stdlib_modules(runtime, _PKG_ROOT, GUEST_ENTRY_MODULES + LAZY_IMPORTS)
+    stdlib_files = stdlib_modules(runtime, _PKG_ROOT, GUEST_ENTRY_MODULES + lazy_imports())
     elves = [runtime.executable]
     for path in stdlib_files:
         if path.endswith(".py"):

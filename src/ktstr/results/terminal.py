@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ktstr.checks.disks import host_failed
+from ktstr.text import escape
 
 # Causes before consequences: a scheduler's ejection explains the stuck workers after it.
 _SUMMARY_ORDER = ("scheduler", "kernel_health", "vm", "expect")
@@ -20,7 +21,7 @@ def bug_summary(record: dict) -> str | None:
         return _SUMMARY_ORDER.index(f["check"]) if f["check"] in _SUMMARY_ORDER else 99
 
     first = min(failed, key=rank)
-    return f"BUG SUMMARY: [{first['check']}/{first['kind']}] {first['message']}"
+    return escape(f"BUG SUMMARY: [{first['check']}/{first['kind']}] {first['message']}")
 
 
 def table(rows: list[tuple[str, ...]]) -> list[str]:
@@ -154,4 +155,5 @@ def run_summary(record: dict, run_dir: str) -> str:
     if cal.get("dilation"):
         info.append(f"guest/host CPU dilation {cal['dilation']}x")
     parts.append("; ".join(info) + f"\nrun dir: {run_dir}")
-    return "\n\n".join(parts)
+    # Findings, cgroup paths and disk names carry guest text: never let it drive a terminal.
+    return escape("\n\n".join(parts), multiline=True)

@@ -48,6 +48,7 @@ POWEROFF, PANIC, TIMEOUT, QEMU_FAILED, INTERRUPTED, FLOODED = (
     "flooded",  # the guest sent more than a stream's total cap: stopped, data cut short
 )
 _KILL_GRACE_S = 3.0
+CHANNEL_DRAIN_S = 120.0  # at most this long to read and validate what QEMU left in the channel
 _ABORT_POLL_S = 0.25
 # Set to stop every VM of this process at once (a gauntlet's Ctrl-C): each run_vm
 # kills its QEMU and raises KeyboardInterrupt in its own thread.
@@ -506,7 +507,9 @@ def run_vm(
         exited = time.monotonic() - started
         if console:
             console.join(5)
-        channel.join(5)
+        # QEMU is gone, so the channel is at its end: wait for every line to be read and
+        # validated, or the record would silently miss the last ones.
+        channel.join(CHANNEL_DRAIN_S)
         host_end.close()
         if monitor:
             monitor.join(5)
@@ -515,6 +518,10 @@ def run_vm(
     panic_line = console.panic_line if console else None
     guest_panic = monitor is not None and monitor.shutdown_reason == "guest-panic"
     flooded = channel.flooded or (console.flooded if console else None)
+    if channel.is_alive():
+        channel.rejected.add(
+            f"the channel was still being read {CHANNEL_DRAIN_S:.0f} s after QEMU ended"
+        )
     if flooded:  # whatever else happened, what the guest said was cut short
         end = FLOODED
     elif end is None or end == POWEROFF and (panic_line or guest_panic):
