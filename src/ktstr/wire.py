@@ -75,6 +75,20 @@ def io_pattern(offset: int, size: int) -> bytes:
     )
 
 
+# The CPU calibration loop: the guest times it and reports CALIBRATION, the host
+# times the same loop, and their ratio is the run's dilation.  It lives here so
+# both sides run the very same code.
+CALIBRATION_LOOPS = 200_000
+
+
+def calibrate(loops: int = CALIBRATION_LOOPS) -> float:
+    """Seconds a fixed empty loop takes: the same code on both sides gives a dilation."""
+    started = time.perf_counter()
+    for _ in range(loops):
+        pass
+    return time.perf_counter() - started
+
+
 class WireError(ValueError):
     """A line that is not a valid message of this schema version."""
 

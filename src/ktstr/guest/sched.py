@@ -23,14 +23,34 @@ def _read(path: str) -> str:
     return topo.read(path) or ""
 
 
-def events() -> dict[str, int]:
-    """The root scheduler's event counters (``root/events``), where the kernel has them."""
+def parse_events(text: str) -> dict[str, int]:
+    """``root/events`` lines (``SCX_EV_SELECT_CPU_FALLBACK  3``) -> name: count.
+
+    Lines without a name and an integer count are skipped.
+    """
     out = {}
-    for line in _read(f"{SCX}/root/events").splitlines():
+    for line in text.splitlines():
         name, _, value = line.rpartition(" ")
         if name.strip() and value.strip().lstrip("-").isdigit():
             out[name.strip()] = int(value)
     return out
+
+
+def events() -> dict[str, int]:
+    """The root scheduler's event counters (``root/events``), where the kernel has them."""
+    return parse_events(_read(f"{SCX}/root/events"))
+
+
+def parse_kmsg(record: str) -> tuple[int, int, str]:
+    """One ``/dev/kmsg`` record -> (level, usec, first line of the text).
+
+    A record is ``prefix,seq,usec,flags[,...];text`` and may carry
+    continuation lines (`` KEY=value``) after the text; the prefix holds the
+    facility in its high bits and the level in its low three.
+    """
+    head, _, text = record.partition(";")
+    fields = head.split(",")
+    return int(fields[0]) & 7, int(fields[2]), text.split("\n", 1)[0]
 
 
 def sched_ext_state() -> tuple[str, str]:
@@ -141,13 +161,12 @@ class SchedulerProcess:
                 return
             except OSError:  # EPIPE: records were overwritten; carry on
                 continue
-            head, _, text = record.partition(";")
-            fields = head.split(",")
+            level, usec, text = parse_kmsg(record)
             self.channel.send(
                 wire.KMSG,
-                text=text.split("\n", 1)[0],
-                level=int(fields[0]) & 7,
-                usec=int(fields[2]),
+                text=text,
+                level=level,
+                usec=usec,
                 mono=round(time.monotonic(), 6),  # read time, same clock base as usec
                 at_s=round(time.monotonic() - self.t0, 6),
             )

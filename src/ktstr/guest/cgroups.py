@@ -1,0 +1,92 @@
+"""cgroupfs: the scenario's cgroups under ``/sys/fs/cgroup/ktstr`` and their control files.
+
+Paths given to these functions are relative to ``CG_BASE`` (``cg_0``,
+``cg_0/child``), as the plan names them.  The module reads ``CG_BASE``
+at every call, so a directory can stand in for cgroupfs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ktstr.guest import topo
+
+CG_ROOT = "/sys/fs/cgroup"
+CG_BASE = f"{CG_ROOT}/ktstr"
+CONTROLLERS = ("cpu", "cpuset")  # enabled for the scenario's cgroups when available
+
+
+def write(path: str, value: str) -> None:
+    """Write a control file as ``echo`` would: an empty value still reaches the kernel."""
+    with open(path, "w") as f:
+        f.write(value + "\n")
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def cpulist(cpus: list[int] | None) -> str:
+    """``[0, 2]`` -> ``"0,2"``; no CPUs -> ``""``, which clears a cpuset."""
+    return ",".join(map(str, cpus)) if cpus else ""
+
+
+def path(rel: str) -> str:
+    """The directory of a scenario cgroup."""
+    return f"{CG_BASE}/{rel}"
+
+
+def enable_children(directory: str) -> None:
+    """Give ``directory``'s children the cpu and cpuset controllers it has."""
+    available = read(f"{directory}/cgroup.controllers").split()
+    wanted = [c for c in CONTROLLERS if c in available]
+    if wanted:
+        write(f"{directory}/cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+
+
+def create(rel: str, cpus: list[int] | None, weight: int) -> None:
+    """Make a cgroup (its parent's controllers enabled first) with its cpuset and weight."""
+    directory = path(rel)
+    enable_children(os.path.dirname(directory))
+    os.mkdir(directory)
+    if cpus:
+        set_cpus(rel, cpus)
+    if weight:
+        set_weight(rel, weight)
+
+
+def set_cpus(rel: str, cpus: list[int] | None) -> None:
+    write(f"{path(rel)}/cpuset.cpus", cpulist(cpus))
+
+
+def set_weight(rel: str, weight: int) -> None:
+    write(f"{path(rel)}/cpu.weight", str(weight))
+
+
+def set_frozen(rel: str, frozen: bool) -> None:
+    write(f"{path(rel)}/cgroup.freeze", "1" if frozen else "0")
+
+
+def effective(rel: str) -> list[int]:
+    """The CPUs the kernel really gives the cgroup (its cpuset within its parent's)."""
+    return topo.parse_cpulist(read(f"{path(rel)}/cpuset.cpus.effective"))
+
+
+def enter(rel: str, pid: int) -> None:
+    """Move a task into the cgroup; pid 0 is the caller."""
+    write(f"{path(rel)}/cgroup.procs", str(pid))
+
+
+def move_tasks(src: str, dst: str) -> None:
+    """Move every task of ``src`` into ``dst``, one write per task as cgroupfs wants."""
+    procs = f"{path(dst)}/cgroup.procs"
+    for pid in read(f"{path(src)}/cgroup.procs").split():
+        write(procs, pid)
+
+
+def remove(rel: str) -> None:
+    """Remove a cgroup and its descendants, deepest first (each must be empty)."""
+    tree = [root for root, _, _ in os.walk(path(rel))]
+    for directory in sorted(tree, key=len, reverse=True):
+        os.rmdir(directory)

@@ -1,0 +1,78 @@
+"""The agent's table of forked workers: pid, current cgroup, exited or not.
+
+Ops look workers up by cgroup (``members`` of one, the ``subtree`` a
+removal takes down); the reaper marks exits, and hands the scheduler's
+own exit to it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ktstr.guest.sched import SchedulerProcess
+
+
+class Pool:
+    def __init__(self, sched: SchedulerProcess | None = None) -> None:
+        self.sched = sched  # its exit is reaped here too, and reported by it
+        self.pids: dict[int, int] = {}  # worker id -> pid
+        self.path_of: dict[int, str] = {}  # worker id -> cgroup path (relative)
+        self.exited: set[int] = set()
+
+    def add(self, pids: dict[int, int], path: str) -> None:
+        """Workers just forked into cgroup ``path``."""
+        for wid, pid in pids.items():
+            self.pids[wid] = pid
+            self.path_of[wid] = path
+
+    def members(self, path: str) -> list[int]:
+        """Live workers in exactly this cgroup, in spawn order."""
+        return [w for w, p in self.path_of.items() if p == path and w not in self.exited]
+
+    def subtree(self, path: str) -> list[int]:
+        """Live workers in this cgroup or any cgroup below it."""
+        return [
+            w
+            for w, p in self.path_of.items()
+            if (p == path or p.startswith(path + "/")) and w not in self.exited
+        ]
+
+    def live(self) -> list[int]:
+        return [w for w in self.pids if w not in self.exited]
+
+    def moved(self, src: str, dst: str) -> None:
+        """Every live worker of ``src`` is now in ``dst``."""
+        for wid in self.members(src):
+            self.path_of[wid] = dst
+
+    def signal(self, ids: list[int], sig: int) -> None:
+        """Send ``sig`` to these workers; one that is already gone is no error."""
+        for wid in ids:
+            try:
+                os.kill(self.pids[wid], sig)
+            except ProcessLookupError:
+                pass
+
+    def reap(self) -> None:
+        """Collect every child that ended, without blocking."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.sched and pid == self.sched.pid:
+                self.sched.on_exit(status)
+                continue
+            for wid, p in self.pids.items():
+                if p == pid:
+                    self.exited.add(wid)
+
+    def wait_for(self, ids: list[int], timeout_s: float) -> None:
+        """Reap until these workers have all exited, or ``timeout_s`` passed."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end and not set(ids) <= self.exited:
+            self.reap()
+            time.sleep(0.02)
