@@ -40,6 +40,7 @@ CONTROL_FILE = "/run/scx_ktstr/knobs"
 # knob name -> its loader flag (the control file uses the knob name)
 KNOBS = {
     "pile": "--pile",
+    "pile_cgroup": "--pile-cgroup",
     "idle_waste": "--idle-waste",
     "starve_cgroup": "--starve-cgroup",
     "unfair_cgroup": "--unfair-cgroup",

@@ -22,6 +22,8 @@ def test_knob_args_render_flags():
         "--error-after-s=1.5",
     )
     assert knob_args(starve_cgroup="ktstr/cg_0,2500") == ("--starve-cgroup=ktstr/cg_0,2500",)
+    assert knob_args(pile_cgroup="ktstr/hot") == ("--pile-cgroup=ktstr/hot",)
+    assert knob_args(pile_cgroup="ktstr/hot,2") == ("--pile-cgroup=ktstr/hot,2",)
     assert knob_args(idle_waste=False) == ()
 
 
@@ -39,9 +41,15 @@ def test_watchdog_timeout_reaches_the_loader():
 def test_loader_python_and_docs_name_the_same_knobs():
     loader = (SOURCES / f"{NAME}.c").read_text()
     names = re.findall(r'^\t\[K_\w+\] = "(\w+)",$', loader, re.MULTILINE)
-    flags = re.findall(r'\{ "([a-z-]+)", \w+_argument, NULL, \'[PISUWKTE]\' \}', loader)
+    flags = re.findall(r'\{ "([a-z-]+)", \w+_argument, NULL, \'[PGISUWKTE]\' \}', loader)
     assert names == list(KNOBS)
     assert [f"--{f}" for f in flags] == list(KNOBS.values())
+    # the unknown-knob message lists them all, in order, and the usage text has a line each
+    known = re.search(r"\(known: ([^)]*)\)", re.sub(r'"\s+"', "", loader)).group(1)
+    assert known.split(", ") == list(KNOBS)
+    usage = loader[loader.index("static const char usage[]") : loader.index("enum knob_id")]
+    for name, flag in KNOBS.items():
+        assert re.search(rf"^\"  {flag}[=\[ ].*  {name}=", usage, re.MULTILINE), name
     docs = DOCS.read_text()
     section = docs[docs.index("## The fixture scheduler scx_ktstr") :]
     for name, flag in KNOBS.items():

@@ -6,6 +6,7 @@ import dataclasses
 from ktstr.fixture_sched import CONTROL_FILE, SCX_KTSTR, knob_args
 from ktstr.runner import run_scenario
 from ktstr.scenario.catalog import get
+from ktstr.scenario.model import CgroupDef, Op, Scenario, Step
 from ktstr.topology import Topology
 
 TOPO = Topology.parse("1n2l2c1t")
@@ -89,3 +90,48 @@ def test_starve_cgroup_leaves_its_workers_stuck():
     stuck = failures(record, "not_stuck")
     assert stuck and all("(cg_0)" in f["message"] for f in stuck), stuck
     assert not failures(record, "scheduler")
+
+
+def test_pile_cgroup_overloads_one_cpu_while_the_others_stay_busy():
+    # 8 spinners of hot on CPU 0, 3 of cool on the FIFO: CPU 0 carries 8 runnable tasks
+    # and CPUs 1-3 one each, so no CPU is idle while a task waits
+    scenario = Scenario(
+        "pile_cgroup",
+        "hot piled on one CPU, cool spread over the others",
+        [
+            Step(
+                [
+                    Op.add_cgroup(CgroupDef("hot", workers=8)),
+                    Op.add_cgroup(CgroupDef("cool", workers=3)),
+                ]
+            )
+        ],
+        duration_s=6,
+    )
+    record, _ = run_scenario(
+        scenario,
+        TOPO,
+        scheduler=SCX_KTSTR,
+        extra_args=knob_args(pile_cgroup="ktstr/hot"),
+    )
+    lines = output(record)
+    assert any(
+        ln.startswith("scx_ktstr: knob pile_cgroup: cgroup ktstr/hot (id ")
+        and ln.endswith("runs on CPU 0")
+        for ln in lines
+    ), lines
+    hot = [w for w in record["workers"] if w["cgroup_path"] == "hot"]
+    cool = [w for w in record["workers"] if w["cgroup_path"] == "cool"]
+    assert len(hot) == 8 and len(cool) == 3
+    for worker in hot:
+        assert cpus_of(worker) == {0}, worker["cpus"]
+        assert {cpu for _, cpu in worker["residency"]} == {0}
+    # cool is scheduled as if no knob were set; CPU 0 stays full of hot's tasks, so it
+    # runs on the other three
+    assert set().union(*(cpus_of(w) for w in cool)) == {1, 2, 3}, [w["cpus"] for w in cool]
+
+    (imbalanced,) = failures(record, "imbalance")
+    assert imbalanced["kind"] == "imbalanced" and imbalanced["cpu"] == 0, imbalanced
+    status = {f["check"]: f["status"] for f in record["findings"]}
+    for check in ("work_conservation", "not_stuck", "isolation", "kernel_health", "scheduler"):
+        assert status[check] == "pass", (check, record["findings"])

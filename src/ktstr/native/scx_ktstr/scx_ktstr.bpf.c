@@ -23,7 +23,10 @@
  * A task's cgroup is its scheduling cgroup, scx_bpf_task_cgroup(): the
  * nearest cgroup with the cpu controller enabled. A cgroup knob names a
  * cgroup by id (its cgroup2 inode number) and depth; a task matches when
- * its cgroup is that one or one of its descendants.
+ * its cgroup is that one or one of its descendants. scx_bpf_task_cgroup()
+ * only answers for the task an op was called for, so a task parked or
+ * delayed by ops.enqueue() carries what pile_cgroup decided for it (in its
+ * task_ctx) to ops.dispatch(), which releases it.
  *
  * SCX_OPS_ENQ_LAST is set so that a task alone on its CPU still passes
  * through ops.enqueue() when its slice ends; otherwise the kernel would
@@ -44,6 +47,9 @@ const volatile u64 slice_ns;	/* 0: the kernel's default slice */
 /* Knobs, written by the loader while the scheduler runs. */
 volatile u32 pile_on;
 volatile u32 pile_cpu;
+volatile u64 pile_cgid;
+volatile u32 pile_cg_level;
+volatile u32 pile_cg_cpu;
 volatile u32 idle_waste;
 volatile u64 starve_cgid;
 volatile u32 starve_level;
@@ -58,7 +64,7 @@ volatile u64 error_at_ns;
 volatile u64 error_after_ms;	/* only for the error message */
 
 /* Counters the loader prints. */
-u64 nr_direct, nr_shared, nr_piled, nr_parked, nr_delayed, nr_skipped, nr_last;
+u64 nr_direct, nr_shared, nr_piled, nr_piled_cg, nr_parked, nr_delayed, nr_skipped, nr_last;
 
 UEI_DEFINE(uei);
 
@@ -72,6 +78,18 @@ struct {
 	__type(key, u32);
 	__type(value, struct ktstr_timer);
 } ktstr_timers SEC(".maps");
+
+/* Only for tasks of the pile_cgroup that were parked or delayed. */
+struct task_ctx {
+	u64 pile_cgid;	/* the pile_cgroup it was found in when queued; 0: none */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ctx);
+} task_ctxs SEC(".maps");
 
 static u64 base_slice(void)
 {
@@ -122,10 +140,47 @@ static bool in_cgroup(struct task_struct *p, u64 cgid, u32 level)
 	return hit;
 }
 
-static bool pile_target(struct task_struct *p)
+static bool may_run_on(struct task_struct *p, u32 cpu)
 {
-	return pile_on && pile_cpu < scx_bpf_nr_cpu_ids() &&
-	       bpf_cpumask_test_cpu(pile_cpu, p->cpus_ptr);
+	return cpu < scx_bpf_nr_cpu_ids() && bpf_cpumask_test_cpu(cpu, p->cpus_ptr);
+}
+
+/*
+ * The CPU a task is piled on, or -1; *by_cgroup tells whether pile_cgroup
+ * (which names the CPU of its own tasks) or pile (every other task) chose
+ * it. Only from an op called for @p.
+ */
+static s32 pile_target(struct task_struct *p, bool *by_cgroup)
+{
+	u64 cgid = pile_cgid;
+	u32 cpu = pile_cg_cpu;
+
+	*by_cgroup = false;
+	if (cgid && may_run_on(p, cpu) && in_cgroup(p, cgid, pile_cg_level)) {
+		*by_cgroup = true;
+		return cpu;
+	}
+	cpu = pile_cpu;
+	if (pile_on && may_run_on(p, cpu))
+		return cpu;
+	return -1;
+}
+
+/* Before @p is parked or delayed: note whether pile_cgroup holds it, for release_target(). */
+static void note_pile_cgroup(struct task_struct *p)
+{
+	u64 cgid = pile_cgid;
+	struct task_ctx *tctx;
+
+	if (cgid && in_cgroup(p, cgid, pile_cg_level)) {
+		tctx = bpf_task_storage_get(&task_ctxs, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (tctx)
+			tctx->pile_cgid = cgid;
+		return;
+	}
+	tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+	if (tctx)
+		tctx->pile_cgid = 0;
 }
 
 static bool may_use_workers(struct task_struct *p)
@@ -148,11 +203,17 @@ static bool knobs_on(void)
 
 s32 BPF_STRUCT_OPS(ktstr_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
-	bool idle = false;
+	bool idle = false, by_cgroup;
 	s32 cpu;
 
-	if (pile_target(p))
-		return pile_cpu;
+	/*
+	 * A task pile_cgroup does not hold may still go straight to an idle
+	 * CPU below (pile_cgid is not in knobs_on()): it is scheduled as if
+	 * no knob were set.
+	 */
+	cpu = pile_target(p, &by_cgroup);
+	if (cpu >= 0)
+		return cpu;
 	if (idle_waste) {
 		/* no search for an idle CPU: wake it on a working CPU, idle or not */
 		cpu = prev_cpu % nr_workers();
@@ -182,6 +243,7 @@ void BPF_STRUCT_OPS(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	u64 now = bpf_ktime_get_ns();
 	u64 slice = base_slice();
+	bool by_cgroup;
 	s32 cpu;
 
 	if (unfair_cgid && unfair_factor > 1 && in_cgroup(p, unfair_cgid, unfair_level))
@@ -189,6 +251,7 @@ void BPF_STRUCT_OPS(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 
 	if (starve_cgid && now < starve_until_ns && in_cgroup(p, starve_cgid, starve_level)) {
 		__sync_fetch_and_add(&nr_parked, 1);
+		note_pile_cgroup(p);
 		scx_bpf_dsq_insert(p, PARK_DSQ, slice, enq_flags);
 		return;
 	}
@@ -201,14 +264,19 @@ void BPF_STRUCT_OPS(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 
 	if (wake_delay_ns && (enq_flags & SCX_ENQ_WAKEUP)) {
 		__sync_fetch_and_add(&nr_delayed, 1);
+		note_pile_cgroup(p);
 		scx_bpf_dsq_insert_vtime(p, DELAY_DSQ, slice, now + wake_delay_ns, enq_flags);
 		return;
 	}
 
-	if (pile_target(p)) {
-		__sync_fetch_and_add(&nr_piled, 1);
-		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | pile_cpu, slice, enq_flags);
-		scx_bpf_kick_cpu(pile_cpu, SCX_KICK_IDLE);
+	cpu = pile_target(p, &by_cgroup);
+	if (cpu >= 0) {
+		if (by_cgroup)
+			__sync_fetch_and_add(&nr_piled_cg, 1);
+		else
+			__sync_fetch_and_add(&nr_piled, 1);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice, enq_flags);
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 		return;
 	}
 
@@ -240,13 +308,25 @@ void BPF_STRUCT_OPS(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 	kick_an_idle_cpu_for(p);
 }
 
-/* Tasks leaving DELAY_DSQ or PARK_DSQ go where ops.enqueue() would have put them. */
+/*
+ * Tasks leaving DELAY_DSQ or PARK_DSQ go where ops.enqueue() would have put
+ * them. Called from ops.dispatch() for tasks it was not called for, so the
+ * cgroup comes from what note_pile_cgroup() found when the task was queued.
+ */
 static u64 release_target(struct task_struct *p, u64 now)
 {
+	struct task_ctx *tctx;
+	u64 cgid = pile_cgid;
+	u32 cpu = pile_cg_cpu;
+
 	if (stalled(p, now))
 		return LIMBO_DSQ;
-	if (pile_target(p))
-		return SCX_DSQ_LOCAL_ON | pile_cpu;
+	tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+	if (cgid && tctx && tctx->pile_cgid == cgid && may_run_on(p, cpu))
+		return SCX_DSQ_LOCAL_ON | cpu;
+	cpu = pile_cpu;
+	if (pile_on && may_run_on(p, cpu))
+		return SCX_DSQ_LOCAL_ON | cpu;
 	return SHARED_DSQ;
 }
 

@@ -39,6 +39,7 @@ static const char usage[] =
 "\n"
 "Knobs (all off by default; the same names work in the control file as name=value):\n"
 "  --pile[=CPU]               pile=CPU|on|off       run every task on one CPU (default 0)\n"
+"  --pile-cgroup=CG[,CPU]     pile_cgroup=CG[,CPU]  run CG's tasks on one CPU (default 0)\n"
 "  --idle-waste               idle_waste=on|off     only the first half of the CPUs take work\n"
 "  --starve-cgroup=CG,MS      starve_cgroup=CG,MS   do not run CG's tasks for MS ms\n"
 "  --unfair-cgroup=CG,F       unfair_cgroup=CG,F    give CG's tasks F times the slice\n"
@@ -60,12 +61,13 @@ static const char usage[] =
 "  -h, --help                 this help\n";
 
 enum knob_id {
-	K_PILE, K_IDLE_WASTE, K_STARVE, K_UNFAIR, K_WAKE_DELAY, K_SKIP, K_STALL, K_ERROR,
-	NR_KNOBS,
+	K_PILE, K_PILE_CG, K_IDLE_WASTE, K_STARVE, K_UNFAIR, K_WAKE_DELAY, K_SKIP, K_STALL,
+	K_ERROR, NR_KNOBS,
 };
 
 static const char *const knob_names[NR_KNOBS] = {
 	[K_PILE] = "pile",
+	[K_PILE_CG] = "pile_cgroup",
 	[K_IDLE_WASTE] = "idle_waste",
 	[K_STARVE] = "starve_cgroup",
 	[K_UNFAIR] = "unfair_cgroup",
@@ -78,14 +80,22 @@ static const char *const knob_names[NR_KNOBS] = {
 /* A cgroup knob whose cgroup may not exist yet: resolved on every poll. */
 struct cg_target {
 	char spec[VALUE_LEN];	/* id or path as given; "" when off */
-	unsigned long long amount;	/* ms (starve) or factor (unfair) */
+	unsigned long long amount;	/* ms (starve), factor (unfair) or CPU (pile) */
 	int pending;
 	int announced;
 };
 
+enum cg_knob { CG_STARVE, CG_UNFAIR, CG_PILE, NR_CG_KNOBS };
+
+static const enum knob_id cg_knob_ids[NR_CG_KNOBS] = {
+	[CG_STARVE] = K_STARVE,
+	[CG_UNFAIR] = K_UNFAIR,
+	[CG_PILE] = K_PILE_CG,
+};
+
 static struct scx_ktstr *skel;
 static char current[NR_KNOBS][VALUE_LEN];
-static struct cg_target cg_targets[2];	/* [0] starve, [1] unfair */
+static struct cg_target cg_targets[NR_CG_KNOBS];
 static volatile sig_atomic_t exit_req;
 static int verbose;
 
@@ -191,7 +201,7 @@ static int resolve_cgroup(const char *spec, unsigned long long *id, unsigned int
 }
 
 /* Write a resolved cgroup knob into the BPF program; 0 once it is in effect. */
-static int arm_cgroup(int which)
+static int arm_cgroup(enum cg_knob which)
 {
 	struct cg_target *t = &cg_targets[which];
 	unsigned long long id;
@@ -202,22 +212,34 @@ static int arm_cgroup(int which)
 	if (resolve_cgroup(t->spec, &id, &level)) {
 		if (!t->announced)
 			printf("scx_ktstr: knob %s: cgroup %s does not exist yet, waiting for it\n",
-			       knob_names[which ? K_UNFAIR : K_STARVE], t->spec);
+			       knob_names[cg_knob_ids[which]], t->spec);
 		t->announced = 1;
 		return -1;
 	}
-	if (which == 0) {
+	switch (which) {
+	case CG_STARVE:
 		skel->bss->starve_until_ns = now_ns() + t->amount * 1000000ULL;
 		skel->bss->starve_level = level;
 		__atomic_store_n(&skel->bss->starve_cgid, id, __ATOMIC_RELEASE);
 		printf("scx_ktstr: knob starve_cgroup: cgroup %s (id %llu, level %u) gets no CPU "
 		       "for %llu ms from now\n", t->spec, id, level, t->amount);
-	} else {
+		break;
+	case CG_UNFAIR:
 		skel->bss->unfair_factor = t->amount;
 		skel->bss->unfair_level = level;
 		__atomic_store_n(&skel->bss->unfair_cgid, id, __ATOMIC_RELEASE);
 		printf("scx_ktstr: knob unfair_cgroup: cgroup %s (id %llu, level %u) gets %llux "
 		       "the slice\n", t->spec, id, level, t->amount);
+		break;
+	case CG_PILE:
+		skel->bss->pile_cg_cpu = t->amount;
+		skel->bss->pile_cg_level = level;
+		__atomic_store_n(&skel->bss->pile_cgid, id, __ATOMIC_RELEASE);
+		printf("scx_ktstr: knob pile_cgroup: cgroup %s (id %llu, level %u) runs on "
+		       "CPU %llu\n", t->spec, id, level, t->amount);
+		break;
+	default:
+		break;
 	}
 	t->pending = 0;
 	return 0;
@@ -241,7 +263,8 @@ static int checking;
 static int apply_knob(const char *name, const char *value, const char *origin)
 {
 	unsigned long long n = 0, ns = 0;
-	int k, off = !strcmp(value, "off") || !*value;
+	int k, off = !strcmp(value, "off") || !*value, cg_on = 0;
+	enum cg_knob which = NR_CG_KNOBS;	/* set for a cgroup knob */
 	struct cg_target *t;
 	char spec[VALUE_LEN], *comma = NULL;
 
@@ -249,8 +272,8 @@ static int apply_knob(const char *name, const char *value, const char *origin)
 		if (!strcmp(name, knob_names[k]))
 			break;
 	if (k == NR_KNOBS) {
-		fprintf(stderr, "scx_ktstr: %s: unknown knob '%s' (known: pile, idle_waste, "
-			"starve_cgroup, unfair_cgroup, wake_delay_us, skip_dispatch, "
+		fprintf(stderr, "scx_ktstr: %s: unknown knob '%s' (known: pile, pile_cgroup, "
+			"idle_waste, starve_cgroup, unfair_cgroup, wake_delay_us, skip_dispatch, "
 			"stall_after_s, error_after_s)\n", origin, name);
 		return -1;
 	}
@@ -268,6 +291,22 @@ static int apply_knob(const char *name, const char *value, const char *origin)
 			return bad(origin, name, value, "want a CPU number, on or off");
 		if ((int)n >= libbpf_num_possible_cpus())
 			return bad(origin, name, value, "no such CPU");
+		break;
+	case K_PILE_CG:
+		if (off || !strcmp(value, "0"))
+			break;
+		snprintf(spec, sizeof(spec), "%s", value);
+		comma = strrchr(spec, ',');
+		if (comma == spec)
+			return bad(origin, name, value, "want CGROUP or CGROUP,CPU");
+		if (comma) {
+			*comma = '\0';
+			if (parse_ull(comma + 1, INT_MAX, &n))
+				return bad(origin, name, value, "want CGROUP or CGROUP,CPU");
+			if ((int)n >= libbpf_num_possible_cpus())
+				return bad(origin, name, value, "no such CPU");
+		}
+		cg_on = 1;
 		break;
 	case K_IDLE_WASTE:
 		if (!strcmp(value, "on") || !strcmp(value, "1"))
@@ -288,6 +327,7 @@ static int apply_knob(const char *name, const char *value, const char *origin)
 		if (parse_ull(comma + 1, k == K_STARVE ? 3600000 : 1000, &n) || !n)
 			return bad(origin, name, value,
 				   k == K_STARVE ? "MS must be 1..3600000" : "FACTOR must be 1..1000");
+		cg_on = 1;
 		break;
 	case K_WAKE_DELAY:
 		if (!off && parse_ull(value, 10000000, &n))
@@ -317,14 +357,18 @@ static int apply_knob(const char *name, const char *value, const char *origin)
 		break;
 	case K_STARVE:
 	case K_UNFAIR:
-		t = &cg_targets[k == K_UNFAIR];
+	case K_PILE_CG:
+		which = k == K_STARVE ? CG_STARVE : k == K_UNFAIR ? CG_UNFAIR : CG_PILE;
+		t = &cg_targets[which];
 		/* off until the (new) cgroup is resolved */
-		if (k == K_STARVE)
+		if (which == CG_STARVE)
 			skel->bss->starve_cgid = 0;
-		else
+		else if (which == CG_UNFAIR)
 			skel->bss->unfair_cgid = 0;
+		else
+			skel->bss->pile_cgid = 0;
 		memset(t, 0, sizeof(*t));
-		if (comma) {
+		if (cg_on) {
 			snprintf(t->spec, sizeof(t->spec), "%s", spec);
 			t->amount = n;
 			t->pending = 1;
@@ -347,8 +391,8 @@ static int apply_knob(const char *name, const char *value, const char *origin)
 	printf("scx_ktstr: knob %s: %s -> %s (%s)\n", name, current[k][0] ? current[k] : "off",
 	       *value ? value : "off", origin);
 	snprintf(current[k], sizeof(current[k]), "%s", value);
-	if (k == K_STARVE || k == K_UNFAIR)
-		arm_cgroup(k == K_UNFAIR);
+	if (which != NR_CG_KNOBS)
+		arm_cgroup(which);
 	return 0;
 }
 
@@ -467,18 +511,19 @@ static void write_later(const char *path, struct later *l)
 
 static void print_stats(void)
 {
-	printf("scx_ktstr: direct=%llu shared=%llu last=%llu piled=%llu parked=%llu "
-	       "delayed=%llu skipped=%llu\n",
+	printf("scx_ktstr: direct=%llu shared=%llu last=%llu piled=%llu piled_cg=%llu "
+	       "parked=%llu delayed=%llu skipped=%llu\n",
 	       (unsigned long long)skel->bss->nr_direct, (unsigned long long)skel->bss->nr_shared,
 	       (unsigned long long)skel->bss->nr_last, (unsigned long long)skel->bss->nr_piled,
-	       (unsigned long long)skel->bss->nr_parked, (unsigned long long)skel->bss->nr_delayed,
-	       (unsigned long long)skel->bss->nr_skipped);
+	       (unsigned long long)skel->bss->nr_piled_cg, (unsigned long long)skel->bss->nr_parked,
+	       (unsigned long long)skel->bss->nr_delayed, (unsigned long long)skel->bss->nr_skipped);
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "pile", optional_argument, NULL, 'P' },
+		{ "pile-cgroup", required_argument, NULL, 'G' },
 		{ "idle-waste", no_argument, NULL, 'I' },
 		{ "starve-cgroup", required_argument, NULL, 'S' },
 		{ "unfair-cgroup", required_argument, NULL, 'U' },
@@ -515,6 +560,7 @@ int main(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'P': initial[K_PILE] = optarg ? optarg : "on"; break;
+		case 'G': initial[K_PILE_CG] = optarg; break;
 		case 'I': initial[K_IDLE_WASTE] = "on"; break;
 		case 'S': initial[K_STARVE] = optarg; break;
 		case 'U': initial[K_UNFAIR] = optarg; break;
@@ -620,8 +666,8 @@ int main(int argc, char **argv)
 			if (!later[k].done && now - started >= later[k].at_s * 1e9)
 				write_later(knobs_path, &later[k]);
 		poll_file(knobs_path);
-		arm_cgroup(0);
-		arm_cgroup(1);
+		for (k = 0; k < NR_CG_KNOBS; k++)
+			arm_cgroup(k);
 		if (stats_s && now - last_stats >= stats_s * 1000000000ULL) {
 			print_stats();
 			last_stats = now;
