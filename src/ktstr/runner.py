@@ -16,7 +16,9 @@ from ktstr.budget import record_cost
 from ktstr.checks import judge
 from ktstr.disk import Disk
 from ktstr.errors import ConfigError, KernelError
+from ktstr.fixture_sched import NAME as FIXTURE
 from ktstr.initramfs import elfdeps
+from ktstr.kernel.image import KernelInfo
 from ktstr.kernel.store import resolve
 from ktstr.record import RunRecord, builder, stored
 from ktstr.results import store
@@ -55,6 +57,28 @@ def pack_scheduler(
         "host_binary": str(binary),
     }
     return spec, files
+
+
+def _plan_ops(plan: dict) -> list[dict]:
+    return [op for step in plan["steps"] for rnd in [step, *step["repeats"]] for op in rnd["ops"]]
+
+
+def check_plan_needs(plan: dict, scheduler: Scheduler, info: KernelInfo) -> None:
+    """Refuse, before booting, a plan the kernel or the scheduler cannot carry out."""
+    ops = _plan_ops(plan)
+    knobs = [op["line"] for op in ops if op["op"] == "fixture_knob"]
+    if knobs and scheduler.name != FIXTURE:
+        raise ConfigError(
+            f"the scenario sets fixture knobs ({', '.join(knobs)}) but runs under {scheduler.name}",
+            f"run it with --scheduler {FIXTURE}",
+        )
+    ext = [op["path"] for op in ops if op["op"] == "spawn" and op["policy"][0] == "ext"]
+    if ext and info.sched_ext is False:
+        raise KernelError(
+            f"cgroup {ext[0]} asks for SCHED_EXT workers, but kernel {info.release} lacks "
+            "CONFIG_SCHED_CLASS_EXT",
+            "use a sched_ext kernel ('ktstr kernel fetch')",
+        )
 
 
 def save(record: RunRecord, run_dir: Path) -> Path:
@@ -107,6 +131,7 @@ def run_scenario(
         plan["scheduler"], files = pack_scheduler(
             scheduler, chosen_profile.args + tuple(extra_args), info.release
         )
+    check_plan_needs(plan, scheduler, info)
     plan["expect"] = expect or {}
     chosen = accel_mod.choose(accel, info.boot_path)
     log.info("%s", chosen.line())

@@ -16,7 +16,8 @@ except ImportError:  # pragma: no cover - every CPython build has it
 
 VERSION = 1
 # The scenario plan's shape; 2: loops unrolled into repeats, stop_workers names its ids.
-PLAN_VERSION = 2
+# 3: a worker's policy carries deadline parameters; the fixture_knob op.
+PLAN_VERSION = 3
 # Name of the virtio-serial port the guest agent talks on.
 PORT_NAME = "org.ktstr.0"
 # Where the per-run spec lands inside the guest.

@@ -120,6 +120,7 @@ def every_op_the_compiler_emits() -> set[str]:
         Op.debug_freeze_fs(0, 100),
         Op.move_tasks("b", "a"),
         Op.remove_cgroup("b"),
+        Op.fixture_knob("pile", 0),
     ]
     scenario = Scenario(
         "all_ops",

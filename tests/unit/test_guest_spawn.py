@@ -114,7 +114,8 @@ def test_disk_workers_split_the_device_into_slots(wired):
 def test_every_policy_but_normal_has_its_kernel_constant():
     from ktstr.scenario.model import RR, Fifo, Policy
 
-    assert set(spawn.POLICIES) == {"batch", "idle", "fifo", "rr"}
+    assert set(spawn.POLICIES) == {"batch", "idle", "fifo", "rr", "ext"}
+    assert spawn.POLICIES["ext"] == 7  # SCHED_EXT; deadline goes through sched_setattr
     assert spawn.POLICIES["fifo"] == os.SCHED_FIFO and spawn.POLICIES["rr"] == os.SCHED_RR
     # The names the host puts in a spawn op are the ones the guest knows.
     assert Fifo(1).name in spawn.POLICIES and RR(1).name in spawn.POLICIES

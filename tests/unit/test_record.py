@@ -146,3 +146,46 @@ def test_run_scenario_refuses_a_duration_that_is_not_positive_before_booting(tmp
     for bad in (-1.0, 0.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="not a positive number"):
             run_scenario(get("steady"), Topology.parse("1n1l2c1t"), duration_s=bad)
+
+
+def test_a_plan_the_kernel_or_scheduler_cannot_carry_out_is_refused_before_booting():
+    from ktstr.errors import KernelError
+    from ktstr.fixture_sched import SCX_KTSTR
+    from ktstr.kernel.image import KernelInfo
+    from ktstr.runner import check_plan_needs
+    from ktstr.scenario.model import EXT, CgroupDef, Op, Scenario, Step
+    from ktstr.scenario.plan import compile_plan
+    from ktstr.scheduler import EEVDF, Scheduler
+    from ktstr.topology import Topology
+
+    def plan(*ops):
+        return compile_plan(Scenario("t", "", [Step(list(ops))]), Topology.parse("1n2l2c1t"))
+
+    no_ext = KernelInfo("/k", "6.12.1", "/k", "bzImage", 1, None, False, True, True)
+    knob = plan(Op.add_cgroup(CgroupDef("a")), Op.fixture_knob("pile", 0))
+    with pytest.raises(ConfigError, match="sets fixture knobs \\(pile=0\\) but runs under eevdf"):
+        check_plan_needs(knob, EEVDF, no_ext)
+    with pytest.raises(ConfigError, match="--scheduler scx_ktstr"):
+        check_plan_needs(knob, Scheduler("scx_simple", "scx_simple"), no_ext)
+    check_plan_needs(knob, SCX_KTSTR, no_ext)  # the fixture takes its knobs
+    ext = plan(Op.add_cgroup(CgroupDef("a", policy=EXT)))
+    with pytest.raises(KernelError, match="asks for SCHED_EXT workers, but kernel 6.12.1 lacks"):
+        check_plan_needs(ext, EEVDF, no_ext)
+
+
+def test_coverage_names_the_workers_a_switch_partial_scheduler_left_to_the_fair_class():
+    rec = record([worker(0), worker(1), worker(2, policy="fifo")])
+    assert [f.status for f in judge(rec).findings if f.check == "coverage"] == ["skip"]
+    rec["scheduler"] = {"name": "scx_partial", "binary": "/x/scx_partial", "events": []}
+    for w in rec["workers"]:
+        w["ext_at_start"] = False
+    (f,) = [f for f in judge(rec).findings if f.check == "coverage"]
+    assert f.status == "inconclusive" and f.kind == "not_scheduled"
+    assert "scx_partial scheduled none of the 2 workers: workers 0, 1 ran" in f.message
+    assert "policy=EXT" in f.message
+    rec["workers"][0]["ext_at_start"] = True
+    (f,) = [f for f in judge(rec).findings if f.check == "coverage"]
+    assert "scheduled 1 of 2 workers: workers 1 ran" in f.message
+    rec["workers"][1]["ext_at_start"] = True
+    (f,) = [f for f in judge(rec).findings if f.check == "coverage"]
+    assert f.status == "pass" and "all 2 workers" in f.message

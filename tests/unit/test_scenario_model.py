@@ -204,8 +204,44 @@ def test_every_op_compiles_to_what_the_guest_runs():
         "move_tasks",
         "remove_cgroup",
     ]
-    assert got[1]["nice"] == 5 and got[1]["policy"] == ["fifo", 3]
+    assert got[1]["nice"] == 5 and got[1]["policy"] == ["fifo", 3, 0, 0, 0]
     assert got[3]["affinity"] == [3] and got[5]["cpus"] == [0, 1]
     assert got[6]["cpus"] is None and got[4]["weight"] == 300
     with pytest.raises(ConfigError, match="outside 1..10000"):
         compile_plan(Scenario("t", "", [Step(ops[:1] + [Op.set_weight("a", 0)])]), topo)
+
+
+def test_ext_and_deadline_policies_reach_the_plan_and_bad_ones_are_refused():
+    from ktstr.scenario.model import EXT, Deadline, Policy
+
+    topo = Topology.parse("1n2l2c1t")
+    ops = [
+        Op.add_cgroup(CgroupDef("e", workers=1, policy=EXT)),
+        Op.add_cgroup(CgroupDef("d", workers=1, policy=Deadline(10_000, 50_000, 100_000))),
+    ]
+    got = compile_plan(Scenario("t", "", [Step(ops)]), topo)["steps"][0]["ops"]
+    assert got[1]["policy"] == ["ext", 0, 0, 0, 0]
+    assert got[3]["policy"] == ["deadline", 0, 10_000_000, 50_000_000, 100_000_000]
+    assert Deadline(10, 20).period_us == 20
+    with pytest.raises(ConfigError, match="runtime <= deadline <= period"):
+        Deadline(60_000, 50_000, 100_000)
+    with pytest.raises(ConfigError, match="takes no runtime"):
+        Policy("normal", runtime_us=5)
+    with pytest.raises(ConfigError, match="unknown policy"):
+        Policy("realtime")
+
+
+def test_fixture_knobs_are_checked_when_declared_and_compile_to_a_control_file_line():
+    from ktstr.fixture_sched import CONTROL_FILE
+
+    with pytest.raises(ConfigError, match="has no knob 'pilee'"):
+        Op.fixture_knob("pilee", 0)
+    with pytest.raises(ConfigError, match="not one line"):
+        Op.fixture_knob("pile", "0\nerror_after_s=1")
+    plan = compile_plan(
+        Scenario("t", "", [Step([Op.add_cgroup(CgroupDef("a")), Op.fixture_knob("pile", 0)])]),
+        Topology.parse("1n2l2c1t"),
+    )
+    (knob,) = [o for o in plan["steps"][0]["ops"] if o["op"] == "fixture_knob"]
+    assert knob == {"op": "fixture_knob", "file": CONTROL_FILE, "line": "pile=0"}
+    assert Op.fixture_knob("idle_waste", True).args == ("idle_waste", "on")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ktstr.checks.coverage import coverage
 from ktstr.checks.disks import disk_errors, io_throughput
 from ktstr.checks.expectations import apply_expectations
 from ktstr.checks.fairness import fairness
@@ -45,6 +46,7 @@ CHECKS: tuple[Check, ...] = (
     Check("kernel_health", kernel_health, switchable=True),
     Check("disk_errors", disk_errors, switchable=True),
     Check("scheduler", scheduler),
+    Check("coverage", coverage, judges_workload=True),
     Check("vm", vm_end),
     Check("worker_limits", worker_limits),
     Check("io_throughput", io_throughput),

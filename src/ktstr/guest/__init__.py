@@ -11,4 +11,5 @@ any module imported later (on a rare path) to keep start-up cheap.
 
 # json.decoder: the C JSON scanner imports it to raise its error type.
 # ktstr.guest.scenario: only scenario runs need it (and what it imports).
-LAZY_IMPORTS = ["traceback", "json.decoder", "ktstr.guest.scenario"]
+# ctypes: only SCHED_DEADLINE workers need it (sched_setattr has no os wrapper).
+LAZY_IMPORTS = ["traceback", "json.decoder", "ktstr.guest.scenario", "ctypes"]

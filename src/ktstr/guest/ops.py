@@ -140,7 +140,15 @@ def debug_escape_cpuset(ctx: Context, op: dict, gate_fd: int) -> None:
     ctx.event(op, worker=wid, cpu=op["cpu"])
 
 
+def fixture_knob(ctx: Context, op: dict, gate_fd: int) -> None:
+    """One ``name=value`` line for the fixture scheduler, which polls its control file."""
+    with open(op["file"], "a") as f:
+        f.write(op["line"] + "\n")
+    ctx.event(op, line=op["line"])
+
+
 OPS: dict[str, Callable[[Context, dict, int], None]] = {
+    "fixture_knob": fixture_knob,
     "add_cgroup": add_cgroup,
     "spawn": spawn_workers,
     "remove_cgroup": remove_cgroup,

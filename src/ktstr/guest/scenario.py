@@ -101,7 +101,9 @@ class Runner(Context):
             time.sleep(0.005)
         os.close(self.gate_w)  # every worker of the first step starts now
         self.gate_w = -1
-        self.channel.send(wire.EVENT, at_s=0.0, op="start", path=None)
+        # When the gate really opened: spawning may take longer than START_DELAY_S.
+        opened = round(max(0.0, time.monotonic() - self.t0), 6)
+        self.channel.send(wire.EVENT, at_s=opened, op="start", path=None)
         rounds = schedule(steps, self.t0)  # samples keep their own clock
         next_round = 0
         interval = plan["sample_interval_s"]

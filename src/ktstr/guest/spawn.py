@@ -14,11 +14,14 @@ import os
 from ktstr.guest import cgroups, ioworkers, workers
 
 RESULTS = "/tmp/ktstr-results"  # each worker writes <id>.json here
+SCHED_EXT, SCHED_DEADLINE = 7, 6  # include/uapi/linux/sched.h
+SYS_SCHED_SETATTR = 314  # x86_64
 POLICIES = {
     "batch": os.SCHED_BATCH,
     "idle": os.SCHED_IDLE,
     "fifo": os.SCHED_FIFO,
     "rr": os.SCHED_RR,
+    "ext": SCHED_EXT,
 }  # every other policy but "normal"; workers start normal (SCHED_RESET_ON_FORK)
 # Workers per group for the kinds that work together; every other kind works alone.
 PAIRS = ("pipe_pingpong", "futex_pingpong")
@@ -116,12 +119,37 @@ def _become_worker(
     cgroups.enter(op["path"], 0)
     if op["nice"]:
         os.setpriority(os.PRIO_PROCESS, 0, op["nice"])
-    name, prio = op["policy"]
-    if name != "normal":
+    name, prio, *reservation = op["policy"]
+    if name == "deadline":
+        set_deadline(*reservation)
+    elif name != "normal":
         os.sched_setscheduler(0, POLICIES[name], os.sched_param(prio))
     if op["affinity"]:
         os.sched_setaffinity(0, op["affinity"])
     workers.run(wid, op["work"], group, gate_fd, t0, deadline, result_path(wid))
+
+
+def set_deadline(runtime_ns: int, deadline_ns: int, period_ns: int) -> None:
+    """SCHED_DEADLINE for this task: Python has no sched_setattr, so the raw syscall."""
+    import ctypes  # lazy: only deadline workers pay for it (LAZY_IMPORTS packs it)
+
+    class Attr(ctypes.Structure):  # struct sched_attr, include/uapi/linux/sched/types.h
+        _fields_ = [
+            ("size", ctypes.c_uint32),
+            ("policy", ctypes.c_uint32),
+            ("flags", ctypes.c_uint64),
+            ("nice", ctypes.c_int32),
+            ("priority", ctypes.c_uint32),
+            ("runtime", ctypes.c_uint64),
+            ("deadline", ctypes.c_uint64),
+            ("period", ctypes.c_uint64),
+        ]
+
+    attr = Attr(ctypes.sizeof(Attr), SCHED_DEADLINE, 0, 0, 0, runtime_ns, deadline_ns, period_ns)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(SYS_SCHED_SETATTR, 0, ctypes.byref(attr), 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"sched_setattr(SCHED_DEADLINE): {os.strerror(err)}")
 
 
 def result_path(wid: int) -> str:

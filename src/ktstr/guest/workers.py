@@ -318,16 +318,31 @@ _POLICIES = {
     os.SCHED_FIFO: "fifo",
     os.SCHED_RR: "rr",
 }
-_SCHED_EXT = 7  # a task sched_ext runs as SCHED_EXT when its scheduler uses it directly
+_POLICIES.update({7: "ext", 6: "deadline"})
+
+
+def on_ext() -> bool | None:
+    """Whether this task is in the sched_ext class now (``ext.enabled`` of
+    /proc/thread-self/sched); None where the kernel does not say."""
+    try:
+        with open("/proc/thread-self/sched") as f:
+            for line in f:
+                if line.startswith("ext.enabled"):
+                    return line.rpartition(":")[2].strip() == "1"
+    except OSError:
+        pass
+    return None
 
 
 def _sched_class() -> dict[str, object]:
-    """The policy, priority and nice the worker starts with: proof the spawn applied them."""
+    """The policy, priority and nice the worker starts with: proof the spawn applied them,
+    and whether the scheduler under test took it (the sched_ext class)."""
     policy = os.sched_getscheduler(0)
     return {
-        "policy": _POLICIES.get(policy, "ext" if policy == _SCHED_EXT else str(policy)),
+        "policy": _POLICIES.get(policy, str(policy)),
         "rt_priority": os.sched_getparam(0).sched_priority,
         "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "ext_at_start": on_ext(),
     }
 
 
@@ -366,6 +381,7 @@ def result(wid: int, kind: str, rec: Recorder, error: str | None) -> dict:
         else None,
         "cgroup": _cgroup(),
         "error": error,
+        "ext_at_end": on_ext(),
         **rec.extra,
         **_schedstat(),
     }

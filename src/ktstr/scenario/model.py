@@ -19,16 +19,23 @@ from ktstr.scenario.work import WorkSpec, spin
 
 @dataclass(frozen=True)
 class Policy:
-    """A scheduling policy: normal, batch, idle, fifo(p) or rr(p)."""
+    """A scheduling policy: normal, batch, idle, fifo(p), rr(p), ext or deadline.
+
+    ``ext`` (SCHED_EXT) is for schedulers that take only the tasks that ask for them
+    (switch-partial); ``deadline`` (SCHED_DEADLINE) runs ``runtime_us`` of every
+    ``period_us`` within ``deadline_us`` of its start, above every other class.
+    """
 
     name: str = "normal"
     priority: int = 0
+    runtime_us: int = 0
+    deadline_us: int = 0
+    period_us: int = 0
 
     def __post_init__(self) -> None:
-        if self.name not in ("normal", "batch", "idle", "fifo", "rr"):
-            raise ConfigError(
-                f"unknown policy {self.name!r}", "use normal, batch, idle, fifo or rr"
-            )
+        names = ("normal", "batch", "idle", "fifo", "rr", "ext", "deadline")
+        if self.name not in names:
+            raise ConfigError(f"unknown policy {self.name!r}", f"use one of {', '.join(names)}")
         realtime = self.name in ("fifo", "rr")
         if realtime and not 1 <= self.priority <= 99:
             raise ConfigError(
@@ -37,9 +44,30 @@ class Policy:
             )
         if not realtime and self.priority:
             raise ConfigError(f"policy {self.name} takes no priority", "drop the priority")
+        times = (self.runtime_us, self.deadline_us, self.period_us)
+        if self.name == "deadline":
+            if not 2 <= self.runtime_us <= self.deadline_us <= self.period_us:
+                raise ConfigError(
+                    f"deadline policy runtime {self.runtime_us} us, deadline "
+                    f"{self.deadline_us} us, period {self.period_us} us",
+                    "give 2 <= runtime <= deadline <= period, in microseconds",
+                )
+        elif any(times):
+            raise ConfigError(f"policy {self.name} takes no runtime, deadline or period")
+
+    def to_wire(self) -> list:
+        """[name, priority, runtime ns, deadline ns, period ns] as the guest applies it."""
+        ns = [t * 1000 for t in (self.runtime_us, self.deadline_us, self.period_us)]
+        return [self.name, self.priority, *ns]
 
 
 NORMAL, BATCH, IDLE = Policy("normal"), Policy("batch"), Policy("idle")
+EXT = Policy("ext")
+
+
+def Deadline(runtime_us: int, deadline_us: int, period_us: int | None = None) -> Policy:
+    """SCHED_DEADLINE: ``runtime_us`` of CPU every ``period_us`` (default: the deadline)."""
+    return Policy("deadline", 0, runtime_us, deadline_us, period_us or deadline_us)
 
 
 def Fifo(priority: int) -> Policy:
@@ -153,6 +181,20 @@ class Op:
     @staticmethod
     def unfreeze(name: str) -> Op:
         return Op("unfreeze", name)
+
+    @staticmethod
+    def fixture_knob(name: str, value: object) -> Op:
+        """Set a knob of the fixture scheduler scx_ktstr while it runs (its control file):
+        e.g. ``Op.fixture_knob("pile", 0)`` at a step piles every task on CPU 0 from then on,
+        ``Op.fixture_knob("pile", "off")`` stops it.  Only with ``--scheduler scx_ktstr``."""
+        from ktstr.fixture_sched import KNOBS, NAME
+
+        if name not in KNOBS:
+            raise ConfigError(f"{NAME} has no knob {name!r}", f"use one of {', '.join(KNOBS)}")
+        text = "on" if value is True else "off" if value is False else str(value)
+        if not text or any(c in text for c in "\n\r=") or len(text) > 200:
+            raise ConfigError(f"knob {name}: value {text!r} is not one line", "give a plain value")
+        return Op("fixture_knob", "", (name, text))
 
     # Deliberate faults, to show the checks catch them.
     @staticmethod

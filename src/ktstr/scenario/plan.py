@@ -82,7 +82,7 @@ class _Compiler:
             "ids": ids,
             "work": work.to_wire(),
             "nice": cg.nice,
-            "policy": [cg.policy.name, cg.policy.priority],
+            "policy": cg.policy.to_wire(),
             "affinity": affinity,
         }
 
@@ -144,6 +144,11 @@ class _Compiler:
             return self.add(op.args[0], self.find(op.target) if op.target else "")
         if k == "debug_kernel_crash":
             return [{"op": k}]
+        if k == "fixture_knob":
+            from ktstr.fixture_sched import CONTROL_FILE
+
+            name, value = op.args
+            return [{"op": k, "file": CONTROL_FILE, "line": f"{name}={value}"}]
         if k == "debug_freeze_fs":
             disk, ms, hung = op.args
             if disk >= len(self.disks) or not self.disks[disk].fs:
