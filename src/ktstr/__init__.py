@@ -4,11 +4,13 @@ from ktstr.disk import Disk, Throttle
 from ktstr.scenario.cpuset import CpusetSpec
 from ktstr.scenario.model import (
     BATCH,
+    EXT,
     IDLE,
     NORMAL,
     RR,
     CgroupDef,
     Checks,
+    Deadline,
     Fifo,
     HoldSpec,
     Op,
@@ -38,12 +40,14 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "BATCH",
     "EEVDF",
+    "EXT",
     "IDLE",
     "NORMAL",
     "RR",
     "CgroupDef",
     "Checks",
     "CpusetSpec",
+    "Deadline",
     "Disk",
     "Fifo",
     "Flag",
