@@ -1,6 +1,7 @@
 """Scenarios in real VMs under EEVDF: correct runs pass, deliberate faults are caught."""
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -241,7 +242,9 @@ def test_every_op_takes_effect_in_the_guest():
     assert swaps == [[2, 3], [0, 1], [2, 3], [0, 1, 2, 3]]  # three swaps, then cleared
     spawn_times = [e["at_s"] for e in events if e["op"] == "spawn" and e["path"] == "c"]
     assert len(spawn_times) == 4 and spawn_times[1:] == sorted(spawn_times[1:])
-    assert 0.9 <= spawn_times[2] - spawn_times[1] <= 1.5  # the loop's interval
+    # The loop waits its interval between rounds and its three rounds fit in its step,
+    # ordered against the guest's own events rather than bounded by the clock.
+    assert all(b - a >= 0.9 for a, b in pairwise(spawn_times[1:]))
 
     assert all(workers[i]["nice"] == 5 for i in (0, 1))
     assert all(workers[i]["policy"] == "batch" for i in (2, 3))
@@ -251,10 +254,14 @@ def test_every_op_takes_effect_in_the_guest():
 
     (weight,) = [e for e in events if e["op"] == "set_weight"]
     assert weight["path"] == "a" and weight["weight"] == 500
+    assert spawn_times[-1] < weight["at_s"]  # the loop's rounds ended with their step
     (stop,) = [e for e in events if e["op"] == "stop_workers"]
+    (thaw,) = [e for e in events if e["op"] == "unfreeze"]
+    (removed,) = [e for e in events if e["op"] == "remove_cgroup" and e["path"] == "c"]
     assert stop["ids"] == [6, 7]
-    assert all(workers[i]["end_s"] <= stop["at_s"] + 1.0 for i in (6, 7))
-    assert all(workers[i]["end_s"] >= 9.0 for i in (4, 5))
+    # Stopped workers end within their step; the others outlive c's removal (moved to a).
+    assert all(workers[i]["end_s"] <= thaw["at_s"] for i in (6, 7))
+    assert all(workers[i]["end_s"] >= removed["at_s"] for i in (4, 5))
 
     (pin,) = [e for e in events if e["op"] == "set_affinity"]
     assert pin["ids"] == [4, 5, 6, 7]
@@ -266,7 +273,6 @@ def test_every_op_takes_effect_in_the_guest():
         assert workers[i]["cgroup"] == "/ktstr/a"  # moved, then c was removed
 
     (freeze,) = [e for e in events if e["op"] == "freeze"]
-    (thaw,) = [e for e in events if e["op"] == "unfreeze"]
     assert thaw["at_s"] - freeze["at_s"] >= 2.0
     longest = max(g[0] for i in (2, 3) for g in workers[i]["gaps"])
     assert longest >= 2.0  # past the gap limit, yet not_stuck passed: the freeze was on purpose
