@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -114,7 +115,10 @@ def pipeline(*argvs: list[str], what: str, fix: str) -> None:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-        for argv, code, err in zip(argvs, codes, errs, strict=True):
+        # A stage killed by SIGPIPE only lost its reader: the stage that failed after it
+        # is the cause, so it is named first.
+        stages = sorted(zip(argvs, codes, errs, strict=True), key=lambda s: s[1] == -signal.SIGPIPE)
+        for argv, code, err in stages:
             if code != 0:
                 err.seek(0)
                 detail = err.read().decode(errors="replace").strip()[-300:] or f"exit {code}"
