@@ -344,3 +344,33 @@ def test_a_worker_starved_from_its_release_to_its_first_stamp_is_stuck():
     assert f.kind == "stuck" and f.worker == 1 and f.at_s == 0.0 and f.value == 2600.0
     rec["workers"][1] = worker(1, start=0.4)
     assert not findings(rec, "not_stuck", "fail")
+
+
+def test_equal_weight_siblings_share_equally_when_they_lived_the_whole_run():
+    def two_cgroups(a_cpu_s, b_cpu_s, extra_events=()):
+        workers = [worker(i, path="a", cpu_s=a_cpu_s) for i in range(4)]
+        workers += [worker(i + 4, path="b", cpu_s=b_cpu_s) for i in range(4)]
+        events = [
+            {"at_s": 0.0, "op": "add_cgroup", "path": "a", "cpus": None},
+            {"at_s": 0.0, "op": "spawn", "path": "a", "ids": [0, 1, 2, 3]},
+            {"at_s": 0.0, "op": "add_cgroup", "path": "b", "cpus": None},
+            {"at_s": 0.0, "op": "spawn", "path": "b", "ids": [4, 5, 6, 7]},
+            *extra_events,
+        ]
+        return record(workers, events=events, cpus=4)
+
+    fair = [f for f in findings(two_cgroups(3.0, 3.0), "fairness") if f.kind == "weights_ok"]
+    assert fair and "cpu.weight 100:100 got 50%:50%" in fair[0].message
+    unfair = findings(two_cgroups(4.5, 1.5), "fairness", "fail")
+    assert {f.kind for f in unfair} == {"weight_mismatch"}
+    assert "cgroup a (cpu.weight 100) got 75% of its siblings' CPU time, expected 50%" in (
+        unfair[0].message
+    )
+    # a cgroup changed during the run (here: half its workers stopped) is not compared
+    stop = {"at_s": 3.0, "op": "stop_workers", "path": "b", "n": 2, "ids": [6, 7]}
+    assert not findings(two_cgroups(4.5, 1.5, [stop]), "fairness", "fail")
+    # real-time workers do not follow cpu.weight
+    rt = two_cgroups(4.5, 1.5)
+    for w in rt["workers"][:4]:
+        w["policy"] = "fifo"
+    assert not [f for f in findings(rt, "fairness") if f.kind == "weight_mismatch"]

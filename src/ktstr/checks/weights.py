@@ -31,8 +31,38 @@ def _water_fill(capacity: float, weights: dict[str, float], caps: dict[str, floa
     return alloc
 
 
+# The cgroup v2 default cpu.weight.
+DEFAULT_WEIGHT = 100.0
+# Only ops that make a cgroup and fill it leave its share of the run comparable.
+_SETUP_OPS = ("add_cgroup", "spawn")
+
+
+def _weighed(worker: dict) -> bool:
+    """A spinner that cpu.weight governs: not real-time, deadline or SCHED_IDLE."""
+    return worker["work"] == "spin" and worker.get("policy", "normal") not in (
+        "fifo",
+        "rr",
+        "deadline",
+        "idle",
+    )
+
+
+def _whole_run(record: dict) -> set[str]:
+    """Cgroups made at the start and left alone: no later op touched them."""
+    made, touched = set(), set()
+    for ev in record.get("events", []):
+        path = ev.get("path")
+        if ev["op"] in _SETUP_OPS and ev.get("at_s", 0.0) <= 0.5:
+            made.add(path)
+        elif path is not None and ev["op"] != "start":
+            touched |= {path, ev.get("dst")}
+    return {p for p in made if not any(t and (p == t or p.startswith(t + "/")) for t in touched)}
+
+
 def weights(record: dict, th: dict) -> list[Finding]:
-    """Sibling cgroups with different cpu.weight get CPU in proportion, when contended."""
+    """Sibling cgroups get contended CPU in proportion to cpu.weight: different weights
+    as declared, and equal ones (the default 100 included) equally when every sibling
+    lived through the whole run untouched, so a scheduler that favours one cgroup fails."""
     tol = th["fairness.weight_tolerance_pct"]
     declared: dict[str, float] = {}
     cpus: dict[str, set[int]] = {}
@@ -48,6 +78,10 @@ def weights(record: dict, th: dict) -> list[Finding]:
         if op["op"] == "add_cgroup" and op.get("weight")
     }
     declared.update({p: float(w) for p, w in spec_weights.items() if p not in declared})
+    untouched = _whole_run(record)
+    for path in cpus:
+        if path not in declared and path in untouched:
+            declared[path] = DEFAULT_WEIGHT
     siblings: dict[str, list[str]] = defaultdict(list)
     for path in declared:
         siblings[path.rpartition("/")[0]].append(path)
@@ -56,15 +90,23 @@ def weights(record: dict, th: dict) -> list[Finding]:
     for w in record.get("workers", []):
         by_path[w.get("cgroup_path")].append(w)
     for group in siblings.values():
-        if len(group) < 2 or len({declared[p] for p in group}) < 2:
+        if len(group) < 2:
             continue
-        if not all(by_path[p] and all(w["work"] == "spin" for w in by_path[p]) for p in group):
+        if len({declared[p] for p in group}) < 2 and not set(group) <= untouched:
             continue
-        capacity = len(set().union(*(cpus.get(p, set()) for p in group))) or record.get(
-            "observed_topology", {}
-        ).get("cpus", 0)
-        demand = {p: float(len(by_path[p])) for p in group}
-        if sum(demand.values()) <= capacity:
+        if not all(by_path[p] and all(_weighed(w) for w in by_path[p]) for p in group):
+            continue
+        ncpus = (record.get("observed_topology") or {}).get("cpus", 0)
+        # A cgroup without a cpuset may use every CPU; none can use more CPUs than its
+        # cpuset has or than it has workers.
+        usable = {p: len(cpus.get(p) or ()) or ncpus for p in group}
+        capacity = (
+            ncpus
+            if any(not cpus.get(p) for p in group)
+            else len(set().union(*(cpus[p] for p in group)))
+        )
+        demand = {p: float(min(len(by_path[p]), usable[p])) for p in group}
+        if sum(float(len(by_path[p])) for p in group) <= capacity:
             continue  # not contended: weights do not matter
         expected = _water_fill(capacity, {p: declared[p] for p in group}, demand)
         measured = {p: sum(w.get("cpu_time_ns", 0) for w in by_path[p]) / 1e9 for p in group}
