@@ -45,7 +45,7 @@ demo: setup
 test: setup
 	$(BIN)/pytest
 
-test-unit: venv
+test-unit: system-packages venv
 	$(BIN)/pytest -m "not vm"
 
 test-vm: setup

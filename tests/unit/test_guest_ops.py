@@ -19,6 +19,7 @@ import pytest
 from ktstr import wire
 from ktstr.guest import cgroups, faults, ops
 from ktstr.guest.pool import Pool
+from tests.helpers import wait_until
 
 ALL_CPUS = "0-3"  # what the fake kernel says a cgroup without a cpuset gets
 NO_SUCH_PID = 2**22 + 1  # above the kernel's PID_MAX_LIMIT: never a live process
@@ -88,11 +89,9 @@ def state(pid: int) -> str:
         return f.read().rpartition(")")[2].split()[0]
 
 
-def wait_state(pid: int, want: str, timeout_s: float = 5.0) -> str:
-    end = time.monotonic() + timeout_s
-    while (got := state(pid)) != want and time.monotonic() < end:
-        time.sleep(0.01)
-    return got
+def wait_state(pid: int, want: str) -> str:
+    """The state once it is ``want`` (a signal's effect is asynchronous)."""
+    return wait_until(lambda: state(pid) == want and want, f"pid {pid} in state {want}")
 
 
 # --- the table --------------------------------------------------------------
