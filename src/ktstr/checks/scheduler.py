@@ -87,6 +87,40 @@ def _stuck_in_scheduler(output: list[str]) -> bool:
     return bool(who and who.startswith("swapper/") and any("__schedule" in t for t in trace))
 
 
+def _stall(
+    stall: re.Match | None, stuck: re.Match | None, output: list[str], cpu: int | None
+) -> tuple[str, str, float | None]:
+    """The kind of a stall ejection and what to say of it: which task did not run, or
+    whether the watchdog's own worker starved or a CPU sat inside the scheduler."""
+    on_cpu = f" (on cpu {cpu})" if cpu is not None else ""
+    if stall:
+        task, seconds = f"{stall.group(1)}[{stall.group(2)}]", stall.group(3)
+        kind, what = (
+            ("kthread_stall", f"a stall of kernel threads: the kernel thread {task}")
+            if _KTHREAD.match(stall.group(1))
+            else ("stall", f"a runnable task stall: {task}")
+        )
+        return kind, f"was ejected for {what} did not run for {seconds} s{on_cpu}", float(seconds)
+    if stuck and _stuck_in_scheduler(output):
+        seconds = stuck.group(1)
+        return (
+            "dispatch_loop",
+            f"was ejected: cpu {cpu if cpu is not None else '?'} stopped scheduling (the "
+            f"sched_ext watchdog could not check in for {seconds} s and the CPU was caught "
+            "inside the scheduler), as an endless dispatch loop does",
+            float(seconds),
+        )
+    if stuck:
+        seconds = stuck.group(1)
+        return (
+            "kthread_stall",
+            "was ejected for a stall of kernel threads: the sched_ext watchdog's own kernel "
+            f"worker could not run for {seconds} s{on_cpu}",
+            float(seconds),
+        )
+    return "stall", "was ejected for a runnable task stall", None
+
+
 def scheduler_health(record: dict, th: dict) -> list[Finding]:
     sched = record.get("scheduler")
     if not isinstance(sched, dict) or not sched.get("binary"):
@@ -161,54 +195,8 @@ def scheduler_health(record: dict, th: dict) -> list[Finding]:
             cpu = int(exit_kind.group(2)) if exit_kind and exit_kind.group(2) else None
             stall = next((m for ln in kmsg[i:] + output for m in [_STALL.search(ln)] if m), None)
             stuck = next((m for ln in kmsg[i:] + output for m in [_WATCHDOG.search(ln)] if m), None)
-            on_cpu = f" (on cpu {cpu})" if cpu is not None else ""
-            if stall and _KTHREAD.match(stall.group(1)):
-                out.append(
-                    finding(
-                        "kthread_stall",
-                        f"{name} was ejected for a stall of kernel threads: the kernel thread "
-                        f"{stall.group(1)}[{stall.group(2)}] did not run for {stall.group(3)} s"
-                        f"{on_cpu}{quote}",
-                        cpu=cpu,
-                        value=float(stall.group(3)),
-                    )
-                )
-            elif stall:
-                out.append(
-                    finding(
-                        "stall",
-                        f"{name} was ejected for a runnable task stall: "
-                        f"{stall.group(1)}[{stall.group(2)}] did not run for {stall.group(3)} s"
-                        f"{on_cpu}{quote}",
-                        cpu=cpu,
-                        value=float(stall.group(3)),
-                    )
-                )
-            elif stuck and _stuck_in_scheduler(output):
-                out.append(
-                    finding(
-                        "dispatch_loop",
-                        f"{name} was ejected: cpu {cpu if cpu is not None else '?'} "
-                        f"stopped scheduling (the sched_ext watchdog could not check in for "
-                        f"{stuck.group(1)} s and the CPU was caught inside the scheduler), as an "
-                        f"endless dispatch loop does{quote}",
-                        cpu=cpu,
-                        value=float(stuck.group(1)),
-                    )
-                )
-            elif stuck:
-                out.append(
-                    finding(
-                        "kthread_stall",
-                        f"{name} was ejected for a stall of kernel threads: the sched_ext "
-                        f"watchdog's own kernel worker could not run for {stuck.group(1)} s"
-                        f"{on_cpu}{quote}",
-                        cpu=cpu,
-                        value=float(stuck.group(1)),
-                    )
-                )
-            else:
-                out.append(finding("stall", f"{name} was ejected for a runnable task stall{quote}"))
+            kind, text, seconds = _stall(stall, stuck, output, cpu)
+            out.append(finding(kind, f"{name} {text}{quote}", cpu=cpu, value=seconds))
         else:
             kind_no = next(
                 (int(m.group(1)) for ln in output for m in [_EXIT_KIND.search(ln)] if m), None
