@@ -7,6 +7,7 @@ would otherwise wait forever, and says so when it fires.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -80,3 +81,14 @@ def assert_one_sentence(proc: subprocess.CompletedProcess, *needles: str, code: 
     for needle in needles:
         assert needle in lines[0]
     return lines[0]
+
+
+def qmp_commands(sock):
+    """Commands as QEMU's streaming parser reads them: JSON objects, newline or not."""
+    buf, decoder = "", json.JSONDecoder()
+    while data := sock.recv(65536):
+        buf += data.decode()
+        while buf.strip():
+            cmd, end = decoder.raw_decode(buf.lstrip())
+            buf = buf.lstrip()[end:]
+            yield cmd

@@ -28,7 +28,7 @@ from ktstr.scenario.work import WorkSpec, io_rand_read, io_seq_write, sequence, 
 from ktstr.topology import Topology
 from ktstr.vm import drives
 from ktstr.vm.qmp import Monitor, parse_blockstats
-from tests.helpers import ktstr
+from tests.helpers import HANG_GUARD_S, ktstr, qmp_commands
 
 
 def test_sizes():
@@ -168,22 +168,11 @@ def test_io_pattern_names_each_sector():
     assert data[16:512] == data[528:1024]
 
 
-def _commands(sock):
-    """Commands as QEMU's streaming parser reads them: JSON objects, newline or not."""
-    buf, decoder = "", json.JSONDecoder()
-    while data := sock.recv(65536):
-        buf += data.decode()
-        while buf.strip():
-            cmd, end = decoder.raw_decode(buf.lstrip())
-            buf = buf.lstrip()[end:]
-            yield cmd
-
-
 def _fake_qemu(sock, stats):
     f = sock.makefile("wb")
     f.write(b'{"QMP": {"version": {}, "capabilities": []}}\r\n')
     f.flush()
-    for cmd in _commands(sock):
+    for cmd in qmp_commands(sock):
         if cmd["execute"] == "qmp_capabilities":
             reply = [
                 {"return": {}, "id": cmd.get("id")},
@@ -207,8 +196,8 @@ def test_monitor_reads_block_stats_at_shutdown_then_quits():
     fake.start()
     monitor = Monitor(ours)
     monitor.start()
-    monitor.join(5)
-    fake.join(5)
+    monitor.join(HANG_GUARD_S)
+    fake.join(HANG_GUARD_S)
     assert not fake.is_alive()  # it received quit
     assert monitor.shutdown_reason == "guest-shutdown" and monitor.error is None
     assert monitor.blockstats == {"ktstr-disk0": {"rd_operations": 7}}

@@ -65,10 +65,10 @@ def feed(tmp_path: Path, chunks: list[bytes], limits=SMALL) -> lifecycle._Channe
 
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
-    channel.join(10)
+    channel.join(HANG_GUARD_S)
     assert not channel.is_alive(), "the channel thread hung"
     host.close()
-    writer.join(10)
+    writer.join(HANG_GUARD_S)
     return channel
 
 
@@ -142,7 +142,7 @@ def test_an_exception_handling_one_line_does_not_end_the_thread(tmp_path, monkey
     ch.start()
     guest.sendall(line(wire.HELLO) + line(wire.DONE))
     guest.close()
-    ch.join(10)
+    ch.join(HANG_GUARD_S)
     assert calls == [wire.HELLO, wire.DONE] and ch.bad.count == 1
     assert "host error RuntimeError" in ch.bad.first[0]
 
@@ -402,7 +402,7 @@ def test_console_caps_cut_long_lines_and_stop_a_flood(tmp_path):
             os.write(write, b"F" * 200 + b"\n")
     except BrokenPipeError:
         pass
-    console.join(10)
+    console.join(HANG_GUARD_S)
     os.close(write)
     assert stop.is_set() and console.flooded and "console" in console.flooded
     assert console.long_lines == 1 and console.panic_line.startswith("Kernel panic")

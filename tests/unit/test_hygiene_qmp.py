@@ -6,25 +6,15 @@ import threading
 import time
 
 from ktstr.vm.qmp import Monitor
+from tests.helpers import HANG_GUARD_S, qmp_commands
 
 GREETING = b'{"QMP": {"version": {"qemu": {"major": 7}}, "capabilities": []}}'
-
-
-def _commands(sock):
-    """Commands as QEMU's streaming parser reads them: JSON objects, newline or not."""
-    buf, decoder = "", json.JSONDecoder()
-    while data := sock.recv(65536):
-        buf += data.decode()
-        while buf.strip():
-            cmd, end = decoder.raw_decode(buf.lstrip())
-            buf = buf.lstrip()[end:]
-            yield cmd
 
 
 def _qemu(sock, seen, refuse=(), shutdown=True):
     """Greets, negotiates, optionally reports a power-off, refuses some commands, quits."""
     sock.sendall(GREETING + b"\r\n")
-    for cmd in _commands(sock):
+    for cmd in qmp_commands(sock):
         seen.append(cmd["execute"])
         if cmd["execute"] == "qmp_capabilities":
             sock.sendall(b'{"return": {}}\r\n')
@@ -47,8 +37,8 @@ def _monitor(**kwargs):
     fake.start()
     monitor = Monitor(ours)
     monitor.start()
-    monitor.join(10)
-    fake.join(10)
+    monitor.join(HANG_GUARD_S)
+    fake.join(HANG_GUARD_S)
     assert not monitor.is_alive() and not fake.is_alive()
     return monitor, seen
 
@@ -67,7 +57,7 @@ def test_qemu_gone_at_once_is_an_abandoned_monitor():
     theirs.close()
     monitor = Monitor(ours)
     monitor.start()
-    monitor.join(10)
+    monitor.join(HANG_GUARD_S)
     assert monitor.abandoned and "closed the monitor before" in monitor.error
 
 
