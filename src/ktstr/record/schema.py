@@ -88,7 +88,7 @@ class RunRecord(TypedDict, total=False):
     calibration: Calibration
     workers: list[Worker]
     events: list[dict[str, Any]]  # every op applied, at scenario time at_s
-    timeline: list[dict[str, Any]]  # per-CPU samples every 0.5 s
+    timeline: list[dict[str, Any]]  # per-CPU samples every 0.25 s
     sched_ext: dict[str, Any]
     console: list[str]  # the kernel console's last lines
     vm_end: str  # how the VM ended (ktstr.vm.lifecycle)

@@ -18,7 +18,9 @@ from ktstr.scenario.model import CgroupDef, Op, Scenario
 from ktstr.scenario.work import WorkSpec
 from ktstr.topology import Topology
 
-SAMPLE_INTERVAL_S = 0.5
+# Per-CPU samples (utilization, schedstat run and queue time): at least four a second, so
+# work_conservation and imbalance see a CPU idling next to a queue within a window.
+SAMPLE_INTERVAL_S = 0.25
 MIN_LOOP_INTERVAL_S = 0.05
 MAX_ROUNDS = 2000  # rounds of ops in a whole plan, loops unrolled
 STOP_GRACE_S = 3.0  # after the deadline, before SIGKILL
