@@ -55,6 +55,10 @@ FAULTS = {
     "starve_cgroup": Fault(
         ("--write-knob-after=2:starve_cgroup=ktstr/cg_0,3000",), "steady", "not_stuck", "stuck"
     ),
+    "pile_cgroup": Fault(knob_args(pile_cgroup="ktstr/cg_0"), "steady", "imbalance", "imbalanced"),
+    "unfair_cgroup": Fault(
+        knob_args(unfair_cgroup="ktstr/cg_0,8"), "steady", "fairness", "weight_mismatch"
+    ),
     "stall_after_s": Fault(
         knob_args(stall_after_s=2) + ("--timeout-ms", "3000"), "steady", "scheduler", "stall"
     ),
@@ -73,7 +77,7 @@ def cpu_scenarios() -> list[str]:
 
 
 def plan(runs: int) -> list[dict]:
-    """Every run of the bench, each a key that names it uniquely."""
+    """Every run of the bench, each with a key that names it uniquely."""
     out = []
     for i in range(runs):
         for fault, f in FAULTS.items():
@@ -214,6 +218,9 @@ def main() -> int:
     ap.add_argument(
         "--part", choices=("detection", "false_failures"), default=None, help="run only one part"
     )
+    ap.add_argument("--presets", default=None, help="only these presets (a,b)")
+    ap.add_argument("--scenarios", default=None, help="only these scenarios (a,b)")
+    ap.add_argument("--schedulers", default=None, help="only these schedulers (eevdf,scx_simple)")
     ap.add_argument(
         "--duration", type=float, default=None, help="seconds per run (default: each scenario's)"
     )
@@ -224,7 +231,14 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     if not args.summary_only:
-        runs = [r for r in plan(args.runs) if args.part in (None, r["part"])]
+        runs = [
+            r
+            for r in plan(args.runs)
+            if args.part in (None, r["part"])
+            and (not args.presets or r["preset"] in args.presets.split(","))
+            and (not args.scenarios or r["scenario"] in args.scenarios.split(","))
+            and (not args.schedulers or r["scheduler"] in args.schedulers.split(","))
+        ]
         if args.shard:  # every count-th run, from a fixed order: disjoint, and together all
             index, count = parse_shard(args.shard)
             runs = sorted(runs, key=key)[index - 1 :: count]
