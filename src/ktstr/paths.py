@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from datetime import datetime
@@ -69,3 +70,17 @@ def host_tool(name: str, needed_for: str) -> str:
             f"install it with: sudo apt-get install {package}",
         )
     return found
+
+
+def json_record(path: Path, keys: tuple[str, ...], what: str, fix: str) -> dict:
+    """A JSON object ktstr wrote and cannot re-derive (a fetch or a build record): one
+    holding ``keys``, or one sentence (``KernelError``) naming the file and the fix."""
+    from ktstr.errors import KernelError
+
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not all(k in data for k in keys):
+            raise ValueError("not the expected object")
+    except (OSError, ValueError):
+        raise KernelError(f"{path} is not the {what} (corrupt or unreadable)", fix) from None
+    return data

@@ -214,15 +214,12 @@ def listing() -> list[dict[str, str]]:
     if not root.is_dir():
         return rows
     for info_file in sorted(root.glob("*/*/meta.json")):
-        try:
-            info = json.loads(info_file.read_text())
-            if not all(k in info for k in ("release", "compiler", "built")):
-                raise ValueError("keys missing")
-        except (ValueError, TypeError):
-            raise KernelError(
-                f"{info_file} is not a build record ktstr wrote (corrupt or truncated)",
-                f"rebuild with 'ktstr schedulers build --force', or delete {info_file.parent}",
-            ) from None
+        info = paths.json_record(
+            info_file,
+            ("release", "compiler", "built"),
+            "build record ktstr wrote",
+            f"rebuild with 'ktstr schedulers build --force', or delete {info_file.parent}",
+        )
         for binary in sorted((info_file.parent / "bin").iterdir()):
             rows.append(
                 {

@@ -6,7 +6,6 @@ newest cached kernel that has sched_ext.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -45,17 +44,12 @@ def meta(entry: Path) -> dict[str, object]:
     Not a pure cache: the mirror and suite say where the matching source
     package is, so a corrupt file is reported rather than guessed around.
     """
-    path = entry / "meta.json"
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError):
-        raise KernelError(
-            f"{path} is not the record 'ktstr kernel fetch' wrote (corrupt or unreadable)",
-            f"fetch the kernel again with 'ktstr kernel fetch --force', or delete {entry}",
-        ) from None
-    return data
+    return paths.json_record(
+        entry / "meta.json",
+        (),
+        "record 'ktstr kernel fetch' wrote",
+        f"fetch the kernel again with 'ktstr kernel fetch --force', or delete {entry}",
+    )
 
 
 def _from_tree(tree: Path) -> KernelInfo:
