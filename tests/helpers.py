@@ -92,3 +92,9 @@ def qmp_commands(sock):
             cmd, end = decoder.raw_decode(buf.lstrip())
             buf = buf.lstrip()[end:]
             yield cmd
+
+
+def check_status(table: str, check: str) -> str | None:
+    """The status column of ``check``'s row in a printed verdict table."""
+    row = next((ln.split() for ln in table.splitlines() if ln.startswith(check + " ")), None)
+    return row[1] if row else None
