@@ -103,9 +103,13 @@ def test_zero_workers_is_inconclusive():
 
 
 def test_fairness_spread_and_single_worker():
-    rec = record([worker(0, cpu_s=5.9), worker(1, cpu_s=4.0)])
+    # two spinners sharing one CPU, one given far more of it than the other
+    rec = record([worker(0, cpu_s=5.9), worker(1, cpu_s=4.0)], cpus=1)
     (f,) = findings(rec, "fairness", "fail")
     assert f.kind == "unfair" and f.value == pytest.approx(31.67, abs=0.1)
+    # the same two with a CPU each do not compete: what they lost went to other tasks
+    (alone,) = findings(record([worker(0, cpu_s=5.9), worker(1, cpu_s=4.0)]), "fairness")
+    assert alone.status == "skip" and "(1 had a CPU each)" in alone.message
     (skip,) = findings(record([worker(0)]), "fairness")
     assert skip.status == "skip"
 

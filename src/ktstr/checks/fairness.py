@@ -1,5 +1,10 @@
 """fairness: equal CPU-bound workers in one cgroup get equal shares of the CPU, and
-sibling cgroups with different ``cpu.weight`` get CPU in proportion (see weights.py).
+sibling cgroups get CPU in proportion to ``cpu.weight`` (see weights.py).
+
+Equal workers are compared only where they compete: where the CPU-bound workers that
+may use their CPUs outnumber those CPUs.  Without contention each could have a CPU of
+its own, and what they lose goes to other tasks (the agent, the scheduler's own
+process), which says nothing about how the scheduler shares a CPU between them.
 
 Reads: ``workers[].work, cgroup_path, start_s, end_s, cpu_time_ns, killed, error``,
 ``duration_s``; weights.py reads more.
@@ -10,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from ktstr.checks import cpu_load
 from ktstr.checks import timeline as tl
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, SKIP, Finding
 from ktstr.checks.weights import weights
@@ -24,6 +30,17 @@ def _off_cpu_share(w: dict) -> float | None:
     return max(0.0, 1 - cpu / 1e9 / wall)
 
 
+def _contended(record: dict, members: list[dict], everyone: list[dict]) -> bool:
+    """More CPU-bound workers may use the members' CPUs than there are of them."""
+    ncpus = (record.get("observed_topology") or {}).get("cpus") or 0
+    if not ncpus:
+        return True  # nothing to tell it by: judge, as before
+    start = min(w.get("start_s", 0.0) for w in members)
+    mine = frozenset().union(*cpu_load.allowed_sets(record, members, start, ncpus))
+    theirs = cpu_load.allowed_sets(record, everyone, start, ncpus)
+    return sum(1 for cpus in theirs if cpus & mine) > len(mine)
+
+
 def fairness(record: dict, th: dict) -> list[Finding]:
     duration = record.get("duration_s") or th["fairness.reference_duration_s"]
     widen = max(1.0, math.sqrt(th["fairness.reference_duration_s"] / duration))
@@ -32,7 +49,8 @@ def fairness(record: dict, th: dict) -> list[Finding]:
     for w in record.get("workers", []):
         if w.get("work") in CPU_BOUND and not w.get("killed") and not w.get("error"):
             groups[(w.get("cgroup_path"), w["work"])].append(w)
-    out, judged, worst = [], 0, 0.0
+    out, judged, worst, uncontended = [], 0, 0.0, 0
+    everyone = [w for ws in groups.values() for w in ws]
     for (path, kind), members in sorted(groups.items()):
         if len(members) < th["fairness.min_workers"]:
             continue
@@ -47,6 +65,9 @@ def fairness(record: dict, th: dict) -> list[Finding]:
                     cgroup=path,
                 )
             )
+            continue
+        if not _contended(record, members, everyone):
+            uncontended += 1
             continue
         judged += 1
         spread = (max(shares) - min(shares)) * 100
@@ -76,7 +97,12 @@ def fairness(record: dict, th: dict) -> list[Finding]:
                 "fairness",
                 SKIP,
                 "not_applicable",
-                "no cgroup has two or more equal CPU-bound workers",
+                "no cgroup has two or more equal CPU-bound workers"
+                + (
+                    f" competing for their CPUs ({uncontended} had a CPU each)"
+                    if uncontended
+                    else ""
+                ),
             )
         ]
     if not any(f.status in (FAIL, INCONCLUSIVE) for f in out):
