@@ -24,8 +24,23 @@ def sched_failures(record: dict) -> list[dict]:
 @pytest.mark.parametrize("name", ["scx_simple", "scx_qmap"])
 def test_steady_passes_under_a_real_scheduler(name):
     out, record = run("--scheduler", name)
-    assert record["_rc"] == 0, out
-    assert record["verdict"] == "pass"
+    if name == "scx_qmap":
+        # scx_qmap queues a re-enqueued task without kicking an idle CPU, so a CPU left
+        # idle when the workers start can stay idle for seconds while the others queue
+        # three tasks each: the placement checks report it (the scheduler's behaviour,
+        # see bench/README.md); everything else must pass
+        placement = [
+            f for f in record["findings"] if f["check"] in ("imbalance", "work_conservation")
+        ]
+        assert all(
+            f["status"] != "fail" or f["kind"] in ("imbalanced", "idle_while_waiting")
+            for f in placement
+        )
+        others = [f for f in record["findings"] if f not in placement]
+        assert all(f["status"] in ("pass", "skip") for f in others), out
+    else:
+        assert record["_rc"] == 0, out
+        assert record["verdict"] == "pass"
     events = [e["event"] for e in record["scheduler"]["events"]]
     assert "attached" in events and "stopping" in events and events[-1] == "stopped"
     assert any(

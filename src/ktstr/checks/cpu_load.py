@@ -88,3 +88,35 @@ def components(sets: list[frozenset[int]]) -> list[frozenset[int]]:
                 rest.append(g)
         groups = rest + [joined]
     return [frozenset(g) for g in groups]
+
+
+# Ops after which the kernel (and the scheduler) must move tasks: a window that spans
+# one judges a placement in the middle of changing.
+PLACEMENT_OPS = frozenset(
+    {
+        "start",
+        "spawn",
+        "add_cgroup",
+        "remove_cgroup",
+        "set_cpuset",
+        "set_affinity",
+        "move_tasks",
+        "stop_workers",
+        "freeze",
+        "unfreeze",
+    }
+)
+
+
+def settled(record: dict, settle_s: float) -> list[Interval]:
+    """The intervals that begin at least ``settle_s`` after the last placement change."""
+    changes = sorted(
+        ev["at_s"]
+        for ev in record.get("events", [])
+        if ev.get("op") in PLACEMENT_OPS and tl.finite(ev.get("at_s"))
+    )
+    return [
+        iv
+        for iv in intervals(record)
+        if not any(iv.start_s - settle_s < at < iv.end_s for at in changes)
+    ]

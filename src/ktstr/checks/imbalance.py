@@ -6,7 +6,8 @@ average number of runnable tasks there).  Judged only where the group is
 oversubscribed (at least one runnable task per CPU on average), because with fewer
 tasks than CPUs some CPUs are rightly idle: that case is work_conservation's.
 The least busy CPU's load is floored at ``imbalance.min_load`` so one idle moment does
-not make the ratio infinite.
+not make the ratio infinite.  Windows within ``imbalance.settle_s`` of a placement
+change (spawn, cpuset, affinity, move) are left out: the tasks are still moving.
 
 Reads: ``timeline[].at_s, util, schedstat``, ``workers[].start_s, end_s, cgroup_path``,
 ``events``, ``observed_topology.cpus``.
@@ -18,14 +19,15 @@ from ktstr.checks import cpu_load
 from ktstr.checks.model import FAIL, PASS, SKIP, Finding
 
 
-def _windows(record: dict, window: float):
+def _windows(record: dict, window: float, settle_s: float):
     """(start, group, per-CPU mean load) for every window of full length, per CPU group."""
     ncpus = (record.get("observed_topology") or {}).get("cpus") or 0
-    ivs = cpu_load.intervals(record)
+    ivs = cpu_load.settled(record, settle_s)
     for i, first in enumerate(ivs):
         span = [iv for iv in ivs[i:] if iv.end_s <= first.start_s + window]
-        if not span or span[-1].end_s - first.start_s < window * 0.9:
-            continue
+        covered = sum(iv.length for iv in span)
+        if not span or covered < window * 0.9:
+            continue  # a window with a placement change in it
         live = cpu_load.live_workers(record, first.start_s, span[-1].end_s)
         if not live:
             continue
@@ -49,7 +51,7 @@ def imbalance(record: dict, th: dict) -> list[Finding]:
     )
     out, worst, judged = [], 0.0, 0
     failed: set[frozenset[int]] = set()
-    for start, group, load in _windows(record, window):
+    for start, group, load in _windows(record, window, th["imbalance.settle_s"]):
         if len(group) < 2 or sum(load.values()) < len(group):
             continue  # not oversubscribed: idle CPUs are work_conservation's business
         judged += 1

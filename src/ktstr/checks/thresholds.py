@@ -28,12 +28,19 @@ DEFAULTS: dict[str, float] = {
     "work_conservation.max_idle_cpus": 1.0,
     # ... or this fraction of the CPUs the waiting work could use, if larger.
     "work_conservation.max_idle_fraction": 0.125,
+    # Only a CPU idle this share of an interval counts as idle capacity (wakeup-heavy
+    # work idles CPUs between wakeups, which a waiting task elsewhere need not overlap).
+    "work_conservation.min_idle_share": 0.75,
+    # Intervals this soon after a placement change (spawn, cpuset, affinity, move) are
+    # left out: the kernel and the scheduler are still moving the tasks.
+    "work_conservation.settle_s": 1.0,
     # imbalance: busiest / least busy CPU's mean runnable tasks over a window, where the
     # CPUs a group of workers may use are oversubscribed.  EEVDF under single-threaded
     # TCG reaches 3.7 with two spinners per CPU on 15 and 16 vCPUs (bench/README.md).
     "imbalance.window_s": 2.0,
     "imbalance.max_ratio": 5.0,
     "imbalance.min_load": 0.5,
+    "imbalance.settle_s": 1.0,
     # disk_errors: I/O errors allowed per disk (QEMU's failed requests + guest-side refusals).
     "disk_errors.max_errors": 0.0,
     # optional checks; 0 disables them.

@@ -7,6 +7,8 @@ share summed over the group against run-queue wait summed over it.  A correct
 scheduler pulls a waiting task onto an idle CPU within milliseconds, so only a waste
 sustained over ``work_conservation.window_s`` counts; the limit is a number of CPUs,
 at least ``work_conservation.max_idle_cpus`` and at most a fraction of the group.
+Only CPUs idle for most of an interval count, and intervals just after a placement
+change (spawn, cpuset, affinity, move: ``cpu_load.settled``) are left out.
 
 Reads: ``timeline[].at_s, util, schedstat``, ``workers[].start_s, end_s, cgroup_path``,
 ``events`` (cpusets, affinity, moves, stops), ``observed_topology.cpus``.
@@ -18,16 +20,22 @@ from ktstr.checks import cpu_load
 from ktstr.checks.model import FAIL, PASS, SKIP, Finding
 
 
-def wasted(record: dict) -> list[tuple[float, float, float, frozenset[int]]]:
-    """(start, end, idle CPUs while tasks waited, the group) per interval and CPU group."""
+def wasted(record: dict, th: dict) -> list[tuple[float, float, float, frozenset[int]]]:
+    """(start, end, idle CPUs while tasks waited, the group) per interval and CPU group.
+
+    Only a CPU idle for most of the interval (``min_idle_share``) is idle capacity: a CPU
+    that idles between wakeups and a queue that forms between them need not overlap,
+    while a CPU nobody gives work to stays idle throughout.
+    """
     ncpus = (record.get("observed_topology") or {}).get("cpus") or 0
+    mostly = th["work_conservation.min_idle_share"]
     out = []
-    for iv in cpu_load.intervals(record):
+    for iv in cpu_load.settled(record, th["work_conservation.settle_s"]):
         live = cpu_load.live_workers(record, iv.start_s, iv.end_s)
         if not live:
             continue
         for group in cpu_load.components(cpu_load.allowed_sets(record, live, iv.start_s, ncpus)):
-            idle = sum(iv.idle.get(c, 0.0) for c in group)
+            idle = sum(iv.idle.get(c, 0.0) for c in group if iv.idle.get(c, 0.0) >= mostly)
             queued = sum(iv.queued.get(c, 0.0) for c in group)
             out.append((iv.start_s, iv.end_s, min(idle, queued), group))
     return out
@@ -53,7 +61,7 @@ def sustained(spans: list[tuple[float, float, float]], window: float) -> tuple[f
 def work_conservation(record: dict, th: dict) -> list[Finding]:
     window = th["work_conservation.window_s"]
     per_group: dict[frozenset[int], list[tuple[float, float, float]]] = {}
-    for start, end, waste, group in wasted(record):
+    for start, end, waste, group in wasted(record, th):
         per_group.setdefault(group, []).append((start, end, waste))
     if not per_group:
         return [
