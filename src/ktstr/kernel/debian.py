@@ -237,6 +237,16 @@ def assemble(tree: Path, release: str, entry: Path) -> None:
         )
 
 
+def install(staged: Path, entry: Path, meta: dict, name: str = "meta.json") -> None:
+    """Finish a fetched cache entry: its record (with when it was fetched) written into
+    ``staged``, then ``staged`` swapped in for ``entry`` so a reader never sees half."""
+    fetched = {**meta, "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (staged / name).write_text(json.dumps(fetched, indent=2) + "\n")
+    if entry.exists():
+        shutil.rmtree(entry)
+    os.replace(staged, entry)
+
+
 def unpack(deb: Path, tree: Path) -> None:
     """``dpkg-deb -x``, with a missing dpkg-deb or a failure said in one sentence."""
     dpkg_deb = paths.host_tool("dpkg-deb", "unpacking Debian packages")
@@ -279,23 +289,17 @@ def fetch(
             unpack(deb, work / "tree")
         staged = work / "entry"
         assemble(work / "tree", release, staged)
-        (staged / "meta.json").write_text(
-            json.dumps(
-                {
-                    "release": release,
-                    "flavour": flavour,
-                    "suite": suite,
-                    "mirror": mirror,
-                    "packages": versions,
-                    "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                },
-                indent=2,
-            )
-            + "\n"
+        install(
+            staged,
+            entry,
+            {
+                "release": release,
+                "flavour": flavour,
+                "suite": suite,
+                "mirror": mirror,
+                "packages": versions,
+            },
         )
-        if entry.exists():
-            shutil.rmtree(entry)
-        os.replace(staged, entry)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return Fetched(release, entry, cached=False)

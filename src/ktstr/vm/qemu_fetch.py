@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -291,24 +290,19 @@ def fetch(suite: str = SUITE, mirror: str | None = None, force: bool = False) ->
         _prune(work / "tree", staged)
         version = upstream_version(binary_fields["Version"])
         _verify(CachedQemu(staged, version), binary_fields.get("Depends", ""))
-        (staged / META).write_text(
-            json.dumps(
-                {
-                    "version": version,
-                    "suite": suite,
-                    "mirror": mirror,
-                    "packages": {p: fields[p]["Version"] for p in PACKAGES},
-                    "sha256": hashes,
-                    "content_key": content_key(hashes),
-                    "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                },
-                indent=2,
-            )
-            + "\n"
+        debian.install(
+            staged,
+            entry,
+            {
+                "version": version,
+                "suite": suite,
+                "mirror": mirror,
+                "packages": {p: fields[p]["Version"] for p in PACKAGES},
+                "sha256": hashes,
+                "content_key": content_key(hashes),
+            },
+            META,
         )
-        if entry.exists():
-            shutil.rmtree(entry)
-        os.replace(staged, entry)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return Fetched(CachedQemu(entry, version), cached=False)
