@@ -261,6 +261,10 @@ def test_delayed_wakeups_fail_the_wake_latency_limit_a_scenario_sets():
         scenario, TOPO, scheduler=SCX_KTSTR, extra_args=knob_args(wake_delay_us=50_000)
     )
     # a woken task held while its CPU idles is also idle capacity next to a waiting task
-    only_fails(record, "max_p99_wake_latency_us", "work_conservation")
+    # (and, as the held tasks queue up on one CPU, may be imbalance too: not asserted)
+    if any(f["check"] == "imbalance" and f["status"] == "fail" for f in record["findings"]):
+        only_fails(record, "max_p99_wake_latency_us", "work_conservation", "imbalance")
+    else:
+        only_fails(record, "max_p99_wake_latency_us", "work_conservation")
     slow = failures(record, "max_p99_wake_latency_us")
     assert slow and all(f["kind"] == "wake_latency" and f["value"] > 20_000 for f in slow), slow
