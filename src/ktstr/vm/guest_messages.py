@@ -4,7 +4,7 @@ The guest is untrusted: a scheduler under test can corrupt it, and what it
 sends ends up in arithmetic, comparisons, sort keys, file names and the
 terminal.  ``wire.decode`` guarantees a JSON object of this schema version
 and a known kind; ``validate`` then checks, per kind, the fields the host
-reads (runner.build_record, disk_evidence, checks/, results/, probe, boot)
+reads (record/builder.py, record/disks.py, checks/, results/, probe, boot)
 with their types and ranges, and a few rules for every value:
 
 - no NaN or infinity anywhere (``1e999`` parses as infinity), no integer
