@@ -209,3 +209,12 @@ def test_a_watchdog_that_could_not_check_in_is_a_dispatch_loop_only_when_a_cpu_s
         o["line"] = o["line"].replace("__schedule", "do_syscall_64")
     (f,) = scheduler_health(record, {})
     assert f.kind == "kthread_stall"
+
+
+def test_kernel_threads_beyond_rcu_and_kworkers_are_named_as_such():
+    from ktstr.checks.scheduler import _KTHREAD
+
+    for name in ("kdamond.0", "kworker/u17:0", "rcu_preempt", "ksoftirqd/3", "khugepaged"):
+        assert _KTHREAD.match(name), name
+    for name in ("python3.11", "stress-ng", "scx_qmap"):
+        assert not _KTHREAD.match(name), name

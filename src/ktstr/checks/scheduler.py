@@ -26,7 +26,9 @@ CLEAN_REASON = "unregistered from user space"
 _KTHREAD = re.compile(
     r"^(kworker/|ksoftirqd/|rcu_|rcuog/|rcuop/|migration/|cpuhp/|idle_inject/|irq/|jbd2/|"
     r"kthreadd$|kswapd|kcompactd|khugepaged|ksmd|kblockd|kauditd|khungtaskd|kdevtmpfs|"
-    r"oom_reaper|writeback|watchdog|ext4-|scsi_|pool_workqueue)"
+    r"oom_reaper|writeback|watchdog|ext4-|scsi_|pool_workqueue|kdamond|kthrotld|kintegrityd|"
+    r"khugepaged|psimon|hwrng|edac-|devfreq_wq|ipv6_addrconf|netns|kstrp|zswap|blkcg_|"
+    r"ata_sff|md$|tpm_dev_wq|acpi_|card\d|nvme-|xfs|btrfs-|virtio|kvm|kmpath|kaluad)"
 )
 _FRAME = re.compile(r"^\S+\+0x[0-9a-f]+/0x[0-9a-f]+")  # "__schedule+0x9ac/0x1070"
 _TRIGGER = re.compile(r"^(\S+)\[(\d+)\] triggered exit kind")
