@@ -34,7 +34,12 @@ def test_tcg_requested_skips_probing():
 
 
 def test_tcg_thread_mode_override(monkeypatch):
+    from ktstr.vm import qemu
+
     topo = Topology.parse("1n1l1c1t")
+    monkeypatch.setattr(
+        qemu, "choose_qemu", lambda *a: qemu.QemuCommand(("qemu",), "10.0.2", "cache", "test")
+    )
     monkeypatch.setenv("KTSTR_TCG_THREAD", "multi")
     assert "tcg,thread=multi" in build_argv(VmConfig("/k", "/i", topo, "tcg"))
     monkeypatch.setenv("KTSTR_TCG_THREAD", "bogus")

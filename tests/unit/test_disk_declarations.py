@@ -369,7 +369,9 @@ def test_a_paused_vm_whose_monitor_died_is_ended_once_the_agent_is_done(tmp_path
 
     script = tmp_path / "fake_qemu.py"
     script.write_text(FAKE_QEMU.format(src=str(Path(lifecycle.__file__).parents[2])))
-    monkeypatch.setattr(qemu, "qemu_binary", lambda: "qemu")  # no QEMU needed for the argv
+    monkeypatch.setattr(
+        qemu, "choose_qemu", lambda *a: qemu.QemuCommand(("qemu",), "7.2", "system", "test")
+    )  # no QEMU needed for the argv
     real = lifecycle.build_argv
     monkeypatch.setattr(
         lifecycle, "build_argv", lambda cfg: [sys.executable, str(script), *real(cfg)[1:]]

@@ -505,7 +505,9 @@ def test_a_flooding_guest_ends_the_vm_as_flooded_and_qemu_is_killed(tmp_path, mo
 
     script = tmp_path / "fake_qemu.py"
     script.write_text(FLOODING_QEMU.format())
-    monkeypatch.setattr(qemu, "qemu_binary", lambda: "qemu")
+    monkeypatch.setattr(
+        qemu, "choose_qemu", lambda *a: qemu.QemuCommand(("qemu",), "7.2", "system", "test")
+    )
     real = lifecycle.build_argv
     monkeypatch.setattr(
         lifecycle, "build_argv", lambda cfg: [sys.executable, str(script), *real(cfg)[1:]]

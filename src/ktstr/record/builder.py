@@ -122,7 +122,7 @@ def build(
             "path": kernel.boot_path,
             "cmdline": first(wire.HELLO).get("cmdline"),
         },
-        "qemu_version": qemu_version(),
+        "qemu_version": qemu_version(topology, accel.name),
         "accel": {"name": accel.name, "reason": accel.reason},
         "host": platform.node(),
         "git": store.project_git(),

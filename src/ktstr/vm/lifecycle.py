@@ -31,7 +31,7 @@ from typing import Any
 from ktstr import wire
 from ktstr.text import escape_bytes
 from ktstr.vm import guest_messages
-from ktstr.vm.qemu import VmConfig, build_argv
+from ktstr.vm.qemu import VmConfig, build_argv, qemu_for
 from ktstr.vm.qmp import Monitor
 
 log = logging.getLogger(__name__)
@@ -468,6 +468,7 @@ def run_vm(
             stderr=stderr,
             pass_fds=[guest_end.fileno()] + ([qmp_guest.fileno()] if qmp_guest else []),
             start_new_session=not cfg.interactive,
+            env=qemu_for(cfg).env(),
         )
     guest_end.close()
     monitor = None

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ktstr import wire
 from ktstr.errors import ConfigError, EnvironmentProblem
 from ktstr.topology import Topology
+from ktstr.vm import qemu_fetch
+
+log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
 # Kernel options that shorten a boot under emulation and keep the console useful:
@@ -23,13 +27,176 @@ BASE_CMDLINE = (
 )
 
 
-def qemu_binary() -> str:
-    path = shutil.which(QEMU)
-    if not path:
-        raise EnvironmentProblem(
-            f"{QEMU} is not installed", "install it with: sudo apt-get install qemu-system-x86"
+QEMU_ENV = "KTSTR_QEMU"
+# The oldest QEMU measured to do what Debian 12's 7.2 cannot under TCG: boot a guest whose
+# APIC IDs pass 255 (x2APIC with interrupt remapping), and run multi-threaded TCG without
+# the guest oopsing on a stale int3.  Versions between were not measured, so not trusted.
+CAPABLE_VERSION = (10, 0)
+XAPIC_MAX_ID = 255
+
+
+@dataclass(frozen=True)
+class QemuCommand:
+    """The QEMU a VM starts with: argv prefix (binary, firmware ``-L`` dirs), version, why."""
+
+    prefix: tuple[str, ...]
+    version: str
+    source: str  # "system", "cache" or "path"
+    reason: str
+    cached: qemu_fetch.CachedQemu | None = None
+
+    @property
+    def binary(self) -> str:
+        return self.prefix[0]
+
+    @property
+    def capable(self) -> bool:
+        """Whether it can boot >255 APIC IDs and multi-threaded TCG (see CAPABLE_VERSION)."""
+        return qemu_fetch.version_key(self.version) >= CAPABLE_VERSION
+
+    def env(self) -> dict[str, str] | None:
+        """The environment to start it with; None means ours, unchanged."""
+        return self.cached.env() if self.cached else None
+
+    def describe(self) -> str:
+        return f"QEMU {self.version} ({self.binary})"
+
+
+def max_apic_id(topology: Topology) -> int:
+    """The highest APIC ID QEMU gives this topology (one socket per LLC, see ``qemu_args``)."""
+    return qemu_fetch.max_apic_id(topology.llcs, topology.cores_per_llc, topology.threads_per_core)
+
+
+def needs_x2apic(topology: Topology) -> bool:
+    return max_apic_id(topology) > XAPIC_MAX_ID
+
+
+def _needs(topology: Topology | None, tcg_mode: str | None) -> list[str]:
+    """What this VM asks of QEMU that 7.2 cannot do, one phrase each (``tcg_mode`` None: KVM)."""
+    out = []
+    if tcg_mode is not None and topology is not None and needs_x2apic(topology):
+        out.append(
+            f"topology {topology.name} under TCG (APIC IDs up to {max_apic_id(topology)}: "
+            f"above {XAPIC_MAX_ID} needs x2APIC)"
         )
-    return path
+    if tcg_mode == "multi":
+        out.append("multi-threaded TCG (older QEMU oopses the guest on a stale int3)")
+    return out
+
+
+@functools.cache
+def _version(binary: str) -> str:
+    """``binary --version``, once per binary and process."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return qemu_fetch.parse_version_output(out) or "unknown"
+
+
+def _system(reason: str) -> QemuCommand | None:
+    path = shutil.which(QEMU)
+    return QemuCommand((path,), _version(path), "system", reason) if path else None
+
+
+def _from_cache(entry: qemu_fetch.CachedQemu, reason: str) -> QemuCommand:
+    return QemuCommand(tuple(entry.argv_prefix()), entry.version, "cache", reason, entry)
+
+
+def _from_path(request: str, root: Path) -> QemuCommand:
+    found = shutil.which(request)
+    if not found:
+        raise ConfigError(
+            f"{QEMU_ENV}={request!r} is neither auto, system nor an executable QEMU",
+            f"set {QEMU_ENV} to auto, system or the path of a qemu-system-x86_64",
+        )
+    path = Path(found).resolve()
+    reason = f"{QEMU_ENV}={request}"
+    # A cached binary needs its unpacked firmware: it looks in /usr/share otherwise.
+    if root.is_dir():
+        for candidate in root.iterdir():
+            entry = qemu_fetch.read_entry(candidate)
+            if entry and entry.binary.resolve() == path:
+                return _from_cache(entry, reason)
+    return QemuCommand((str(path),), _version(str(path)), "path", reason)
+
+
+def _refuse(cmd: QemuCommand, needs: list[str], log_only_multi: bool) -> None:
+    """An explicitly chosen QEMU that cannot do what the VM needs: refuse, or warn for MTTCG."""
+    if cmd.capable:
+        return
+    wanted = ".".join(map(str, CAPABLE_VERSION))
+    big = [n for n in needs if n.startswith("topology")]
+    if big:
+        raise EnvironmentProblem(
+            f"{cmd.describe()} cannot run {big[0]}, which needs QEMU {wanted} or newer",
+            f"unset {QEMU_ENV} (or set it to auto) and run 'ktstr qemu fetch'",
+        )
+    if needs and log_only_multi:
+        log.warning(
+            "%s, chosen by %s, may oops the guest under multi-threaded TCG; QEMU %s or newer "
+            "does not (unset %s and run 'ktstr qemu fetch')",
+            cmd.describe(),
+            cmd.reason,
+            wanted,
+            QEMU_ENV,
+        )
+
+
+def choose_qemu(topology: Topology | None = None, tcg_mode: str | None = None) -> QemuCommand:
+    """The QEMU for a VM of ``topology`` under TCG mode ``tcg_mode`` (None: under KVM).
+
+    ``KTSTR_QEMU`` decides: ``system`` (the ``qemu-system-x86_64`` on PATH), a path,
+    or ``auto`` (the default).  ``auto`` uses the system QEMU whenever it can run the
+    VM, because it is what the user has installed and keeps up to date; it uses the
+    newest QEMU in ktstr's cache (``ktstr qemu fetch``) only when the VM needs what
+    the system one cannot do: a topology whose APIC IDs pass 255 under TCG, or
+    multi-threaded TCG (QEMU 7.2 oopses the guest on a stale int3 about one boot in
+    20).  A needed QEMU that is missing is refused before boot, in one sentence.
+    Chosen once per process for each distinct need.
+    """
+    request = (os.environ.get(QEMU_ENV) or "auto").strip()
+    big = topology if (topology is not None and tcg_mode and needs_x2apic(topology)) else None
+    return _choose(request, qemu_fetch.qemu_root(), big, tcg_mode == "multi")
+
+
+@functools.cache
+def _choose(request: str, root: Path, big: Topology | None, multi: bool) -> QemuCommand:
+    needs = _needs(big, "multi" if multi else ("single" if big else None))
+    fix_install = "install it with: sudo apt-get install qemu-system-x86"
+    if request.lower() == "system":
+        cmd = _system(f"{QEMU_ENV}=system")
+        if cmd is None:
+            raise EnvironmentProblem(f"{QEMU} is not installed ({QEMU_ENV}=system)", fix_install)
+        _refuse(cmd, needs, log_only_multi=True)
+        return cmd
+    if request.lower() != "auto":
+        cmd = _from_path(request, root)
+        _refuse(cmd, needs, log_only_multi=True)
+        return cmd
+    system = _system("the system QEMU can run this VM")
+    if system and (system.capable or not needs):
+        return system
+    cached = qemu_fetch.newest_cached(root)
+    if needs:
+        wanted = ".".join(map(str, CAPABLE_VERSION))
+        if cached and qemu_fetch.version_key(cached.version) >= CAPABLE_VERSION:
+            return _from_cache(cached, f"needed for {' and '.join(needs)}")
+        have = f"the system QEMU is {system.version}" if system else f"{QEMU} is not installed"
+        return_fix = "run 'ktstr qemu fetch'"
+        if multi and not big:
+            return_fix += " or unset KTSTR_TCG_THREAD"
+        raise EnvironmentProblem(
+            f"{' and '.join(needs)} needs QEMU {wanted} or newer, {have} and none is cached",
+            return_fix,
+        )
+    if cached:
+        return _from_cache(cached, f"{QEMU} is not installed; the newest cached QEMU runs it")
+    raise EnvironmentProblem(
+        f"{QEMU} is not installed", f"{fix_install}, or run 'ktstr qemu fetch'"
+    )
 
 
 # seccomp: no obsolete syscalls, no setuid, no fork/exec, no scheduler or priority changes.
@@ -38,26 +205,29 @@ SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=de
 
 
 @functools.cache
-def sandbox_supported(binary: str) -> bool:
+def sandbox_supported(qemu: QemuCommand | str) -> bool:
     """Whether this QEMU was built with seccomp and accepts ``-sandbox SANDBOX``.
 
-    Asked once per binary and process by starting it with no machine and
+    Asked once per QEMU and process by starting it with no machine and
     quitting from the monitor (about 0.1 s); any failure means no sandbox.
     """
-    argv = [binary, "-sandbox", SANDBOX, "-machine", "none", "-nodefaults", "-no-user-config"]
-    argv += ["-display", "none", "-monitor", "stdio"]
+    cmd = qemu if isinstance(qemu, QemuCommand) else QemuCommand((qemu,), "", "path", "")
+    argv = [*cmd.prefix, "-sandbox", SANDBOX, "-machine", "none", "-nodefaults"]
+    argv += ["-no-user-config", "-display", "none", "-monitor", "stdio"]
     try:
-        proc = subprocess.run(argv, input="quit\n", capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            argv, input="quit\n", capture_output=True, text=True, timeout=30, env=cmd.env()
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return proc.returncode == 0
 
 
-@functools.lru_cache(maxsize=1)
-def qemu_version() -> str:
-    out = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True).stdout
-    match = re.search(r"version (\S+)", out)
-    return match.group(1) if match else "unknown"
+def qemu_version(topology: Topology | None = None, accel: str | None = None) -> str:
+    """The version of the QEMU a VM of ``topology`` under ``accel`` starts (default: an
+    ordinary VM).  It keys the accelerator cache and goes into every record, so it must
+    be the version of the binary really started."""
+    return choose_qemu(topology, _tcg_mode(accel)).version
 
 
 @dataclass
@@ -98,6 +268,30 @@ def tcg_thread_mode() -> str:
     return mode
 
 
+def _tcg_mode(accel: str | None) -> str | None:
+    """The TCG threading of a VM under ``accel`` (None under KVM, or when not known)."""
+    return tcg_thread_mode() if accel == "tcg" else None
+
+
+def machine_args(topology: Topology, accel: str) -> list[str]:
+    """``-M pc``, or, when APIC IDs pass 255, q35 with an IOMMU remapping interrupts.
+
+    The guest can address a CPU above APIC ID 255 only in x2APIC mode, and Linux
+    turns x2APIC on only with interrupt remapping (``eim``); the Intel IOMMU that
+    gives it needs the q35 machine.  Under KVM, remapping also needs a split irqchip
+    (untested here: this project's hosts cannot run KVM).
+    """
+    if not needs_x2apic(topology):
+        return ["-M", "pc"]
+    machine = "q35" if accel != "kvm" else "q35,kernel-irqchip=split"
+    return ["-M", machine, "-device", "intel-iommu,intremap=on,eim=on"]
+
+
+def qemu_for(cfg: VmConfig) -> QemuCommand:
+    """The QEMU ``cfg`` starts with; ``build_argv`` and the process's environment use it."""
+    return choose_qemu(cfg.topology, _tcg_mode(cfg.accel))
+
+
 def accel_args(accel: str, topology: Topology) -> list[str]:
     if accel == "kvm":
         return ["-accel", "kvm", "-cpu", "host"]
@@ -107,11 +301,11 @@ def accel_args(accel: str, topology: Topology) -> list[str]:
 
 
 def build_argv(cfg: VmConfig) -> list[str]:
-    binary = qemu_binary()
+    """The whole argv of one VM; start it with ``qemu_for(cfg).env()``."""
+    qemu = qemu_for(cfg)
     argv = [
-        binary,
-        "-M",
-        "pc",
+        *qemu.prefix,
+        *machine_args(cfg.topology, cfg.accel),
         "-nodefaults",
         "-no-user-config",
         "-display",
@@ -147,6 +341,6 @@ def build_argv(cfg: VmConfig) -> list[str]:
             "chardev=qmp0,mode=control",
         ]
     argv += ["-device", "pvpanic", "-action", "panic=exit-failure"]
-    if sandbox_supported(binary):
+    if sandbox_supported(qemu):
         argv += ["-sandbox", SANDBOX]
     return argv
