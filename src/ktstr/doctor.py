@@ -10,9 +10,11 @@ from ktstr import paths
 from ktstr.errors import KtstrError
 from ktstr.host import mem_available_mib
 from ktstr.kernel import store
+from ktstr.presets import preset
 from ktstr.vm import accel, qemu
 
 APT = "sudo apt-get install -y"
+FETCH_QEMU = "ktstr qemu fetch"
 
 
 @dataclass
@@ -24,17 +26,48 @@ class Check:
     required: bool = True
 
 
+def qemu_checks() -> list[Check]:
+    """The QEMU ordinary VMs start with, and the one for what only QEMU 10 does, each with why.
+
+    Two rows because ``KTSTR_QEMU=auto`` may use two binaries: the system one
+    for ordinary VMs, and ktstr's cached newer one for guests whose APIC IDs
+    pass 255 under TCG and for multi-threaded TCG (see ``qemu.choose_qemu``).
+    """
+    out: list[Check] = []
+    try:
+        ordinary = qemu.choose_qemu()
+        out.append(
+            Check("qemu", True, f"{ordinary.describe()} for ordinary VMs: {ordinary.reason}")
+        )
+    except KtstrError as err:
+        out.append(Check("qemu", False, err.cause, err.fix or f"{APT} qemu-system-x86"))
+        ordinary = None
+    big_topology = preset("max-cpu")
+    what = (
+        f"guests past APIC ID {qemu.XAPIC_MAX_ID} under TCG (preset max-cpu) and multi-threaded TCG"
+    )
+    try:
+        big = qemu.choose_qemu(big_topology, "single")
+    except KtstrError as err:
+        have = f"the system QEMU is {ordinary.version}" if ordinary else "no system QEMU either"
+        detail = f"none cached and {have}: {what} cannot run"
+        if (os.environ.get(qemu.QEMU_ENV) or "auto").lower() != "auto":
+            detail = err.cause
+        out.append(Check("qemu 10", False, detail, err.fix or FETCH_QEMU, required=False))
+        return out
+    if ordinary is not None and big.prefix == ordinary.prefix:
+        detail = f"not needed: {big.describe()} also runs {what}"
+    else:
+        where = "cached by 'ktstr qemu fetch'" if big.source == "cache" else big.reason
+        detail = f"{big.describe()}, {where}, for {what}"
+    out.append(Check("qemu 10", True, detail, required=False))
+    return out
+
+
 def checks() -> list[Check]:
     out: list[Check] = []
-    qemu_path = shutil.which(qemu.QEMU)
-    out.append(
-        Check(
-            "qemu",
-            bool(qemu_path),
-            f"{qemu_path} {qemu.qemu_version()}" if qemu_path else "not installed",
-            f"{APT} qemu-system-x86",
-        )
-    )
+    out += qemu_checks()
+    qemu_path = next((c.ok for c in out if c.name == "qemu"), False)
     bb = shutil.which("busybox") or ("/bin/busybox" if os.path.exists("/bin/busybox") else None)
     out.append(Check("busybox", bool(bb), bb or "not installed", f"{APT} busybox-static"))
     kernel_boot = None

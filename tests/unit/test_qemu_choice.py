@@ -34,6 +34,12 @@ def _cache_entry(cache: Path, version: str, name: str | None = None) -> Path:
     return entry
 
 
+def _forget() -> None:
+    """Forget the choices and versions this process has made (a new process would)."""
+    qemu._choose.cache_clear()
+    qemu._version.cache_clear()
+
+
 @pytest.fixture
 def host(tmp_path, monkeypatch):
     """An empty cache and a PATH with no QEMU; ``system(version)`` installs a fake one."""
@@ -202,3 +208,28 @@ def test_run_vm_starts_the_cached_qemu_with_its_environment(host, monkeypatch, t
         lifecycle.run_vm(VmConfig("/k", "/i", BIG, "tcg"), run_dir, 5)
     assert seen["env"]["LD_LIBRARY_PATH"].startswith(str(entry / "lib"))
     assert str(entry / "usr/bin/qemu-system-x86_64") in seen["argv"]
+
+
+def test_doctor_names_both_qemus_and_why(host, monkeypatch):
+    from ktstr import doctor
+
+    host.system("7.2.22")
+    rows = {c.name: c for c in doctor.qemu_checks()}
+    assert rows["qemu"].ok and "QEMU 7.2.22" in rows["qemu"].detail
+    assert "ordinary VMs" in rows["qemu"].detail
+    big = rows["qemu 10"]
+    assert not big.ok and not big.required and big.fix == "run 'ktstr qemu fetch'"
+    assert "none cached" in big.detail and "multi-threaded TCG" in big.detail
+    _forget()
+    host.cached("10.0.2")
+    big = {c.name: c for c in doctor.qemu_checks()}["qemu 10"]
+    assert big.ok and "QEMU 10.0.2" in big.detail and "ktstr qemu fetch" in big.detail
+    _forget()
+    host.system("10.0.2")
+    big = {c.name: c for c in doctor.qemu_checks()}["qemu 10"]
+    assert big.ok and big.detail.startswith("not needed")
+    monkeypatch.setenv("KTSTR_QEMU", "system")
+    _forget()
+    host.system("7.2.22")
+    big = {c.name: c for c in doctor.qemu_checks()}["qemu 10"]
+    assert not big.ok and "cannot run topology 1n14l9c2t" in big.detail

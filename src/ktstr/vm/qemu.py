@@ -176,7 +176,7 @@ def _choose(request: str, root: Path, big: Topology | None, multi: bool) -> Qemu
         cmd = _from_path(request, root)
         _refuse(cmd, needs, log_only_multi=True)
         return cmd
-    system = _system("the system QEMU can run this VM")
+    system = _system("the system QEMU, used whenever it can run the VM")
     if system and (system.capable or not needs):
         return system
     cached = qemu_fetch.newest_cached(root)
