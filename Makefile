@@ -36,6 +36,7 @@ $(VENV)/.installed: pyproject.toml
 
 kernel: venv
 	$(BIN)/ktstr kernel fetch
+	$(BIN)/ktstr qemu fetch
 	$(BIN)/ktstr schedulers build
 
 demo: setup

@@ -96,7 +96,8 @@ def _version(binary: str) -> str:
     return qemu_fetch.parse_version_output(out) or "unknown"
 
 
-def _system(reason: str) -> QemuCommand | None:
+def system_qemu(reason: str = "the system QEMU") -> QemuCommand | None:
+    """The ``qemu-system-x86_64`` on PATH, or None."""
     path = shutil.which(QEMU)
     return QemuCommand((path,), _version(path), "system", reason) if path else None
 
@@ -167,7 +168,7 @@ def _choose(request: str, root: Path, big: Topology | None, multi: bool) -> Qemu
     needs = _needs(big, "multi" if multi else ("single" if big else None))
     fix_install = "install it with: sudo apt-get install qemu-system-x86"
     if request.lower() == "system":
-        cmd = _system(f"{QEMU_ENV}=system")
+        cmd = system_qemu(f"{QEMU_ENV}=system")
         if cmd is None:
             raise EnvironmentProblem(f"{QEMU} is not installed ({QEMU_ENV}=system)", fix_install)
         _refuse(cmd, needs, log_only_multi=True)
@@ -176,7 +177,7 @@ def _choose(request: str, root: Path, big: Topology | None, multi: bool) -> Qemu
         cmd = _from_path(request, root)
         _refuse(cmd, needs, log_only_multi=True)
         return cmd
-    system = _system("the system QEMU, used whenever it can run the VM")
+    system = system_qemu("the system QEMU, used whenever it can run the VM")
     if system and (system.capable or not needs):
         return system
     cached = qemu_fetch.newest_cached(root)
