@@ -13,14 +13,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from ktstr.disk import Disk, check_shareable
+from ktstr.errors import ConfigError
 from ktstr.host import mem_available_mib
-from ktstr.presets import DEFAULT_MAX_CPUS, Constraints, Variant, expand, shard
+from ktstr.presets import DEFAULT_MAX_CPUS, Variant, select, shard
 from ktstr.runner import run_scenario
 from ktstr.scenario.catalog import get
 from ktstr.scheduler import Scheduler
 from ktstr.topology import Topology
 from ktstr.vm import lifecycle
-from ktstr.vm.qemu import tcg_thread_mode
+from ktstr.vm.qemu import choose_qemu, tcg_thread_mode
 
 SYMBOL = {"pass": "pass", "fail": "FAIL", "skip": "skip", "inconclusive": "inc?"}
 
@@ -34,15 +35,59 @@ class Cell:
     summary: str | None
 
 
-def plan(
+@dataclass
+class Plan:
+    """What a gauntlet will run, and what it leaves out and why (printed before boot)."""
+
+    cells: list[tuple[str, Variant]]
+    left_out: list[str]  # one line each: "<preset or scenario[variant]>: <reason>"
+    capped: list[str]  # presets above the default selection's vCPU cap
+    cap: int
+
+    def refusal(self) -> ConfigError | None:
+        """One sentence when every selected cell was left out (before any sharding)."""
+        if self.cells:
+            return None
+        if not self.left_out:
+            return ConfigError("nothing to run: no preset selected", "name presets with --presets")
+        more = len(self.left_out) - 1
+        why = self.left_out[0] + (f" (and {more} more, listed above)" if more else "")
+        fix = "choose other presets (ktstr topo presets) or scenarios"
+        if any("guest RAM" in line for line in self.left_out):
+            fix += ", or free memory"
+        return ConfigError(f"nothing left to run: {why}", fix)
+
+
+def memory_problem(topology: Topology, available_mib: int | None) -> str | None:
+    """Why the host cannot hold this guest's RAM, or None (unknown availability: None)."""
+    if available_mib and topology.memory > available_mib:
+        return (
+            f"its {topology.cpus} vCPUs need {topology.memory} MiB of guest RAM and this host "
+            f"has {available_mib} MiB available"
+        )
+    return None
+
+
+def prepare(
     scenarios: list[str],
     scheduler: Scheduler,
     presets: list[str] | None,
     profiles: list[str] | None,
     max_cpus: int = DEFAULT_MAX_CPUS,
     shard_of: tuple[int, int] | None = None,
-) -> list[tuple[str, Variant]]:
-    """Every (scenario, variant) to run, in a deterministic order."""
+    all_presets: bool = False,
+    available_mib: int | None = None,
+    raise_if_empty: bool = True,
+) -> Plan:
+    """Every (scenario, variant) to run, in a deterministic order, and what is left out.
+
+    ``presets`` named explicitly run whatever their size; ``max_cpus`` caps only
+    the default selection, and ``all_presets`` lifts the cap.  A preset whose
+    guest RAM exceeds ``available_mib`` (default: the host's available memory),
+    and a scenario that cannot run on a preset (its ``requires``), are left out
+    with the reason.  Raises ConfigError when nothing at all is left to run
+    (unless ``raise_if_empty`` is False: then see ``Plan.refusal``).
+    """
     for name in scenarios:
         get(name)  # unknown names fail before anything boots
     if scheduler.is_eevdf:
@@ -51,10 +96,40 @@ def plan(
         chosen = profiles or [p.name for p in scheduler.profiles()]
         for p in chosen:
             scheduler.profile(p)
-    variants = expand(Constraints(max_cpus=max_cpus).reason, chosen, presets)
+    available = mem_available_mib() if available_mib is None else available_mib
+    selection = select(
+        lambda t: memory_problem(t, available), chosen, presets, all_presets, max_cpus
+    )
+    left_out = [f"{name}: {reason}" for name, reason in selection.left_out]
+    cells = []
+    for scenario in scenarios:
+        requires = get(scenario).requires
+        for v in selection.variants:
+            reason = requires.reason(Topology.parse(v.topology).layout())
+            if reason is None:
+                cells.append((scenario, v))
+            elif v.profile is None or v.profile == chosen[0]:  # once per preset
+                left_out.append(f"{scenario}[{v.preset}]: the scenario {reason}")
+    planned = Plan(cells, left_out, selection.capped, max_cpus)
+    if raise_if_empty and (problem := planned.refusal()):
+        raise problem
     if shard_of:
-        variants = shard(variants, *shard_of)
-    return [(s, v) for s in scenarios for v in variants]
+        keep = set(shard(selection.variants, *shard_of))
+        planned.cells = [(s, v) for s, v in cells if v in keep]
+    return planned
+
+
+def plan(
+    scenarios: list[str],
+    scheduler: Scheduler,
+    presets: list[str] | None,
+    profiles: list[str] | None,
+    max_cpus: int = DEFAULT_MAX_CPUS,
+    shard_of: tuple[int, int] | None = None,
+    all_presets: bool = False,
+) -> list[tuple[str, Variant]]:
+    """The cells of :func:`prepare`."""
+    return prepare(scenarios, scheduler, presets, profiles, max_cpus, shard_of, all_presets).cells
 
 
 @dataclass(frozen=True)
@@ -101,8 +176,12 @@ def run(
     budget = budget or default_budget()
     vm_disks = [get(name).disks if disks is None else disks for name, _ in cells]
     check_shareable(vm_disks, min(budget.jobs, len(cells)))
-    base_image()  # build the shared guest image once, before VMs race for it
     accel_name = choose(accel, resolve(kernel).boot_path).name
+    # A preset this host's QEMU cannot run is refused before any VM boots.
+    tcg_mode = tcg_thread_mode() if accel_name == "tcg" else None
+    for topology in {Topology.parse(v.topology) for _, v in cells}:
+        choose_qemu(topology, tcg_mode)
+    base_image()  # build the shared guest image once, before VMs race for it
 
     def one(scenario: str, variant: Variant) -> Cell:
         record, run_dir = run_scenario(

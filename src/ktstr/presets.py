@@ -37,7 +37,8 @@ PRESETS: dict[str, str] = {
     "max-cpu": "1n14l9c2t",
 }
 
-# The gauntlet's default bounds keep it affordable under emulation; tests may widen them.
+# The gauntlet's default selection stops here to stay affordable under emulation; a preset
+# named explicitly, or --all-presets, is not capped.
 DEFAULT_MAX_CPUS = 16
 
 
@@ -118,6 +119,51 @@ def expand(
             for profile in profiles or [None]:
                 out.append(Variant(name, topo.name, profile))
     return out
+
+
+@dataclass
+class Selection:
+    """The variants a gauntlet runs, and every preset it leaves out with why."""
+
+    variants: list[Variant]
+    left_out: list[tuple[str, str]]  # (preset, reason): the constraints or this host refuse it
+    capped: list[str]  # presets the default selection's vCPU cap left out
+
+
+def select(
+    accept: Callable[[Topology], str | None],
+    profiles: list[str] | None,
+    names: list[str] | None = None,
+    all_presets: bool = False,
+    cap: int = DEFAULT_MAX_CPUS,
+) -> Selection:
+    """Presets × profiles: the ``names`` given, else every preset (up to ``cap`` vCPUs
+    unless ``all_presets``).
+
+    The cap keeps the default selection affordable; a preset the user named is
+    what they asked for, so it is never capped.  A preset ``accept`` refuses is
+    returned with its reason, never dropped silently.
+    """
+    capped: list[str] = []
+    if names:
+        candidates = list(dict.fromkeys(names))
+    else:
+        candidates = []
+        for name in PRESETS:
+            if all_presets or preset(name).cpus <= cap:
+                candidates.append(name)
+            else:
+                capped.append(name)
+    variants: list[Variant] = []
+    left_out: list[tuple[str, str]] = []
+    for name in candidates:
+        topo = preset(name)
+        reason = accept(topo)
+        if reason is not None:
+            left_out.append((name, reason))
+            continue
+        variants += [Variant(name, topo.name, profile) for profile in profiles or [None]]
+    return Selection(variants, left_out, capped)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -10,6 +10,7 @@ import argparse
 
 from ktstr import paths
 from ktstr.cli.common import ACCEL_CHOICES, EXIT_FOR_VERDICT, disk_option, positive
+from ktstr.presets import DEFAULT_MAX_CPUS
 from ktstr.results.terminal import table
 
 
@@ -20,15 +21,28 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
     from ktstr.scheduler import from_cli
 
     scheduler = from_cli(args.scheduler)
-    presets = None if args.all_presets or not args.presets else args.presets.split(",")
-    cells = gauntlet.plan(
+    presets = [p for p in args.presets.split(",") if p] if args.presets else None
+    planned = gauntlet.prepare(
         args.scenarios or ["steady"],
         scheduler,
         presets,
         args.profiles.split(",") if args.profiles else None,
         args.max_cpus,
         parse_shard(args.shard) if args.shard else None,
+        all_presets=args.all_presets,
+        raise_if_empty=False,
     )
+    for line in planned.left_out:
+        print(f"gauntlet: left out {line}", flush=True)
+    if problem := planned.refusal():
+        raise problem
+    if planned.capped:
+        print(
+            f"gauntlet: the default selection stops at {planned.cap} vCPUs and leaves out "
+            f"{', '.join(planned.capped)}; name them with --presets, or use --all-presets",
+            flush=True,
+        )
+    cells = planned.cells
     if args.budget:
         from ktstr.budget import select
 
@@ -102,14 +116,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     gaunt.add_argument("scenarios", nargs="*", help="scenario names (default: steady)")
     gaunt.add_argument("--scheduler", "-s", default=None, help="as for 'ktstr run'")
-    gaunt.add_argument("--presets", default=None, help="comma-separated preset names")
-    gaunt.add_argument("--all-presets", action="store_true", help="every preset within --max-cpus")
+    which = gaunt.add_mutually_exclusive_group()
+    which.add_argument(
+        "--presets",
+        default=None,
+        help="comma-separated preset names; each runs whatever its vCPU count",
+    )
+    which.add_argument(
+        "--all-presets",
+        action="store_true",
+        help="every preset, including those above --max-cpus (up to 252 vCPUs)",
+    )
     gaunt.add_argument("--profiles", default=None, help="comma-separated flag profiles")
     gaunt.add_argument(
         "--max-cpus",
         type=positive("--max-cpus", int, "16"),
-        default=16,
-        help="skip presets with more vCPUs (default: %(default)s)",
+        default=DEFAULT_MAX_CPUS,
+        help="without --presets or --all-presets, leave out presets with more vCPUs "
+        "(default: %(default)s; boot time grows with vCPUs under emulation)",
     )
     gaunt.add_argument("--shard", default=None, metavar="I/N", help="run only shard I of N")
     gaunt.add_argument(
