@@ -71,15 +71,15 @@ def needs_x2apic(topology: Topology) -> bool:
     return max_apic_id(topology) > XAPIC_MAX_ID
 
 
-def _needs(topology: Topology | None, tcg_mode: str | None) -> list[str]:
-    """What this VM asks of QEMU that 7.2 cannot do, one phrase each (``tcg_mode`` None: KVM)."""
+def _needs(big: Topology | None, multi: bool) -> list[str]:
+    """What a VM asks of QEMU that 7.2 cannot do under TCG, one phrase each."""
     out = []
-    if tcg_mode is not None and topology is not None and needs_x2apic(topology):
+    if big is not None:
         out.append(
-            f"topology {topology.name} under TCG (APIC IDs up to {max_apic_id(topology)}: "
+            f"topology {big.name} under TCG (APIC IDs up to {max_apic_id(big)}: "
             f"above {XAPIC_MAX_ID} needs x2APIC)"
         )
-    if tcg_mode == "multi":
+    if multi:
         out.append("multi-threaded TCG (older QEMU oopses the guest on a stale int3)")
     return out
 
@@ -124,8 +124,9 @@ def _from_path(request: str, root: Path) -> QemuCommand:
     return QemuCommand((str(path),), _version(str(path)), "path", reason)
 
 
-def _refuse(cmd: QemuCommand, needs: list[str], log_only_multi: bool) -> None:
-    """An explicitly chosen QEMU that cannot do what the VM needs: refuse, or warn for MTTCG."""
+def _refuse(cmd: QemuCommand, needs: list[str]) -> None:
+    """A QEMU the user chose that cannot do what the VM needs: refuse, or warn for MTTCG
+    (which mostly works on 7.2: the user may want to see it fail)."""
     if cmd.capable:
         return
     wanted = ".".join(map(str, CAPABLE_VERSION))
@@ -135,7 +136,7 @@ def _refuse(cmd: QemuCommand, needs: list[str], log_only_multi: bool) -> None:
             f"{cmd.describe()} cannot run {big[0]}, which needs QEMU {wanted} or newer",
             f"unset {QEMU_ENV} (or set it to auto) and run 'ktstr qemu fetch'",
         )
-    if needs and log_only_multi:
+    if needs:
         log.warning(
             "%s, chosen by %s, may oops the guest under multi-threaded TCG; QEMU %s or newer "
             "does not (unset %s and run 'ktstr qemu fetch')",
@@ -156,7 +157,8 @@ def choose_qemu(topology: Topology | None = None, tcg_mode: str | None = None) -
     the system one cannot do: a topology whose APIC IDs pass 255 under TCG, or
     multi-threaded TCG (QEMU 7.2 oopses the guest on a stale int3 about one boot in
     20).  A needed QEMU that is missing is refused before boot, in one sentence.
-    Chosen once per process for each distinct need.
+    Chosen once per process for all VMs that need nothing more, and once for each
+    need (a topology past APIC ID 255, multi-threaded TCG).
     """
     request = (os.environ.get(QEMU_ENV) or "auto").strip()
     big = topology if (topology is not None and tcg_mode and needs_x2apic(topology)) else None
@@ -165,17 +167,17 @@ def choose_qemu(topology: Topology | None = None, tcg_mode: str | None = None) -
 
 @functools.cache
 def _choose(request: str, root: Path, big: Topology | None, multi: bool) -> QemuCommand:
-    needs = _needs(big, "multi" if multi else ("single" if big else None))
+    needs = _needs(big, multi)
     fix_install = "install it with: sudo apt-get install qemu-system-x86"
     if request.lower() == "system":
         cmd = system_qemu(f"{QEMU_ENV}=system")
         if cmd is None:
             raise EnvironmentProblem(f"{QEMU} is not installed ({QEMU_ENV}=system)", fix_install)
-        _refuse(cmd, needs, log_only_multi=True)
+        _refuse(cmd, needs)
         return cmd
     if request.lower() != "auto":
         cmd = _from_path(request, root)
-        _refuse(cmd, needs, log_only_multi=True)
+        _refuse(cmd, needs)
         return cmd
     system = system_qemu("the system QEMU, used whenever it can run the VM")
     if system and (system.capable or not needs):
@@ -186,12 +188,11 @@ def _choose(request: str, root: Path, big: Topology | None, multi: bool) -> Qemu
         if cached and qemu_fetch.version_key(cached.version) >= CAPABLE_VERSION:
             return _from_cache(cached, f"needed for {' and '.join(needs)}")
         have = f"the system QEMU is {system.version}" if system else f"{QEMU} is not installed"
-        return_fix = "run 'ktstr qemu fetch'"
+        fix = "run 'ktstr qemu fetch'"
         if multi and not big:
-            return_fix += " or unset KTSTR_TCG_THREAD"
+            fix += " or unset KTSTR_TCG_THREAD"
         raise EnvironmentProblem(
-            f"{' and '.join(needs)} needs QEMU {wanted} or newer, {have} and none is cached",
-            return_fix,
+            f"{' and '.join(needs)} needs QEMU {wanted} or newer, {have} and none is cached", fix
         )
     if cached:
         return _from_cache(cached, f"{QEMU} is not installed; the newest cached QEMU runs it")
