@@ -38,6 +38,22 @@ def cmd_kernel_fetch(args: argparse.Namespace) -> int:
     state = "already cached" if fetched.cached else "fetched"
     info = store.cached_info(fetched.entry)
     print(f"{state}: {fetched.release} in {fetched.entry} (sched_ext {_yes(info.sched_ext)})")
+    if args.debug:
+        from pathlib import Path
+
+        from ktstr.kernel import debuginfo
+
+        dbg = debuginfo.fetch(
+            fetched.release, Path(info.boot_path), args.suite, args.mirror, args.force
+        )
+        if dbg.cached:
+            print(f"debug info already cached: {dbg.path}")
+        else:
+            size = dbg.path.stat().st_size
+            print(
+                f"debug info fetched: {dbg.path} ({size / 2**20:.0f} MiB, from a "
+                f"{dbg.download_bytes / 2**20:.0f} MiB download)"
+            )
     return 0
 
 
@@ -105,6 +121,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Debian archive URL (default: $KTSTR_MIRROR, else the one this machine's apt uses)",
     )
     fetch.add_argument("--force", action="store_true", help="fetch again even if cached")
+    fetch.add_argument(
+        "--debug",
+        action="store_true",
+        help="also fetch the kernel's debug info (its -dbg package, a ~350 MB download; "
+        "only the vmlinux debug file is kept), which the monitor needs",
+    )
     fetch.set_defaults(func=cmd_kernel_fetch)
     klist = ksub.add_parser("list", help="list cached kernels")
     klist.add_argument("--json", action="store_true")

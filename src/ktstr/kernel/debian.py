@@ -258,19 +258,25 @@ def unpack(deb: Path, tree: Path) -> None:
         raise FetchError(f"dpkg-deb could not unpack {deb.name}: {last}", "retry the fetch")
 
 
-def fetch(
-    flavour: str = "cloud", suite: str = "unstable", mirror: str | None = None, force: bool = False
-) -> Fetched:
-    """Download and unpack the suite's kernel for ``flavour`` into the cache."""
-    if flavour not in FLAVOURS:
-        raise FetchError(f"unknown flavour {flavour!r}", f"use one of {', '.join(FLAVOURS)}")
+def private_apt(suite: str, mirror: str | None = None) -> tuple[PrivateApt, str]:
+    """ktstr's apt state for ``suite`` and the mirror it reads (given, $KTSTR_MIRROR, or
+    the machine's own)."""
     mirror = mirror or os.environ.get("KTSTR_MIRROR") or apt_mirror()
     if not mirror:
         raise FetchError(
             "this machine's apt configuration names no Debian mirror",
             "pass --mirror URL (a Debian archive such as https://<host>/debian)",
         )
-    apt = PrivateApt(mirror.rstrip("/"), suite, paths.cache_dir() / "apt" / suite)
+    return PrivateApt(mirror.rstrip("/"), suite, paths.cache_dir() / "apt" / suite), mirror
+
+
+def fetch(
+    flavour: str = "cloud", suite: str = "unstable", mirror: str | None = None, force: bool = False
+) -> Fetched:
+    """Download and unpack the suite's kernel for ``flavour`` into the cache."""
+    if flavour not in FLAVOURS:
+        raise FetchError(f"unknown flavour {flavour!r}", f"use one of {', '.join(FLAVOURS)}")
+    apt, mirror = private_apt(suite, mirror)
     apt.update()
     release, packages = _kernel_packages(apt, flavour)
     root = paths.kernels_dir()
