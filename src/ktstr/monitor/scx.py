@@ -1,0 +1,114 @@
+"""sched_ext's global state: is a BPF scheduler loaded, which, and its event counters.
+
+The same values the kernel's ``tools/sched_ext/scx_show_state.py`` prints,
+plus the ``SCX_EV_*`` counters the kernel keeps per CPU for the root
+scheduler.  Kernels differ in which of these exist: each function says
+None (or leaves a key out) for what the guest kernel lacks, never guesses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import drgn
+from drgn.helpers.linux.cpumask import for_each_possible_cpu
+from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
+
+
+def _variable(prog: drgn.Program, name: str) -> drgn.Object | None:
+    try:
+        return prog[name]
+    except KeyError:
+        return None
+
+
+def enable_state(prog: drgn.Program) -> str | None:
+    """``SCX_ENABLED``, ``SCX_DISABLED``, ... from ``scx_enable_state_var``; None without
+    sched_ext."""
+    var = _variable(prog, "scx_enable_state_var")
+    if var is None:
+        return None
+    value = int(var.counter.value_())
+    try:
+        enum = prog.type("enum scx_enable_state")
+    except LookupError:
+        return str(value)
+    names = {v: n for n, v in (enum.enumerators or ())}
+    return names.get(value, str(value))
+
+
+def root(prog: drgn.Program) -> drgn.Object | None:
+    """The root ``struct scx_sched *`` while a BPF scheduler is attached, else None."""
+    sch = _variable(prog, "scx_root")
+    if sch is None or not sch.value_():
+        return None
+    return sch
+
+
+def ops_name(prog: drgn.Program) -> str | None:
+    """The attached scheduler's ``ops.name`` (e.g. ``qmap``), None when none is attached."""
+    sch = root(prog)
+    if sch is None:
+        return None
+    return sch.ops.name.string_().decode(errors="replace")
+
+
+def events(prog: drgn.Program) -> dict[str, int] | None:
+    """The root scheduler's ``SCX_EV_*`` counters summed over CPUs, by name.
+
+    The fields are read from ``struct scx_event_stats`` itself, so a kernel
+    that adds a counter gets it reported.  Kernels keep them either in the
+    scheduler's per-CPU block (``scx_root->pcpu->event_stats``) or, before
+    that, in the global per-CPU ``scx_event_stats_cpu``; None when neither
+    exists or no scheduler is attached.
+    """
+    try:
+        stats_type = prog.type("struct scx_event_stats")
+    except LookupError:
+        return None
+    names = [m.name for m in stats_type.members or () if m.name]
+    cpus = list(for_each_possible_cpu(prog))
+    sch = root(prog)
+    per_cpu_stats: list[drgn.Object]
+    if sch is not None and _has_member(sch.type_.type, "pcpu"):
+        per_cpu_stats = [per_cpu_ptr(sch.pcpu, cpu).event_stats for cpu in cpus]
+    elif sch is not None and _variable(prog, "scx_event_stats_cpu") is not None:
+        var = prog["scx_event_stats_cpu"]
+        per_cpu_stats = [per_cpu(var, cpu) for cpu in cpus]
+    else:
+        return None
+    totals = dict.fromkeys(names, 0)
+    for stats in per_cpu_stats:
+        for name in names:
+            totals[name] += int(getattr(stats, name).value_())
+    return totals
+
+
+def _int(obj: drgn.Object) -> int:
+    """An integer, bool or ``atomic_t`` field as an int (kernels changed some field types)."""
+    if obj.type_.kind == drgn.TypeKind.STRUCT and _has_member(obj.type_, "counter"):
+        obj = obj.counter
+    return int(obj.value_())
+
+
+def _has_member(type_: drgn.Type, name: str) -> bool:
+    try:
+        type_.member(name)
+    except LookupError:
+        return False
+    return True
+
+
+def state(prog: drgn.Program) -> dict[str, Any]:
+    """The global sched_ext state as plain values: what scx_show_state.py shows first."""
+    out: dict[str, Any] = {"enable_state": enable_state(prog), "ops": ops_name(prog)}
+    for name in ("scx_nr_rejected", "scx_enable_seq"):
+        var = _variable(prog, name)
+        if var is not None:
+            out[name.removeprefix("scx_")] = int(var.counter.value_())
+    sch = root(prog)
+    if sch is not None:
+        for name in ("aborting", "bypass_depth"):
+            if _has_member(sch.type_.type, name):
+                out[name] = _int(getattr(sch, name))
+    return out

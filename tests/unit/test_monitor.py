@@ -1,0 +1,173 @@
+"""The monitor's pure parts: guest-physical layout, memfd assignment, VMCOREINFO."""
+
+import os
+import struct
+
+import pytest
+
+from ktstr.errors import ConfigError, VmError
+from ktstr.monitor import vmcoreinfo
+from ktstr.monitor.memory import (
+    FOUR_GIB,
+    GIB,
+    MIB,
+    GuestMemory,
+    Memfd,
+    Segment,
+    assignments,
+    pc_layout,
+)
+from ktstr.monitor.program import node_bytes
+from ktstr.topology import Topology
+
+
+def test_small_guest_is_its_nodes_in_order_from_zero():
+    assert pc_layout([272 * MIB, 272 * MIB]) == [
+        Segment(0, 0, 0, 272 * MIB),
+        Segment(272 * MIB, 1, 0, 272 * MIB),
+    ]
+
+
+def test_guest_of_3_5_gib_or_more_splits_at_3_gib_and_resumes_at_4_gib():
+    # Two 2 GiB nodes: node 0 all low; node 1's first GiB below 3 GiB, the rest at 4 GiB.
+    assert pc_layout([2 * GIB, 2 * GIB]) == [
+        Segment(0, 0, 0, 2 * GIB),
+        Segment(2 * GIB, 1, 0, GIB),
+        Segment(FOUR_GIB, 1, GIB, GIB),
+    ]
+    just_below = 0xE0000000 - MIB
+    assert pc_layout([just_below]) == [Segment(0, 0, 0, just_below)]
+    assert pc_layout([0xE0000000]) == [
+        Segment(0, 0, 0, 3 * GIB),
+        Segment(FOUR_GIB, 0, 3 * GIB, 0xE0000000 - 3 * GIB),
+    ]
+
+
+def test_layout_refuses_empty_nodes():
+    with pytest.raises(ConfigError):
+        pc_layout([])
+    with pytest.raises(ConfigError):
+        pc_layout([MIB, 0])
+
+
+def test_node_bytes_follow_the_topology():
+    topo = Topology.parse("2n2l1c1t")
+    assert node_bytes(topo) == [mib * MIB for mib in topo.node_memory()]
+    assert sum(node_bytes(topo)) == topo.memory * MIB
+
+
+def fd(n: int, node: int | None, size: int) -> Memfd:
+    return Memfd(path=None, fd=n, node=node, size=size)  # type: ignore[arg-type]
+
+
+def test_named_memfds_are_assigned_by_name_whatever_their_fd_order():
+    fds = [fd(3, 1, MIB), fd(9, 0, MIB)]
+    assert assignments(fds, [MIB, MIB]) == [[1, 0]]
+    assert assignments(fds, [MIB, 2 * MIB]) == []
+
+
+def test_unnamed_memfds_try_fd_order_first_then_the_other_orders_of_equal_sizes():
+    fds = [fd(3, None, MIB), fd(9, None, MIB)]
+    assert assignments(fds, [MIB, MIB]) == [[0, 1], [1, 0]]
+    # Node 0 holds the remainder: sizes decide alone.
+    fds = [fd(3, None, MIB), fd(4, None, 2 * MIB)]
+    assert assignments(fds, [2 * MIB, MIB]) == [[1, 0]]
+    assert assignments(fds, [3 * MIB]) == []
+    many = [fd(i, None, MIB) for i in range(5)]
+    assert len(assignments(many, [MIB] * 5)) == 24  # bounded
+
+
+def vmcoreinfo_note(text: bytes) -> bytes:
+    name = vmcoreinfo.NAME + b"\0"
+    return struct.pack("<III", len(vmcoreinfo.NAME), len(text), 0) + name + text
+
+
+GOOD = (
+    b"OSRELEASE=7.2.13+deb14-cloud-amd64\nPAGESIZE=4096\n"
+    b"SYMBOL(swapper_pg_dir)=ffffffff82a3e000\nKERNELOFFSET=1e000000\n"
+)
+
+
+def test_note_is_parsed_and_its_offset_read():
+    desc = vmcoreinfo.note_at(vmcoreinfo_note(GOOD) + b"\0" * 64)
+    assert desc == GOOD
+    fields = vmcoreinfo.parse(desc + b"\0junk after the text")
+    assert fields["OSRELEASE"] == "7.2.13+deb14-cloud-amd64"
+    assert vmcoreinfo.kernel_offset(fields) == 0x1E000000
+    vmcoreinfo.check(fields, "7.2.13+deb14-cloud-amd64")
+
+
+def test_lookalikes_are_not_notes():
+    assert vmcoreinfo.note_at(b"\0" * 4096) is None
+    assert vmcoreinfo.note_at(vmcoreinfo_note(GOOD)[:-1]) is None  # desc runs past the page
+    bad_type = bytearray(vmcoreinfo_note(GOOD))
+    bad_type[8] = 1
+    assert vmcoreinfo.note_at(bytes(bad_type)) is None
+
+
+def test_untrusted_text_is_refused():
+    with pytest.raises(ValueError, match="not ASCII"):
+        vmcoreinfo.parse(b"OSRELEASE=\xff\n")
+    with pytest.raises(ValueError, match="not KEY=value"):
+        vmcoreinfo.parse(b"OSRELEASE=x\nno equals sign\n")
+    with pytest.raises(ValueError, match="not KEY=value"):
+        vmcoreinfo.parse(b"OSRELEASE=x\x1b[31m\n")
+
+
+def test_check_refuses_another_release_and_missing_fields_in_one_sentence():
+    fields = vmcoreinfo.parse(GOOD)
+    with pytest.raises(VmError) as err:
+        vmcoreinfo.check(fields, "6.12.117+deb13-cloud-amd64")
+    assert "not '6.12.117+deb13-cloud-amd64'" in str(err.value)
+    del fields["KERNELOFFSET"]
+    with pytest.raises(VmError, match="lacks KERNELOFFSET.*CONFIG_VMCORE_INFO"):
+        vmcoreinfo.check(fields, None)
+
+
+@pytest.fixture
+def memfds():
+    """This process's own memfds, named as QEMU 7.2 names them."""
+    fds = []
+
+    def make(data: bytes, name: str = "memory-backend-memfd") -> int:
+        fd = os.memfd_create(name)
+        os.write(fd, data)
+        fds.append(fd)
+        return fd
+
+    yield make
+    for fd in fds:
+        os.close(fd)
+
+
+def test_guest_memory_maps_a_process_memfds_read_only(memfds):
+    page = 4096
+    node0 = b"\0" * page + b"NEEDLE" + b"\0" * (page - 6)
+    node1 = b"\x11" * (2 * page)
+    memfds(node0)
+    memfds(node1)
+    mem = GuestMemory(os.getpid(), [2 * page, 2 * page])
+    try:
+        assert mem.candidates == [[0, 1], [1, 0]]  # equal sizes, unnamed: both orders
+        first = mem.assignment
+        hits = mem.find(b"NEEDLE")
+        assert len(hits) == 1
+        (mapping, offset) = hits[0]
+        assert offset == page
+        gpa = mem.gpa(mapping, offset)
+        assert mem.read(gpa, 6) == b"NEEDLE"
+        reader = mem.reader(mem.segments[0])
+        data = reader(0, 16, 0, True)
+        assert len(data) == 16
+        mem.assignment = list(reversed(first))  # another assignment: same readers
+        assert mem.gpa(mapping, offset) != gpa
+        with pytest.raises(ValueError, match="not in guest RAM"):
+            mem.read(4 * page, 1)
+    finally:
+        mem.close()
+
+
+def test_guest_memory_refuses_sizes_that_do_not_match(memfds):
+    memfds(b"\0" * 4096, name="mem0")
+    with pytest.raises(VmError, match="do not match the topology's nodes"):
+        GuestMemory(os.getpid(), [8192])

@@ -1,0 +1,118 @@
+"""The monitor attaches to a running VM from the host and reads values that must be right."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ktstr import paths, wire
+from ktstr.errors import KernelError, VmError
+from ktstr.kernel import debuginfo
+from ktstr.kernel.store import resolve
+from ktstr.monitor import program, rq, scx
+from ktstr.topology import Topology
+from ktstr.vm.accel import choose
+from ktstr.vm.boot import boot
+from tests.helpers import HANG_GUARD_S
+from tests.vm.conftest import qemu_pids_for
+
+# Two nodes: the memfds QEMU 7.2 names alike must be told apart.
+TOPO = Topology.parse("2n2l1c1t")
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return resolve()
+
+
+@pytest.fixture(scope="module")
+def debug(kernel):
+    try:
+        return debuginfo.find(kernel.release, Path(kernel.boot_path))
+    except KernelError as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def running(kernel, debug):
+    """A VM whose agent idles ('hang' mode) until the test ends it: (QEMU pid, topology)."""
+    run_dir = paths.new_run_dir("test-monitor")
+    hello = threading.Event()
+    ended: dict = {}
+
+    def on_message(msg: dict) -> None:
+        if msg.get("kind") == wire.HELLO:
+            hello.set()
+
+    def go() -> None:
+        try:
+            ended["boot"] = boot(
+                TOPO,
+                kernel,
+                choose(None, kernel.boot_path),
+                run_dir,
+                {"mode": "hang"},
+                strict=False,
+                on_message=on_message,
+            )
+        finally:
+            hello.set()  # a VM that never said hello must not keep the test waiting
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    assert hello.wait(HANG_GUARD_S), "the guard fired: the VM never said hello"
+    pids = qemu_pids_for(str(run_dir))
+    assert len(pids) == 1, f"the VM ended before the monitor could attach: {ended}"
+    pid = int(pids[0])
+    yield pid
+    os.kill(pid, signal.SIGTERM)  # the VM this fixture started
+    thread.join(HANG_GUARD_S)
+    assert not qemu_pids_for(str(run_dir)), "QEMU left running"
+
+
+def test_attach_reads_the_guests_kernel(running, kernel, debug):
+    attached = program.attach(running, TOPO, debug.path, kernel.release)
+    try:
+        prog = attached.prog
+        assert attached.timings["total_s"] > 0
+        assert rq.nr_cpu_ids(prog) == TOPO.cpus
+        assert rq.possible_cpus(prog) == list(range(TOPO.cpus))
+        assert prog["init_task"].comm.string_() == b"swapper/0"
+        assert prog["init_uts_ns"].name.release.string_().decode() == kernel.release
+        # Every range of RAM the kernel uses lies in a segment the layout mapped.
+        memory = prog["memblock"].memory
+        for i in range(memory.cnt.value_()):
+            base, size = memory.regions[i].base.value_(), memory.regions[i].size.value_()
+            assert any(
+                s.gpa <= base and base + size <= s.gpa + s.size for s in attached.memory.segments
+            ), f"memblock region {base:#x}+{size:#x} outside the mapped guest RAM"
+
+        first = rq.sample_all(prog, rq.possible_cpus(prog))
+        for sample in first:
+            assert sample["nr_running"] >= 0
+            assert sample["scx_nr_running"] == 0 and sample["local_dsq_nr"] == 0  # EEVDF
+            assert sample["curr_class"] in ("idle", "fair", "rt", "stop", "dl")
+            assert sample["curr_pid"] >= 0 and sample["curr_comm"]
+        # rq clocks advance; an idle CPU's only when it wakes, so give each a few seconds.
+        deadline = time.monotonic() + 30
+        pending = {s["cpu"]: s["clock"] for s in first}
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.2)
+            pending = {c: t for c, t in pending.items() if rq.clock(prog, c) <= t}
+        assert not pending, f"rq clock did not advance on CPU(s) {sorted(pending)}"
+
+        state = scx.state(prog)
+        assert state["enable_state"] == "SCX_DISABLED" and state["ops"] is None
+        assert scx.events(prog) is None  # no scheduler attached, no counters to read
+    finally:
+        attached.close()
+
+
+def test_attach_with_another_topology_or_release_is_refused(running, kernel, debug):
+    with pytest.raises(VmError, match="do not match the topology's nodes"):
+        program.attach(running, Topology.parse("1n1l2c1t"), debug.path, kernel.release)
+    with pytest.raises(VmError, match="not '6.1.0-other'"):
+        program.attach(running, TOPO, debug.path, "6.1.0-other")
