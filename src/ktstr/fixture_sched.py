@@ -44,6 +44,7 @@ KNOBS = {
     "idle_waste": "--idle-waste",
     "starve_cgroup": "--starve-cgroup",
     "unfair_cgroup": "--unfair-cgroup",
+    "unfair_odd": "--unfair-odd",
     "wake_delay_us": "--wake-delay-us",
     "skip_dispatch": "--skip-dispatch",
     "stall_after_s": "--stall-after-s",

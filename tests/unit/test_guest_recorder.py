@@ -25,6 +25,11 @@ class Script:
     def getcpu(self) -> int:
         return self.cpus.pop(0)
 
+    def thread_time_ns(self) -> int:
+        """The worker's CPU time: 1 ms more at each read."""
+        self.cpu_ns = getattr(self, "cpu_ns", 0) + 1_000_000
+        return self.cpu_ns
+
 
 def recorder(monkeypatch, clock, cpus, t0=100.0, deadline=200.0) -> tuple[workers.Recorder, Script]:
     script = Script(clock, cpus)
@@ -42,7 +47,7 @@ def test_a_new_recorder_starts_where_it_is(monkeypatch):
     rec, _ = recorder(monkeypatch, [100.5], [3])
     assert rec.cpu == 3 and rec.cpus == {3: 1}
     assert rec.residency == [[0.5, 3]]
-    assert rec.progress == [[0.5, 0, 3]]
+    assert rec.progress == [[0.5, 0, 3, 1_000_000]]  # the CPU time it had at the start
     assert rec.units == 0 and rec.migrations == 0 and rec.gaps == []
 
 
@@ -79,7 +84,7 @@ def test_a_cpu_read_that_straddled_a_preemption_says_nothing_of_where(monkeypatc
     rec.stamp()
     assert rec.cpu == 0 and rec.migrations == 0  # cpu 5 is not believed
     assert rec.cpus == {0: 2}
-    assert rec.progress[-1] == [0.2, 1, None]  # the progress point has no CPU
+    assert rec.progress[-1][:3] == [0.2, 1, None]  # the progress point has no CPU
 
 
 def test_progress_points_at_most_every_step(monkeypatch):
@@ -90,6 +95,8 @@ def test_progress_points_at_most_every_step(monkeypatch):
         rec.stamp()
     assert [p[1] for p in rec.progress] == [0, 4, 8]  # units at each point
     assert all(p[2] == 1 for p in rec.progress)
+    cpu_ns = [p[3] for p in rec.progress]
+    assert cpu_ns == sorted(cpu_ns) and len(set(cpu_ns)) == len(cpu_ns)  # read at each point
     spacing = [b[0] - a[0] for a, b in zip(rec.progress, rec.progress[1:], strict=False)]
     assert all(s >= step - 1e-9 for s in spacing)
 

@@ -8,6 +8,7 @@ import dataclasses
 from ktstr.fixture_sched import CONTROL_FILE, SCX_KTSTR, knob_args
 from ktstr.runner import run_scenario
 from ktstr.scenario.catalog import get
+from ktstr.scenario.cpuset import CpusetSpec as C
 from ktstr.scenario.model import CgroupDef, Checks, HoldSpec, Op, Scenario, Step
 from ktstr.topology import Topology
 
@@ -120,6 +121,53 @@ def test_unfair_cgroup_fails_fairness_between_equal_weight_siblings():
     assert {f["kind"] for f in unfair} == {"weight_mismatch"}, unfair
     (favoured,) = [f for f in unfair if f["cgroup"] == "cg_0"]
     assert "(cpu.weight 100) got" in favoured["message"] and "expected 50%" in favoured["message"]
+
+
+def test_unfair_odd_shares_a_cpu_unequally_and_fails_fairness_where_they_share_it():
+    # two equal spinners per CPU, pinned by a cgroup per CPU; the one with an odd pid gets
+    # twice the slice, so on each CPU one runs about two thirds of the time and the other
+    # one third.  Placement is even (two per CPU), so only unequal sharing can explain it.
+    # The last CPU is left to the agent, which would otherwise take a third share of it
+    scenario = Scenario(
+        "pairs",
+        "two spinners on each CPU but the last, a cgroup per CPU",
+        [
+            Step(
+                [
+                    # each pair under a parent of its own: pairs are not siblings, so the
+                    # weights part of fairness does not weigh what the agent took from one
+                    Op.add_cgroup(
+                        CgroupDef(
+                            f"p{i}",
+                            workers=0,
+                            children=(CgroupDef(f"cpu{i}", workers=2, cpuset=C.exact([i])),),
+                        )
+                    )
+                    for i in range(TOPO.cpus - 1)
+                ]
+            )
+        ],
+        duration_s=6,
+    )
+    record, _ = run_scenario(
+        scenario, TOPO, scheduler=SCX_KTSTR, extra_args=knob_args(unfair_odd=2)
+    )
+    assert "scx_ktstr: knob unfair_odd: off -> 2 (command line)" in output(record)
+    only_fails(record, "fairness")
+    unfair = failures(record, "fairness")
+    assert unfair and {f["kind"] for f in unfair} == {"unfair"}, unfair
+    pids = {w["id"]: w["pid"] for w in record["workers"]}
+    by_cgroup: dict[str, list[dict]] = {}
+    for w in record["workers"]:
+        by_cgroup.setdefault(w["cgroup_path"], []).append(w)
+    mixed = {path for path, ws in by_cgroup.items() if len({w["pid"] % 2 for w in ws}) == 2}
+    assert mixed, pids  # consecutive forks: at least one pair has an odd and an even pid
+    assert mixed <= {f["cgroup"] for f in unfair}, unfair
+    for f in unfair:
+        # judged where the two shared their CPU, and the odd pid is the favoured one
+        assert "sharing a CPU, worker" in f["message"], f
+        favoured = int(f["message"].split(" and worker ")[1].split(" ")[0])
+        assert pids[favoured] % 2 == 1, (f, pids)
 
 
 def test_a_scenario_step_sets_a_knob_through_the_control_file():

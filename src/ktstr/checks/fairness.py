@@ -6,16 +6,25 @@ may use their CPUs outnumber those CPUs.  Without contention each could have a C
 its own, and what they lose goes to other tasks (the agent, the scheduler's own
 process), which says nothing about how the scheduler shares a CPU between them.
 
+A spread of off-CPU shares beyond the limit can come from placement alone (one CPU
+with a spinner more than another, for seconds), so the workers are also compared while
+they shared a CPU (colocated.py): unequal sharing there fails, with or without a spread
+(two workers split 2:1 on a CPU that other tasks use too spread less than the limit).  Placement is
+imbalance's and work_conservation's to judge.  Workers that hardly ever stayed on one
+CPU long enough to compare (a scheduler with one global queue moves them every slice)
+leave the whole-run spread to decide: with a global queue, placement cannot explain it.
+
 Reads: ``workers[].work, cgroup_path, start_s, end_s, cpu_time_ns, killed, error``,
-``duration_s``; weights.py reads more.
+``duration_s``; colocated.py and weights.py read more.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 
-from ktstr.checks import cpu_load
+from ktstr.checks import colocated, cpu_load
 from ktstr.checks import timeline as tl
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, SKIP, Finding
 from ktstr.checks.weights import weights
@@ -41,6 +50,36 @@ def _contended(record: dict, members: list[dict], everyone: list[dict]) -> bool:
     return sum(1 for cpus in theirs if cpus & mine) > len(mine)
 
 
+@dataclass(frozen=True)
+class Sharing:
+    """How a group's workers fared against each other on the CPUs they shared."""
+
+    fair: bool
+    ratio: float  # the highest worker ratio over the lowest
+    text: str
+
+
+def _sharing(members: list[dict], th: dict) -> Sharing | None:
+    """Judge the group on shared CPUs, or None when some worker hardly shared one."""
+    found = colocated.compare(members)
+    need = th["fairness.min_shared_s"]
+    if any(w["id"] not in found or found[w["id"]].shared_s < need for w in members):
+        return None
+    lo = min(members, key=lambda w: found[w["id"]].ratio)["id"]
+    hi = max(members, key=lambda w: found[w["id"]].ratio)["id"]
+    low, high = found[lo].ratio, found[hi].ratio
+    if not tl.finite(low, high) or low <= 0:
+        return None
+    ratio = high / low
+    limit = th["fairness.max_shared_ratio"]
+    return Sharing(
+        ratio <= limit,
+        ratio,
+        f"sharing a CPU, worker {lo} ran {low:.2f}x and worker {hi} {high:.2f}x "
+        f"as much as their co-runners (ratio {ratio:.2f}, limit {limit:g})",
+    )
+
+
 def fairness(record: dict, th: dict) -> list[Finding]:
     duration = record.get("duration_s") or th["fairness.reference_duration_s"]
     widen = max(1.0, math.sqrt(th["fairness.reference_duration_s"] / duration))
@@ -49,7 +88,8 @@ def fairness(record: dict, th: dict) -> list[Finding]:
     for w in record.get("workers", []):
         if w.get("work") in CPU_BOUND and not w.get("killed") and not w.get("error"):
             groups[(w.get("cgroup_path"), w["work"])].append(w)
-    out, judged, worst, uncontended = [], 0, 0.0, 0
+    out, judged, within, worst, uncontended = [], 0, 0, 0.0, 0
+    placed: list[str] = []  # groups whose spread placement explains
     everyone = [w for ws in groups.values() for w in ws]
     for (path, kind), members in sorted(groups.items()):
         if len(members) < th["fairness.min_workers"]:
@@ -71,23 +111,49 @@ def fairness(record: dict, th: dict) -> list[Finding]:
             continue
         judged += 1
         spread = (max(shares) - min(shares)) * 100
-        worst = max(worst, spread)
-        if spread > limit:
-            lo = members[shares.index(min(shares))]["id"]
-            hi = members[shares.index(max(shares))]["id"]
+        sharing = _sharing(members, th)
+        if spread <= limit:
+            if sharing is None or sharing.fair:
+                worst, within = max(worst, spread), within + 1
+                continue
+            # equal whole-run shares can hide unequal sharing: a pair split 2:1 on a CPU
+            # that other tasks also use spreads less than the limit
             out.append(
                 Finding(
                     "fairness",
                     FAIL,
                     "unfair",
-                    f"cgroup {path}: off-CPU share of its {len(members)} {kind} workers spreads "
-                    f"{spread:.1f} points (worker {lo} {min(shares):.0%}, worker {hi} "
-                    f"{max(shares):.0%}; limit {limit:.0f})",
+                    f"cgroup {path}: {sharing.text} (off-CPU shares spread {spread:.1f} points, "
+                    f"within the limit of {limit:.0f})",
                     cgroup=path,
                     value=round(spread, 2),
                     limit=limit,
                 )
             )
+            continue
+        lo = members[shares.index(min(shares))]["id"]
+        hi = members[shares.index(max(shares))]["id"]
+        whole_run = (
+            f"cgroup {path}: off-CPU share of its {len(members)} {kind} workers spreads "
+            f"{spread:.1f} points (worker {lo} {min(shares):.0%}, worker {hi} "
+            f"{max(shares):.0%}; limit {limit:.0f})"
+        )
+        if sharing is not None and sharing.fair:
+            placed.append(f"cgroup {path}: {spread:.1f} points by placement; {sharing.text}")
+            continue
+        out.append(
+            Finding(
+                "fairness",
+                FAIL,
+                "unfair",
+                f"{whole_run}; {sharing.text}"
+                if sharing
+                else f"{whole_run} (too little time sharing a CPU to tell placement apart)",
+                cgroup=path,
+                value=round(spread, 2),
+                limit=limit,
+            )
+        )
     weighed = weights(record, th)
     out += [f for f in weighed if f.status != PASS]
     weights_ok = [f for f in weighed if f.status == PASS]
@@ -111,10 +177,14 @@ def fairness(record: dict, th: dict) -> list[Finding]:
                 "fairness",
                 PASS,
                 "ok",
-                (f"worst spread {worst:.1f} points" if judged else "no equal workers to compare")
-                + "".join(f"; {f.message}" for f in weights_ok),
-                value=round(worst, 2) if judged else None,
-                limit=limit if judged else None,
+                "; ".join(
+                    ([f"worst spread {worst:.1f} points"] if within else [])
+                    + placed
+                    + [f.message for f in weights_ok]
+                )
+                or "no equal workers to compare",
+                value=round(worst, 2) if within else None,
+                limit=limit if within else None,
             )
         )
     return out + weights_ok

@@ -55,9 +55,11 @@ class Recorder:
         self.gaps: list[list[float]] = []  # [gap_s, at_s (start of gap), cpu]
         self.wakes: list[float] = []
         self.started = self.last
-        # [scenario s, units, cpu]: for plots, and for isolation to see where a worker
-        # kept running after its allowed CPUs changed (residency only notes moves).
-        self.progress = [[round(self.last - t0, 6), 0, self.cpu]]
+        # [scenario s, units, cpu, CPU time ns]: for plots, for isolation to see where a
+        # worker kept running after its allowed CPUs changed (residency only notes moves),
+        # and for fairness to compare workers while they share a CPU.  The CPU time is the
+        # kernel's own, read through the clock that brings a running task's count up to date.
+        self.progress = [[round(self.last - t0, 6), 0, self.cpu, time.thread_time_ns()]]
         self.extra: dict[str, object] = {}  # kind-specific results (I/O counters)
 
     def stamp(self, n: int = 1) -> None:
@@ -83,7 +85,12 @@ class Recorder:
         self.last = now
         if now - self.progress[-1][0] - self.t0 >= PROGRESS_STEP_S:
             self.progress.append(
-                [round(now - self.t0, 6), self.units, cpu if where_known else None]
+                [
+                    round(now - self.t0, 6),
+                    self.units,
+                    cpu if where_known else None,
+                    time.thread_time_ns(),
+                ]
             )
         if self.stopping or now >= self.deadline:
             raise Stop

@@ -39,7 +39,7 @@ class Worker(TypedDict, total=False):
     end_s: float
     cpu_time_ns: float
     gaps: list[list[Any]]  # [gap_s, at_s, cpu | None], longest first
-    progress: list[list[Any]]  # [at_s, units, cpu | None]
+    progress: list[list[Any]]  # [at_s, units, cpu | None, cpu_time_ns] (older: 3 items)
     residency: list[list[Any]]  # [at_s, cpu]: each move
     cpus: dict[str, int]  # CPU -> progress stamps seen there
     migrations: int

@@ -312,7 +312,9 @@ SCHEMAS: dict[str, Check] = {
             "cpus": dict_of(COUNT, MAX_CPU_ID + 1, cpu_keys=True),
             "migrations": COUNT,
             "residency": list_of(row(SECONDS, CPU), MAX_ITEMS),
-            "progress": list_of(row(SECONDS, COUNT, nullable(CPU), min_len=2), MAX_ITEMS),
+            "progress": list_of(
+                row(SECONDS, COUNT, nullable(CPU), nullable(COUNT), min_len=2), MAX_ITEMS
+            ),
             "wake": nullable(_WAKE),
             "cgroup": string(),
             "cgroup_path": string(),

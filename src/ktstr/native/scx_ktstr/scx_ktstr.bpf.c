@@ -57,6 +57,7 @@ volatile u64 starve_until_ns;
 volatile u64 unfair_cgid;
 volatile u32 unfair_level;
 volatile u32 unfair_factor;
+volatile u32 unfair_odd;	/* slice factor for tasks with an odd pid */
 volatile u64 wake_delay_ns;
 volatile u32 skip_pct;
 volatile u64 stall_at_ns;
@@ -197,8 +198,8 @@ static bool may_use_workers(struct task_struct *p)
 /* Any knob that needs every decision to go through ops.enqueue(). */
 static bool knobs_on(void)
 {
-	return pile_on || idle_waste || starve_cgid || unfair_cgid || wake_delay_ns ||
-	       skip_pct || stall_at_ns;
+	return pile_on || idle_waste || starve_cgid || unfair_cgid || unfair_odd ||
+	       wake_delay_ns || skip_pct || stall_at_ns;
 }
 
 s32 BPF_STRUCT_OPS(ktstr_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
@@ -248,6 +249,9 @@ void BPF_STRUCT_OPS(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 
 	if (unfair_cgid && unfair_factor > 1 && in_cgroup(p, unfair_cgid, unfair_level))
 		slice *= unfair_factor;
+	/* equal tasks of one cgroup, forked one after another, alternate odd and even pids */
+	if (unfair_odd > 1 && (p->pid & 1))
+		slice *= unfair_odd;
 
 	if (starve_cgid && now < starve_until_ns && in_cgroup(p, starve_cgid, starve_level)) {
 		__sync_fetch_and_add(&nr_parked, 1);

@@ -43,6 +43,7 @@ static const char usage[] =
 "  --idle-waste               idle_waste=on|off     only the first half of the CPUs take work\n"
 "  --starve-cgroup=CG,MS      starve_cgroup=CG,MS   do not run CG's tasks for MS ms\n"
 "  --unfair-cgroup=CG,F       unfair_cgroup=CG,F    give CG's tasks F times the slice\n"
+"  --unfair-odd=F             unfair_odd=F          give tasks with an odd pid F times the slice\n"
 "  --wake-delay-us=US         wake_delay_us=US      hold every woken task US us\n"
 "  --skip-dispatch=PCT        skip_dispatch=PCT     skip PCT %% of dispatches\n"
 "  --stall-after-s=S          stall_after_s=S       stop running user tasks S s from now\n"
@@ -61,7 +62,7 @@ static const char usage[] =
 "  -h, --help                 this help\n";
 
 enum knob_id {
-	K_PILE, K_PILE_CG, K_IDLE_WASTE, K_STARVE, K_UNFAIR, K_WAKE_DELAY, K_SKIP, K_STALL,
+	K_PILE, K_PILE_CG, K_IDLE_WASTE, K_STARVE, K_UNFAIR, K_UNFAIR_ODD, K_WAKE_DELAY, K_SKIP, K_STALL,
 	K_ERROR, NR_KNOBS,
 };
 
@@ -71,6 +72,7 @@ static const char *const knob_names[NR_KNOBS] = {
 	[K_IDLE_WASTE] = "idle_waste",
 	[K_STARVE] = "starve_cgroup",
 	[K_UNFAIR] = "unfair_cgroup",
+	[K_UNFAIR_ODD] = "unfair_odd",
 	[K_WAKE_DELAY] = "wake_delay_us",
 	[K_SKIP] = "skip_dispatch",
 	[K_STALL] = "stall_after_s",
@@ -273,7 +275,7 @@ static int apply_knob(const char *name, const char *value, const char *origin)
 			break;
 	if (k == NR_KNOBS) {
 		fprintf(stderr, "scx_ktstr: %s: unknown knob '%s' (known: pile, pile_cgroup, "
-			"idle_waste, starve_cgroup, unfair_cgroup, wake_delay_us, skip_dispatch, "
+			"idle_waste, starve_cgroup, unfair_cgroup, unfair_odd, wake_delay_us, skip_dispatch, "
 			"stall_after_s, error_after_s)\n", origin, name);
 		return -1;
 	}
@@ -329,6 +331,10 @@ static int apply_knob(const char *name, const char *value, const char *origin)
 				   k == K_STARVE ? "MS must be 1..3600000" : "FACTOR must be 1..1000");
 		cg_on = 1;
 		break;
+	case K_UNFAIR_ODD:
+		if (!off && (parse_ull(value, 1000, &n) || !n))
+			return bad(origin, name, value, "want a FACTOR of 1..1000, or off");
+		break;
 	case K_WAKE_DELAY:
 		if (!off && parse_ull(value, 10000000, &n))
 			return bad(origin, name, value, "want microseconds, at most 10 s");
@@ -373,6 +379,9 @@ static int apply_knob(const char *name, const char *value, const char *origin)
 			t->amount = n;
 			t->pending = 1;
 		}
+		break;
+	case K_UNFAIR_ODD:
+		skel->bss->unfair_odd = n;
 		break;
 	case K_WAKE_DELAY:
 		skel->bss->wake_delay_ns = n * 1000;
@@ -527,6 +536,7 @@ int main(int argc, char **argv)
 		{ "idle-waste", no_argument, NULL, 'I' },
 		{ "starve-cgroup", required_argument, NULL, 'S' },
 		{ "unfair-cgroup", required_argument, NULL, 'U' },
+		{ "unfair-odd", required_argument, NULL, 'O' },
 		{ "wake-delay-us", required_argument, NULL, 'W' },
 		{ "skip-dispatch", required_argument, NULL, 'K' },
 		{ "stall-after-s", required_argument, NULL, 'T' },
@@ -564,6 +574,7 @@ int main(int argc, char **argv)
 		case 'I': initial[K_IDLE_WASTE] = "on"; break;
 		case 'S': initial[K_STARVE] = optarg; break;
 		case 'U': initial[K_UNFAIR] = optarg; break;
+		case 'O': initial[K_UNFAIR_ODD] = optarg; break;
 		case 'W': initial[K_WAKE_DELAY] = optarg; break;
 		case 'K': initial[K_SKIP] = optarg; break;
 		case 'T': initial[K_STALL] = optarg; break;

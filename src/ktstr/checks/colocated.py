@@ -1,0 +1,95 @@
+"""How equal workers shared a CPU while they were on it together.
+
+Off-CPU shares over a whole run mix two things: how each CPU was shared,
+and how many workers each CPU had.  A load balancer that leaves one CPU
+with three spinners and another with two for seconds (EEVDF does, on
+8-16 vCPUs under TCG) gives equal workers unequal shares even though every
+CPU shares its time fairly.  Placement is judged by imbalance and
+work_conservation; this module isolates the sharing.
+
+Each worker's progress points carry its CPU and its CPU time.  Between two
+consecutive points on the same CPU with no move in between, the worker
+stayed on that CPU, and its CPU rate there is the CPU time it gained over
+the wall time.  Where two workers' stretches on one CPU overlap, they
+competed for it: each worker's rate is compared with its co-runners' over
+the overlap.  A worker's ``ratio`` is its rate summed over every such
+overlap divided by its co-runners' rates summed over the same overlaps:
+about 1 for every worker when the CPU is shared equally; when one of two
+workers on a CPU gets twice the other's time, 2 and 0.5.
+
+Both rates of a pair come from the same CPU over the same wall time, so
+what the emulator does to a vCPU's speed, and a guest clock that runs
+faster or slower than the host's, affect both alike.
+
+Reads: ``workers[].progress`` (4-item points), ``residency``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from ktstr.checks import timeline as tl
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """A worker on one CPU between two of its progress points."""
+
+    worker: int
+    start_s: float
+    end_s: float
+    cpu: int
+    rate: float  # CPU seconds per wall second
+
+
+@dataclass(frozen=True)
+class Shared:
+    """One worker's share against its co-runners, over the time it shared a CPU."""
+
+    ratio: float
+    shared_s: float
+
+
+def stretches(worker: dict) -> list[Stretch]:
+    """The worker's stays on one CPU, between consecutive points that know CPU and CPU time."""
+    moves = [at for at, _ in (worker.get("residency") or [])[1:] if tl.finite(at)]
+    points = [
+        p
+        for p in worker.get("progress") or []
+        if len(p) >= 4 and p[2] is not None and tl.finite(p[0], p[3])
+    ]
+    out = []
+    for a, b in zip(points, points[1:], strict=False):
+        wall = b[0] - a[0]
+        if a[2] != b[2] or wall <= 0 or b[3] < a[3]:
+            continue
+        if any(a[0] < at <= b[0] for at in moves):
+            continue  # it left and came back: where it waited is unknown
+        out.append(Stretch(worker["id"], a[0], b[0], a[2], (b[3] - a[3]) / 1e9 / wall))
+    return out
+
+
+def compare(workers: list[dict]) -> dict[int, Shared]:
+    """Each worker's ratio to its co-runners (from ``workers`` only) on shared CPUs."""
+    by_cpu: dict[int, list[Stretch]] = defaultdict(list)
+    for w in workers:
+        for s in stretches(w):
+            by_cpu[s.cpu].append(s)
+    mine: dict[int, float] = defaultdict(float)
+    theirs: dict[int, float] = defaultdict(float)
+    shared: dict[int, float] = defaultdict(float)
+    for on_cpu in by_cpu.values():
+        on_cpu.sort(key=lambda s: s.start_s)
+        for i, a in enumerate(on_cpu):
+            for b in on_cpu[i + 1 :]:
+                if b.start_s >= a.end_s:
+                    break
+                overlap = min(a.end_s, b.end_s) - b.start_s
+                if a.worker == b.worker or overlap <= 0:
+                    continue
+                for x, y in ((a, b), (b, a)):
+                    mine[x.worker] += overlap * x.rate
+                    theirs[x.worker] += overlap * y.rate
+                    shared[x.worker] += overlap
+    return {wid: Shared(mine[wid] / theirs[wid], shared[wid]) for wid in shared if theirs[wid] > 0}

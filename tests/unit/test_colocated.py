@@ -1,0 +1,120 @@
+"""Fairness on shared CPUs: placement explains a spread, unequal sharing does not."""
+
+import pytest
+
+from ktstr.checks import colocated, judge
+
+DURATION = 12.0
+STEP = 0.1  # a progress point every tenth of a second, as the guest takes them
+
+
+def spinner(wid: int, cpu: int, rate: float, moves_every: int = 0, path: str = "cg_0") -> dict:
+    """A spinner on ``cpu`` the whole run at ``rate`` CPU s per s (or moving every few points)."""
+    points, residency, where = [], [[0.0, cpu]], cpu
+    n = int(DURATION / STEP)
+    for i in range(n + 1):
+        at = round(i * STEP, 6)
+        if moves_every and i and i % moves_every == 0:
+            where = where + 1
+            residency.append([at, where])
+        points.append([at, i, where, int(rate * at * 1e9)])
+    return {
+        "id": wid,
+        "cgroup_path": path,
+        "work": "spin",
+        "units": n,
+        "start_s": 0.0,
+        "end_s": DURATION,
+        "cpu_time_ns": int(rate * DURATION * 1e9),
+        "wait_ns": int((1 - rate) * DURATION * 1e9),
+        "migrations": len(residency) - 1,
+        "gaps": [[0.05, 1.0, cpu]],
+        "residency": residency,
+        "progress": points,
+        "cpus": {str(cpu): n},
+        "wake": None,
+        "error": None,
+    }
+
+
+def record(workers: list[dict], cpus: int) -> dict:
+    return {
+        "duration_s": DURATION,
+        "workers": workers,
+        "console": [],
+        "observed_topology": {"cpus": cpus},
+        "events": [
+            {"at_s": 0.0, "op": "add_cgroup", "path": "cg_0", "cpus": None},
+            {"at_s": 0.0, "op": "spawn", "path": "cg_0", "ids": [w["id"] for w in workers]},
+        ],
+    }
+
+
+def fairness(rec: dict) -> list:
+    return [f for f in judge(rec).findings if f.check == "fairness"]
+
+
+def test_equal_sharing_gives_every_worker_a_ratio_of_one():
+    found = colocated.compare([spinner(0, 0, 0.5), spinner(1, 0, 0.5)])
+    assert {w: round(s.ratio, 3) for w, s in found.items()} == {0: 1.0, 1: 1.0}
+    assert found[0].shared_s == pytest.approx(DURATION, abs=STEP)
+
+
+def test_twice_the_time_on_a_shared_cpu_gives_ratios_2_and_0_5():
+    found = colocated.compare([spinner(0, 0, 2 / 3), spinner(1, 0, 1 / 3)])
+    assert found[0].ratio == pytest.approx(2.0, rel=0.01)
+    assert found[1].ratio == pytest.approx(0.5, rel=0.01)
+
+
+def test_workers_on_different_cpus_share_nothing():
+    assert colocated.compare([spinner(0, 0, 1.0), spinner(1, 1, 1.0)]) == {}
+
+
+def test_a_stretch_with_a_move_inside_is_not_used():
+    mover = spinner(0, 0, 0.5, moves_every=2)  # on a new CPU every 0.2 s
+    # none of its stretches crosses a move
+    moves = [at for at, _ in mover["residency"][1:]]
+    assert colocated.stretches(mover)
+    assert not any(s.start_s < at < s.end_s for s in colocated.stretches(mover) for at in moves)
+
+
+def test_old_three_item_points_give_no_stretches():
+    w = spinner(0, 0, 0.5)
+    w["progress"] = [p[:3] for p in w["progress"]]
+    assert colocated.stretches(w) == []
+
+
+def test_a_spread_from_placement_alone_passes_and_says_so():
+    # three spinners on CPU 0 and two on CPU 1: off-CPU shares 67 % and 50 %, 16.7 points
+    # apart, yet each CPU is shared equally
+    rec = record([spinner(i, 0, 1 / 3) for i in range(3)] + [spinner(i, 1, 0.5) for i in (3, 4)], 2)
+    (f,) = fairness(rec)
+    assert f.status == "pass", f.message
+    assert "16.7 points by placement" in f.message and "ratio 1.00" in f.message
+
+
+def test_unequal_sharing_on_a_cpu_fails_even_beside_placement():
+    workers = [spinner(i, 0, 1 / 3) for i in range(3)] + [
+        spinner(3, 1, 2 / 3),
+        spinner(4, 1, 1 / 3),
+    ]
+    (f,) = fairness(record(workers, 2))
+    assert f.status == "fail" and f.kind == "unfair"
+    assert "sharing a CPU, worker 4 ran 0.50x and worker 3 2.00x" in f.message
+    assert "ratio 4.00, limit 2.5" in f.message
+
+
+def test_workers_that_never_stay_on_a_cpu_are_judged_on_the_whole_run():
+    # a global queue moves them every slice: nothing to compare on a shared CPU, so the
+    # whole-run spread decides (placement cannot explain it with one queue)
+    workers = [spinner(0, 0, 0.6, moves_every=1), spinner(1, 0, 0.4, moves_every=1)]
+    (f,) = fairness(record(workers, 1))
+    assert f.status == "fail" and "too little time sharing a CPU" in f.message
+
+
+def test_unequal_sharing_hidden_in_a_small_spread_still_fails():
+    # a pair split 2:1 on a CPU that other tasks take most of: 13 points apart, within the
+    # whole-run limit, yet one gets twice the other's time whenever they share the CPU
+    (f,) = fairness(record([spinner(0, 0, 0.26), spinner(1, 0, 0.13)], 1))
+    assert f.status == "fail" and f.kind == "unfair"
+    assert "within the limit" in f.message and "ratio 4.00" in f.message
