@@ -20,6 +20,7 @@ from ktstr.fixture_sched import NAME as FIXTURE
 from ktstr.initramfs import elfdeps
 from ktstr.kernel.image import KernelInfo
 from ktstr.kernel.store import resolve
+from ktstr.monitor import sampler
 from ktstr.record import RunRecord, builder, stored
 from ktstr.results import store
 from ktstr.scenario.model import Scenario
@@ -139,18 +140,24 @@ def run_scenario(
         default_timeout(topology, chosen) + 2 * duration + 30 + plan["stop_grace_s"]
     )
     started = time.monotonic()
-    done = boot(
-        topology,
-        info,
-        chosen,
-        run_dir,
-        plan,
-        timeout,
-        strict=False,
-        files=files,
-        cmdline=list(scheduler.kernel_args),
-        disks=disks,
-    )
+    monitor = sampler.for_run(run_dir, topology, info)  # None unless KTSTR_MONITOR asks
+    try:
+        done = boot(
+            topology,
+            info,
+            chosen,
+            run_dir,
+            plan,
+            timeout,
+            strict=False,
+            on_message=monitor.on_message if monitor else None,
+            files=files,
+            cmdline=list(scheduler.kernel_args),
+            disks=disks,
+        )
+    finally:
+        if monitor:
+            monitor.stop()
     result = done.result
     # QEMU that never ran, or an agent that failed, leave nothing to judge: one sentence.
     # A panic or a flood is judged: the record says what happened before it.
@@ -162,6 +169,8 @@ def run_scenario(
         check_end(result)
     record_cost(topology.cpus, duration, time.monotonic() - started)
     record = builder.build(scenario, topology, plan, result, info, chosen, duration, done.disks)
+    if monitor:
+        record["monitor"] = monitor.summary()  # type: ignore[typeddict-unknown-key]
     builder.with_verdict(record, judge(record))
     save(record, run_dir)
     return record, run_dir

@@ -2,11 +2,12 @@
 
 import os
 import struct
+from types import SimpleNamespace
 
 import pytest
 
 from ktstr.errors import ConfigError, VmError
-from ktstr.monitor import vmcoreinfo
+from ktstr.monitor import sampler, vmcoreinfo
 from ktstr.monitor.memory import (
     FOUR_GIB,
     GIB,
@@ -171,3 +172,42 @@ def test_guest_memory_refuses_sizes_that_do_not_match(memfds):
     memfds(b"\0" * 4096, name="mem0")
     with pytest.raises(VmError, match="do not match the topology's nodes"):
         GuestMemory(os.getpid(), [8192])
+
+
+def test_monitor_period_from_the_environment(monkeypatch):
+    monkeypatch.delenv(sampler.ENV, raising=False)
+    assert sampler.period_from_env() is None
+    for raw, want in (("0", None), ("off", None), ("1", 0.1), ("0.25", 0.25), ("junk", 0.1)):
+        monkeypatch.setenv(sampler.ENV, raw)
+        assert sampler.period_from_env() == want
+
+
+def test_sampler_without_debug_info_says_why_and_never_raises(tmp_path, monkeypatch):
+    monkeypatch.setenv("KTSTR_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "vmlinux").write_bytes(b"not an elf")
+    kernel = SimpleNamespace(release="9.9.9-test", boot_path=str(tmp_path / "vmlinux"))
+    mon = sampler.Sampler(tmp_path, Topology.parse("1n1l1c1t"), kernel)  # type: ignore[arg-type]
+    mon.start()
+    mon.stop()
+    summary = mon.summary()
+    assert summary["samples"] == 0 and summary["period_s"] == 0.1
+    assert "ktstr kernel fetch --debug" in summary["unavailable"]
+    assert not (tmp_path / sampler.FILE).exists()
+
+
+def test_sampler_summary_aggregates_per_cpu_and_keeps_the_last_counters(tmp_path):
+    mon = sampler.Sampler(tmp_path, Topology.parse("1n1l1c1t"), None)  # type: ignore[arg-type]
+    cpus = [{"cpu": 0, "nr_running": 1, "local_dsq_nr": 0}, {"cpu": 1, "nr_running": 3}]
+    mon._account(cpus, {"SCX_EV_SELECT_CPU_FALLBACK": 2}, 0.01, 10.0, None)
+    cpus = [{"cpu": 0, "nr_running": 3, "local_dsq_nr": 5}, {"cpu": 1, "nr_running": 1}]
+    mon._account(cpus, {"SCX_EV_SELECT_CPU_FALLBACK": 7}, 0.03, 10.1, 10.0)
+    summary = mon.summary()
+    assert summary["samples"] == 2
+    assert summary["per_cpu"]["0"] == {
+        "nr_running_max": 3,
+        "nr_running_mean": 2.0,
+        "local_dsq_max": 5,
+    }
+    assert summary["per_cpu"]["1"]["nr_running_max"] == 3
+    assert summary["events"] == {"SCX_EV_SELECT_CPU_FALLBACK": 7}
+    assert summary["interval_s"]["median"] == pytest.approx(0.1)

@@ -1,5 +1,6 @@
 """The monitor attaches to a running VM from the host and reads values that must be right."""
 
+import contextlib
 import os
 import signal
 import threading
@@ -36,7 +37,7 @@ def debug(kernel):
         pytest.skip(str(err))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def running(kernel, debug):
     """A VM whose agent idles ('hang' mode) until the test ends it: (QEMU pid, topology)."""
     run_dir = paths.new_run_dir("test-monitor")
@@ -68,12 +69,13 @@ def running(kernel, debug):
     assert len(pids) == 1, f"the VM ended before the monitor could attach: {ended}"
     pid = int(pids[0])
     yield pid
-    os.kill(pid, signal.SIGTERM)  # the VM this fixture started
+    with contextlib.suppress(ProcessLookupError):  # ended by its own timeout meanwhile
+        os.kill(pid, signal.SIGTERM)  # the VM this fixture started
     thread.join(HANG_GUARD_S)
     assert not qemu_pids_for(str(run_dir)), "QEMU left running"
 
 
-def test_attach_reads_the_guests_kernel(running, kernel, debug):
+def test_attach_reads_the_guests_kernel_and_refuses_a_wrong_description(running, kernel, debug):
     attached = program.attach(running, TOPO, debug.path, kernel.release)
     try:
         prog = attached.prog
@@ -109,10 +111,27 @@ def test_attach_reads_the_guests_kernel(running, kernel, debug):
         assert scx.events(prog) is None  # no scheduler attached, no counters to read
     finally:
         attached.close()
-
-
-def test_attach_with_another_topology_or_release_is_refused(running, kernel, debug):
+    # The same VM, attached with what it was not started with: one sentence each.
     with pytest.raises(VmError, match="do not match the topology's nodes"):
         program.attach(running, Topology.parse("1n1l2c1t"), debug.path, kernel.release)
     with pytest.raises(VmError, match="not '6.1.0-other'"):
         program.attach(running, TOPO, debug.path, "6.1.0-other")
+
+
+def test_a_run_with_the_monitor_on_streams_samples_and_summarizes_them(debug, monkeypatch):
+    from ktstr.monitor import sampler
+    from ktstr.runner import run_scenario
+    from ktstr.scenario.catalog import get
+
+    monkeypatch.setenv(sampler.ENV, "0.1")
+    record, run_dir = run_scenario(get("steady"), Topology.parse("1n1l2c1t"), duration_s=4)
+    monitor = record["monitor"]
+    assert "unavailable" not in monitor, monitor
+    lines = (run_dir / sampler.FILE).read_text().splitlines()
+    assert monitor["samples"] == len(lines) > 10
+    assert set(monitor["per_cpu"]) == {"0", "1"}
+    # Workers spin on both CPUs for 4 s: some sample saw a CPU with a runnable task.
+    assert max(c["nr_running_max"] for c in monitor["per_cpu"].values()) >= 1
+    # The period is the host's: kept within a factor of two even on a loaded host.
+    assert 0.05 <= monitor["interval_s"]["median"] <= 0.2, monitor
+    assert record["verdict"] == "pass"

@@ -1,0 +1,227 @@
+"""Sample a running VM's scheduler state from the host at a fixed period.
+
+A thread that attaches once the guest agent has said hello (the kernel
+is up by then), reads every CPU's run queue and sched_ext's global state
+each period, and appends one JSON line per sample to
+``<run dir>/monitor.jsonl`` as it goes.  The run never depends on it:
+any failure (no debug info, attach refused, a read fault) stops the
+sampler with one sentence kept for the record, and the run goes on.
+
+Opt-in for now: ``KTSTR_MONITOR=<period in seconds>`` (e.g. ``0.1``)
+turns it on for scenario runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ktstr import wire
+from ktstr.errors import KtstrError
+from ktstr.kernel import debuginfo
+
+if TYPE_CHECKING:  # drgn is imported only when a sampler runs
+    from ktstr.kernel.image import KernelInfo
+    from ktstr.monitor.program import Attached
+    from ktstr.topology import Topology
+
+log = logging.getLogger(__name__)
+
+ENV = "KTSTR_MONITOR"
+DEFAULT_PERIOD_S = 0.1
+ATTACH_WAIT_S = 600.0  # the longest the sampler waits for the agent's hello
+FILE = "monitor.jsonl"
+
+
+def period_from_env() -> float | None:
+    """The sampling period ``KTSTR_MONITOR`` asks for, None when the monitor is off."""
+    raw = os.environ.get(ENV, "").strip().lower()
+    if raw in ("", "0", "off", "no"):
+        return None
+    if raw in ("1", "on", "yes"):
+        return DEFAULT_PERIOD_S
+    try:
+        period = float(raw)
+    except ValueError:
+        period = 0.0
+    if not 0.01 <= period <= 60:
+        log.warning("%s=%r is not a period in seconds (0.01-60); using %s s", ENV, raw,
+                    DEFAULT_PERIOD_S)  # fmt: skip
+        return DEFAULT_PERIOD_S
+    return period
+
+
+def qemu_pid(run_dir: Path) -> int | None:
+    """The QEMU process running this run's VM: the one whose argv names ``run_dir``."""
+    marker = str(run_dir).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"qemu-system-x86_64") and any(marker in a for a in argv):
+            return int(proc.name)
+    return None
+
+
+class Sampler(threading.Thread):
+    """The monitor for one run: ``on_message`` goes to the VM's channel, ``stop`` after it."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        topology: Topology,
+        kernel: KernelInfo,
+        period_s: float = DEFAULT_PERIOD_S,
+    ) -> None:
+        super().__init__(name="ktstr-monitor", daemon=True)
+        self.run_dir, self.topology, self.kernel = run_dir, topology, kernel
+        self.period_s = period_s
+        self._hello = threading.Event()
+        self._halt = threading.Event()
+        self.unavailable: str | None = None
+        self.attach_timings: dict[str, float] = {}
+        self.samples = 0
+        self.read_s: list[float] = []
+        self.intervals: list[float] = []
+        self.per_cpu: dict[int, dict[str, Any]] = {}
+        self.events_last: dict[str, int] | None = None
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        if msg.get("kind") == wire.HELLO:
+            self._hello.set()
+
+    def stop(self) -> None:
+        """End sampling (the VM is gone or going) and wait for the thread."""
+        self._halt.set()
+        self._hello.set()
+        if self.is_alive():
+            self.join(30)
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except KtstrError as err:
+            self.unavailable = str(err)
+        except Exception as err:  # a monitor failure never fails the run
+            self.unavailable = f"the monitor stopped: {type(err).__name__}: {err}"
+        if self.unavailable:
+            log.warning("monitor: %s", self.unavailable)
+
+    def _run(self) -> None:
+        from ktstr.monitor import program
+
+        debug = debuginfo.find(self.kernel.release, Path(self.kernel.boot_path))
+        self._hello.wait(ATTACH_WAIT_S)
+        if self._halt.is_set():
+            return
+        pid = qemu_pid(self.run_dir)
+        if pid is None:
+            self.unavailable = "the VM's QEMU process was gone before the monitor attached"
+            return
+        attached = program.attach(pid, self.topology, debug.path, self.kernel.release)
+        self.attach_timings = attached.timings
+        try:
+            self._sample(attached)
+        finally:
+            attached.close()
+
+    def _sample(self, attached: Attached) -> None:
+        from ktstr.monitor import rq, scx
+
+        prog = attached.prog
+        cpus = rq.possible_cpus(prog)
+        has_scx = rq.has_scx(prog)
+        started = time.monotonic()
+        last = None
+        with open(self.run_dir / FILE, "a") as out:
+            while not self._halt.is_set():
+                t0 = time.monotonic()
+                per_cpu = rq.sample_all(prog, cpus, has_scx)
+                state = scx.state(prog) if has_scx else {}
+                events = scx.events(prog) if has_scx else None
+                read_s = time.monotonic() - t0
+                line = {"t": round(t0 - started, 4), "cpus": per_cpu, "scx": state}
+                if events is not None:
+                    line["events"] = events
+                out.write(json.dumps(line) + "\n")
+                out.flush()
+                self._account(per_cpu, events, read_s, t0, last)
+                last = t0
+                # A fixed period from the start: a slow read shortens the next wait.
+                next_at = started + (int((time.monotonic() - started) / self.period_s) + 1) * (
+                    self.period_s
+                )
+                self._halt.wait(max(0.0, next_at - time.monotonic()))
+
+    def _account(
+        self,
+        per_cpu: list[dict[str, Any]],
+        events: dict[str, int] | None,
+        read_s: float,
+        t0: float,
+        last: float | None,
+    ) -> None:
+        self.samples += 1
+        self.read_s.append(read_s)
+        if last is not None:
+            self.intervals.append(t0 - last)
+        for s in per_cpu:
+            agg = self.per_cpu.setdefault(
+                s["cpu"], {"nr_running_max": 0, "nr_running_sum": 0, "local_dsq_max": 0}
+            )
+            agg["nr_running_max"] = max(agg["nr_running_max"], s["nr_running"])
+            agg["nr_running_sum"] += s["nr_running"]
+            agg["local_dsq_max"] = max(agg["local_dsq_max"], s.get("local_dsq_nr", 0))
+        if events is not None:
+            self.events_last = events
+
+    def summary(self) -> dict[str, Any]:
+        """What the record keeps: the period asked and achieved, per-CPU aggregates, and the
+        scheduler's event counters as last read (or why there is nothing)."""
+        out: dict[str, Any] = {"period_s": self.period_s, "samples": self.samples}
+        if self.unavailable:
+            out["unavailable"] = self.unavailable
+        if self.attach_timings:
+            out["attach_s"] = self.attach_timings.get("total_s")
+        if self.read_s:
+            out["read_s"] = _spread(self.read_s)
+        if self.intervals:
+            out["interval_s"] = _spread(self.intervals)
+        out["per_cpu"] = {
+            str(cpu): {
+                "nr_running_max": agg["nr_running_max"],
+                "nr_running_mean": round(agg["nr_running_sum"] / self.samples, 3),
+                "local_dsq_max": agg["local_dsq_max"],
+            }
+            for cpu, agg in sorted(self.per_cpu.items())
+        }
+        if self.events_last is not None:
+            # The counters belong to the attached scheduler and start at zero with it:
+            # the last values read are its totals up to then.
+            out["events"] = dict(self.events_last)
+        return out
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return {"median": round(statistics.median(ordered), 4), "p99": round(p99, 4)}
+
+
+def for_run(run_dir: Path, topology: Topology, kernel: KernelInfo) -> Sampler | None:
+    """A started sampler when ``KTSTR_MONITOR`` asks for one, else None."""
+    period = period_from_env()
+    if period is None:
+        return None
+    sampler = Sampler(run_dir, topology, kernel, period)
+    sampler.start()
+    return sampler
