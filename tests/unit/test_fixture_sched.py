@@ -41,7 +41,7 @@ def test_watchdog_timeout_reaches_the_loader():
 def test_loader_python_and_docs_name_the_same_knobs():
     loader = (SOURCES / f"{NAME}.c").read_text()
     names = re.findall(r'^\t\[K_\w+\] = "(\w+)",$', loader, re.MULTILINE)
-    flags = re.findall(r'\{ "([a-z-]+)", \w+_argument, NULL, \'[PGISUWKTE]\' \}', loader)
+    flags = re.findall(r'\{ "([a-z-]+)", \w+_argument, NULL, \'[PGISUOWKTE]\' \}', loader)
     assert names == list(KNOBS)
     assert [f"--{f}" for f in flags] == list(KNOBS.values())
     # the unknown-knob message lists them all, in order, and the usage text has a line each

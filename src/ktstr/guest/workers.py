@@ -407,11 +407,15 @@ def run(
             raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_term)
+    # The CPU time it had when released (it uses none while it waits at the gate): from
+    # release to its first stamp, not_stuck counts only the time it did not run.
+    released_cpu_ns = time.thread_time_ns()
     if gate_fd >= 0:
         os.read(gate_fd, 1)  # returns at EOF, when the agent opens the gate
         os.close(gate_fd)
     rec = Recorder(t0, deadline)
     rec.extra.update(_sched_class())
+    rec.extra["released_cpu_ns"] = released_cpu_ns
     holder.append(rec)
     error = None
     try:

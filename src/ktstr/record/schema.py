@@ -38,6 +38,7 @@ class Worker(TypedDict, total=False):
     start_s: float
     end_s: float
     cpu_time_ns: float
+    released_cpu_ns: int  # its CPU time when released (start gate or spawn)
     gaps: list[list[Any]]  # [gap_s, at_s, cpu | None], longest first
     progress: list[list[Any]]  # [at_s, units, cpu | None, cpu_time_ns] (older: 3 items)
     residency: list[list[Any]]  # [at_s, cpu]: each move
