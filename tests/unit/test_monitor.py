@@ -211,3 +211,20 @@ def test_sampler_summary_aggregates_per_cpu_and_keeps_the_last_counters(tmp_path
     assert summary["per_cpu"]["1"]["nr_running_max"] == 3
     assert summary["events"] == {"SCX_EV_SELECT_CPU_FALLBACK": 7}
     assert summary["interval_s"]["median"] == pytest.approx(0.1)
+
+
+def test_scanning_guest_ram_reads_only_what_the_guest_wrote(memfds):
+    # A 64 MiB node the guest touched in two places: the scan finds the needle across a
+    # chunk boundary and allocates nothing in the holes (a mapped scan would fill them).
+    fd = memfds(b"")
+    os.ftruncate(fd, 64 * MIB)
+    os.pwrite(fd, b"x" * 4096, 0)
+    os.pwrite(fd, b"NEEDLE", 32 * MIB - 3)
+    mem = GuestMemory(os.getpid(), [64 * MIB])
+    try:
+        assert mem.find(b"NEEDLE", chunk=MIB) == [(0, 32 * MIB - 3)]
+        assert mem.read(32 * MIB - 3, 6) == b"NEEDLE"
+        assert mem.read(16 * MIB, 8) == b"\0" * 8  # a hole reads as zeros
+    finally:
+        mem.close()
+    assert os.fstat(fd).st_blocks * 512 < 4 * MIB

@@ -1,4 +1,4 @@
-"""Guest RAM as the host sees it: QEMU's per-node memfds, mapped read-only.
+"""Guest RAM as the host sees it: QEMU's per-node memfds, read-only.
 
 ktstr gives every NUMA node a ``memory-backend-memfd,id=mem<N>,share=on``
 object, so the host can open the same memory through
@@ -12,7 +12,6 @@ low-memory split sits at guest-physical address 0, the rest at 4 GiB.
 from __future__ import annotations
 
 import itertools
-import mmap
 import os
 import re
 from dataclasses import dataclass
@@ -136,13 +135,17 @@ def assignments(fds: list[Memfd], node_bytes: list[int], limit: int = 24) -> lis
 
 
 class GuestMemory:
-    """Read-only mappings of a running QEMU's guest RAM.
+    """Read-only access to a running QEMU's guest RAM through its memfds.
 
-    ``assignment[node]`` says which mapping holds a node's memory; the
-    readers look it up on every read, so the attach can try another
-    assignment without rebuilding the drgn program.  Reads race with the
-    running guest, as a sample must: a value may be mid-update, never out
-    of bounds.  ``close()`` unmaps; QEMU is unaffected.
+    Reads are ``pread`` calls, not a mapping: a page fault on a shared
+    mapping of a memfd hole allocates the page, so scanning a mapped 4 GiB
+    guest once made the host allocate all 4 GiB (measured), while a read
+    of a hole returns zeros and allocates nothing.  ``assignment[node]``
+    says which memfd holds a node's memory; the readers look it up on every
+    read, so the attach can try another assignment without rebuilding the
+    drgn program.  Reads race with the running guest, as a sample must: a
+    value may be mid-update, never out of bounds.  ``close()`` closes the
+    files; QEMU is unaffected.
     """
 
     def __init__(self, pid: int, node_bytes: list[int]) -> None:
@@ -158,48 +161,64 @@ class GuestMemory:
                 "memory-backend-memfd objects (one per node)",
             )
         self.assignment = self.candidates[0]
-        used = sorted(set(i for a in self.candidates for i in a))
-        self.maps: dict[int, mmap.mmap] = {}
+        self.files: dict[int, int] = {}
         try:
-            for i in used:
-                fd = os.open(self.fds[i].path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    size = self.fds[i].size
-                    self.maps[i] = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
-                finally:
-                    os.close(fd)
+            for i in sorted({i for a in self.candidates for i in a}):
+                self.files[i] = os.open(self.fds[i].path, os.O_RDONLY | os.O_CLOEXEC)
         except BaseException:
             self.close()
             raise
 
-    def view(self, node: int) -> mmap.mmap:
-        return self.maps[self.assignment[node]]
+    def pread(self, mapping: int, offset: int, count: int) -> bytes:
+        """``count`` bytes of one memfd (short only past its end)."""
+        return os.pread(self.files[mapping], count, offset)
 
     def reader(self, segment: Segment):
         """A drgn ``read_fn`` for one segment: (address, count, offset, physical) -> bytes."""
         node, base = segment.node, segment.offset
 
         def read(address: int, count: int, offset: int, physical: bool) -> bytes:
-            start = base + offset
-            return self.view(node)[start : start + count]
+            return self.pread(self.assignment[node], base + offset, count)
 
         return read
 
-    def find(self, needle: bytes, limit: int = 16) -> list[tuple[int, int]]:
-        """(mapping, offset) pairs where ``needle`` starts, at most ``limit``.
+    def extents(self, mapping: int) -> list[tuple[int, int]]:
+        """(start, end) of the memfd's data: the guest never touched the holes."""
+        fd, size = self.files[mapping], self.fds[mapping].size
+        out, pos = [], 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data past pos
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            out.append((start, min(end, size)))
+            pos = end
+        return out
 
-        By mapping, not address, so one scan serves every assignment.
+    def find(self, needle: bytes, limit: int = 16, chunk: int = 8 * MIB) -> list[tuple[int, int]]:
+        """(memfd, offset) pairs where ``needle`` starts, at most ``limit``.
+
+        Only the memfds' data extents are read, in chunks that overlap by
+        the needle's length.  By memfd, not address, so one scan serves
+        every assignment.
         """
-        hits = []
-        for i, view in self.maps.items():
-            pos = view.find(needle)
-            while pos >= 0 and len(hits) < limit:
-                hits.append((i, pos))
-                pos = view.find(needle, pos + 1)
+        hits: list[tuple[int, int]] = []
+        for mapping in self.files:
+            for start, end in self.extents(mapping):
+                pos = start
+                while pos < end and len(hits) < limit:
+                    data = self.pread(mapping, pos, min(chunk, end - pos) + len(needle) - 1)
+                    at = data.find(needle)
+                    while at >= 0 and len(hits) < limit:
+                        if pos + at < end:
+                            hits.append((mapping, pos + at))
+                        at = data.find(needle, at + 1)
+                    pos += chunk
         return hits
 
     def gpa(self, mapping: int, offset: int) -> int | None:
-        """The guest-physical address of a mapping's byte under the current assignment."""
+        """The guest-physical address of a memfd's byte under the current assignment."""
         if mapping not in self.assignment:
             return None
         node = self.assignment.index(mapping)
@@ -212,11 +231,10 @@ class GuestMemory:
         """``size`` bytes at a guest-physical address within one segment."""
         for seg in self.segments:
             if seg.gpa <= gpa and gpa + size <= seg.gpa + seg.size:
-                start = seg.offset + gpa - seg.gpa
-                return self.view(seg.node)[start : start + size]
+                return self.pread(self.assignment[seg.node], seg.offset + gpa - seg.gpa, size)
         raise ValueError(f"guest-physical range {gpa:#x}+{size:#x} is not in guest RAM")
 
     def close(self) -> None:
-        for m in self.maps.values():
-            m.close()
-        self.maps = {}
+        for fd in self.files.values():
+            os.close(fd)
+        self.files = {}

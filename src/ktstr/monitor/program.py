@@ -131,7 +131,7 @@ def attach(pid: int, topology: Topology, debug: Path, release: str | None = None
         problems: list[str] = []
         tried: set[bytes] = set()
         for m, off in notes[:MAX_CANDIDATES]:
-            desc = vmcoreinfo.note_at(memory.maps[m][off : off + vmcoreinfo.PAGE])
+            desc = vmcoreinfo.note_at(memory.pread(m, off, vmcoreinfo.PAGE))
             if desc is None or desc in tried:
                 continue
             tried.add(desc)
@@ -150,7 +150,7 @@ def attach(pid: int, topology: Topology, debug: Path, release: str | None = None
                 same = [
                     memory.gpa(m2, o2)
                     for m2, o2 in notes
-                    if vmcoreinfo.note_at(memory.maps[m2][o2 : o2 + vmcoreinfo.PAGE]) == desc
+                    if vmcoreinfo.note_at(memory.pread(m2, o2, vmcoreinfo.PAGE)) == desc
                 ]
                 gpa = next((g for g in same if _genuine(prog, g)), None)
                 if gpa is not None and _nodes_match(prog, memory):
