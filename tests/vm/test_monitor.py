@@ -1,6 +1,7 @@
 """The monitor attaches to a running VM from the host and reads values that must be right."""
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -138,3 +139,24 @@ def test_a_run_with_the_monitor_on_streams_samples_and_summarizes_them(debug, mo
     # The period is the host's: kept within a factor of two even on a loaded host.
     assert 0.05 <= monitor["interval_s"]["median"] <= 0.2, monitor
     assert record["verdict"] == "pass"
+
+
+def test_the_monitor_sees_a_sched_ext_scheduler_run_the_workers(debug, monkeypatch):
+    from ktstr.monitor import sampler
+    from ktstr.runner import run_scenario
+    from ktstr.scenario.catalog import get
+    from ktstr.scheduler import from_cli
+
+    monkeypatch.setenv(sampler.ENV, "0.1")
+    record, run_dir = run_scenario(
+        get("steady"), Topology.parse("1n2l2c1t"), duration_s=6, scheduler=from_cli("scx_simple")
+    )
+    assert "unavailable" not in record["monitor"], record["monitor"]
+    lines = [json.loads(line) for line in (run_dir / sampler.FILE).read_text().splitlines()]
+    enabled = [s for s in lines if s["scx"]["enable_state"] == "SCX_ENABLED"]
+    assert enabled and all(s["scx"]["ops"] == "simple" for s in enabled)
+    # While it is enabled, the workers are sched_ext tasks: on some CPU, in some sample.
+    assert any(c["curr_class"] == "ext" and c["scx_nr_running"] >= 1 for s in enabled
+               for c in s["cpus"])  # fmt: skip
+    assert all("SCX_EV_SELECT_CPU_FALLBACK" in s["events"] for s in enabled)
+    assert set(record["monitor"]["events"]) >= {"SCX_EV_DISPATCH_KEEP_LAST"}
