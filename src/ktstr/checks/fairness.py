@@ -112,43 +112,39 @@ def fairness(record: dict, th: dict) -> list[Finding]:
         judged += 1
         spread = (max(shares) - min(shares)) * 100
         sharing = _sharing(members, th)
-        if spread <= limit:
-            if sharing is None or sharing.fair:
+        if sharing is None or sharing.fair:
+            if spread <= limit:
                 worst, within = max(worst, spread), within + 1
                 continue
+            if sharing is not None:
+                placed.append(f"cgroup {path}: {spread:.1f} points by placement; {sharing.text}")
+                continue
+        if spread <= limit:
             # equal whole-run shares can hide unequal sharing: a pair split 2:1 on a CPU
             # that other tasks also use spreads less than the limit
-            out.append(
-                Finding(
-                    "fairness",
-                    FAIL,
-                    "unfair",
-                    f"cgroup {path}: {sharing.text} (off-CPU shares spread {spread:.1f} points, "
-                    f"within the limit of {limit:.0f})",
-                    cgroup=path,
-                    value=round(spread, 2),
-                    limit=limit,
+            message = (
+                f"cgroup {path}: {sharing.text} (off-CPU shares spread {spread:.1f} points, "
+                f"within the limit of {limit:.0f})"
+            )
+        else:
+            lo = members[shares.index(min(shares))]["id"]
+            hi = members[shares.index(max(shares))]["id"]
+            message = (
+                f"cgroup {path}: off-CPU share of its {len(members)} {kind} workers spreads "
+                f"{spread:.1f} points (worker {lo} {min(shares):.0%}, worker {hi} "
+                f"{max(shares):.0%}; limit {limit:.0f}); "
+                + (
+                    sharing.text
+                    if sharing
+                    else "too little time sharing a CPU to tell placement apart"
                 )
             )
-            continue
-        lo = members[shares.index(min(shares))]["id"]
-        hi = members[shares.index(max(shares))]["id"]
-        whole_run = (
-            f"cgroup {path}: off-CPU share of its {len(members)} {kind} workers spreads "
-            f"{spread:.1f} points (worker {lo} {min(shares):.0%}, worker {hi} "
-            f"{max(shares):.0%}; limit {limit:.0f})"
-        )
-        if sharing is not None and sharing.fair:
-            placed.append(f"cgroup {path}: {spread:.1f} points by placement; {sharing.text}")
-            continue
         out.append(
             Finding(
                 "fairness",
                 FAIL,
                 "unfair",
-                f"{whole_run}; {sharing.text}"
-                if sharing
-                else f"{whole_run} (too little time sharing a CPU to tell placement apart)",
+                message,
                 cgroup=path,
                 value=round(spread, 2),
                 limit=limit,
