@@ -1,7 +1,9 @@
 """The monitor's pure parts: guest-physical layout, memfd assignment, VMCOREINFO."""
 
 import os
+import signal
 import struct
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -228,3 +230,21 @@ def test_scanning_guest_ram_reads_only_what_the_guest_wrote(memfds):
     finally:
         mem.close()
     assert os.fstat(fd).st_blocks * 512 < 4 * MIB
+
+
+def test_qemu_pid_is_our_child_naming_a_file_in_the_run_dir(tmp_path):
+    import shutil
+    import subprocess
+
+    fake = tmp_path / "qemu-system-x86_64"
+    shutil.copy("/bin/sh", fake)
+    run_dir = tmp_path / "runs" / "x"
+    argv = [str(fake), "-c", "sleep 30; true", f"{run_dir}-1/initrd.cpio"]
+    child = subprocess.Popen(argv, start_new_session=True)
+    try:
+        assert sampler.qemu_pid(run_dir) is None  # runs/x is not runs/x-1
+        assert sampler.qemu_pid(Path(f"{run_dir}-1")) == child.pid
+        assert sampler.qemu_pid(Path(f"{run_dir}-1"), parent=1) is None  # not init's child
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)  # the shell and its sleep
+        child.wait()

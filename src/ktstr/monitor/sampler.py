@@ -57,17 +57,26 @@ def period_from_env() -> float | None:
     return period
 
 
-def qemu_pid(run_dir: Path) -> int | None:
-    """The QEMU process running this run's VM: the one whose argv names ``run_dir``."""
-    marker = str(run_dir).encode()
+def qemu_pid(run_dir: Path, parent: int | None = None) -> int | None:
+    """The QEMU process running this run's VM: a child of ``parent`` (this process by
+    default) whose argv names a file in ``run_dir``.
+
+    Both conditions: another ktstr, in another directory, may have a run
+    directory of the same relative name, and ``runs/x`` is a prefix of ``runs/x-1``.
+    """
+    parent = os.getpid() if parent is None else parent
+    prefix = str(run_dir).encode() + b"/"
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if argv and argv[0].endswith(b"qemu-system-x86_64") and any(marker in a for a in argv):
+        if ppid != parent or not argv or not argv[0].endswith(b"qemu-system-x86_64"):
+            continue
+        if any(a.startswith(prefix) for a in argv):
             return int(proc.name)
     return None
 
