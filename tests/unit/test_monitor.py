@@ -18,14 +18,15 @@ from ktstr.monitor.memory import (
     Memfd,
     Segment,
     assignments,
-    pc_layout,
+    machine_of,
+    ram_layout,
 )
 from ktstr.monitor.program import node_bytes
 from ktstr.topology import Topology
 
 
 def test_small_guest_is_its_nodes_in_order_from_zero():
-    assert pc_layout([272 * MIB, 272 * MIB]) == [
+    assert ram_layout([272 * MIB, 272 * MIB]) == [
         Segment(0, 0, 0, 272 * MIB),
         Segment(272 * MIB, 1, 0, 272 * MIB),
     ]
@@ -33,14 +34,14 @@ def test_small_guest_is_its_nodes_in_order_from_zero():
 
 def test_guest_of_3_5_gib_or_more_splits_at_3_gib_and_resumes_at_4_gib():
     # Two 2 GiB nodes: node 0 all low; node 1's first GiB below 3 GiB, the rest at 4 GiB.
-    assert pc_layout([2 * GIB, 2 * GIB]) == [
+    assert ram_layout([2 * GIB, 2 * GIB]) == [
         Segment(0, 0, 0, 2 * GIB),
         Segment(2 * GIB, 1, 0, GIB),
         Segment(FOUR_GIB, 1, GIB, GIB),
     ]
     just_below = 0xE0000000 - MIB
-    assert pc_layout([just_below]) == [Segment(0, 0, 0, just_below)]
-    assert pc_layout([0xE0000000]) == [
+    assert ram_layout([just_below]) == [Segment(0, 0, 0, just_below)]
+    assert ram_layout([0xE0000000]) == [
         Segment(0, 0, 0, 3 * GIB),
         Segment(FOUR_GIB, 0, 3 * GIB, 0xE0000000 - 3 * GIB),
     ]
@@ -48,9 +49,9 @@ def test_guest_of_3_5_gib_or_more_splits_at_3_gib_and_resumes_at_4_gib():
 
 def test_layout_refuses_empty_nodes():
     with pytest.raises(ConfigError):
-        pc_layout([])
+        ram_layout([])
     with pytest.raises(ConfigError):
-        pc_layout([MIB, 0])
+        ram_layout([MIB, 0])
 
 
 def test_node_bytes_follow_the_topology():
@@ -248,3 +249,20 @@ def test_qemu_pid_is_our_child_naming_a_file_in_the_run_dir(tmp_path):
     finally:
         os.killpg(child.pid, signal.SIGKILL)  # the shell and its sleep
         child.wait()
+
+
+def test_q35_keeps_2_gib_low_from_2_75_gib_of_ram():
+    assert ram_layout([GIB, GIB], "q35") == [Segment(0, 0, 0, GIB), Segment(GIB, 1, 0, GIB)]
+    assert ram_layout([0xB0000000], "q35") == [
+        Segment(0, 0, 0, 2 * GIB),
+        Segment(FOUR_GIB, 0, 2 * GIB, 0xB0000000 - 2 * GIB),
+    ]
+
+
+def test_the_machine_comes_from_qemus_command_line_and_unknown_ones_are_refused():
+    assert machine_of(["qemu", "-M", "pc", "-m", "544"]) == "pc"
+    assert machine_of(["qemu", "-machine", "type=pc-q35-10.0,kernel-irqchip=split"]) == "q35"
+    assert machine_of(["qemu", "-M", "microvm"]) == "microvm"
+    assert machine_of(["qemu", "-m", "544"]) is None
+    with pytest.raises(VmError, match="does not know the RAM layout of QEMU's 'microvm'"):
+        ram_layout([MIB], "microvm")

@@ -26,6 +26,10 @@ FOUR_GIB = 4 * GIB
 # fits; a larger guest gets only 3 GiB there (gigabyte alignment), the rest above 4 GiB.
 PC_MAX_RAM_BELOW_4G = 0xE0000000
 PC_LOWMEM_GIGABYTE_ALIGNED = 0xC0000000
+# q35: all RAM low below 2.75 GiB; from there on, 2 GiB low and the rest above 4 GiB.
+Q35_SPLIT_FROM = 0xB0000000
+Q35_LOWMEM = 0x80000000
+MACHINES = ("pc", "q35")
 _MEMFD_LINK = re.compile(r"^/memfd:mem(\d+) \(deleted\)$")
 _GENERIC_MEMFD = "/memfd:memory-backend-memfd (deleted)"
 
@@ -40,24 +44,44 @@ class Segment:
     size: int
 
 
-def pc_below_4g(ram_bytes: int) -> int:
-    """How much of the RAM block QEMU's ``pc`` machine maps below 4 GiB."""
-    if ram_bytes >= PC_MAX_RAM_BELOW_4G:
-        return PC_LOWMEM_GIGABYTE_ALIGNED
-    return ram_bytes
+def machine_of(argv: list[str]) -> str | None:
+    """``pc`` or ``q35`` from a QEMU command line (its ``-M``/``-machine``), or the
+    name given when it is neither, or None when there is none (QEMU's default, pc)."""
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag in ("-M", "-machine"):
+            name = value.split(",", 1)[0].removeprefix("type=")
+            if name == "pc" or name.startswith("pc-i440fx"):
+                return "pc"
+            if name == "q35" or name.startswith("pc-q35"):
+                return "q35"
+            return name
+    return None
 
 
-def pc_layout(node_bytes: list[int]) -> list[Segment]:
-    """The guest-physical segments of the ``pc`` machine for nodes of these sizes.
+def below_4g(machine: str, ram_bytes: int) -> int:
+    """How much of the RAM block QEMU's ``machine`` maps below 4 GiB."""
+    if machine == "pc":
+        return PC_LOWMEM_GIGABYTE_ALIGNED if ram_bytes >= PC_MAX_RAM_BELOW_4G else ram_bytes
+    if machine == "q35":
+        return Q35_LOWMEM if ram_bytes >= Q35_SPLIT_FROM else ram_bytes
+    raise VmError(
+        f"the monitor does not know the RAM layout of QEMU's {machine!r} machine",
+        f"run the VM on one of: {', '.join(MACHINES)}",
+    )
+
+
+def ram_layout(node_bytes: list[int], machine: str = "pc") -> list[Segment]:
+    """The guest-physical segments of QEMU's x86 ``pc`` (or ``q35``) machine for nodes of
+    these sizes.
 
     The node memdevs are concatenated in node order into one RAM block;
-    its first ``pc_below_4g`` bytes are at 0, the rest at 4 GiB.  The
-    holes below 1 MiB (VGA, BIOS) overlay RAM in the guest's view, but the
+    its first ``below_4g`` bytes are at 0, the rest at 4 GiB.  The holes
+    below 1 MiB (VGA, BIOS) overlay RAM in the guest's view, but the
     kernel never uses them as memory, so they need no special case.
     """
     if not node_bytes or any(n <= 0 for n in node_bytes):
         raise ConfigError(f"node sizes {node_bytes} are not all positive", "give each node memory")
-    low = pc_below_4g(sum(node_bytes))
+    low = below_4g(machine, sum(node_bytes))
     windows = [(0, low, 0)]  # (block start, block end, guest-physical base)
     if sum(node_bytes) > low:
         windows.append((low, sum(node_bytes), FOUR_GIB))
@@ -148,8 +172,8 @@ class GuestMemory:
     files; QEMU is unaffected.
     """
 
-    def __init__(self, pid: int, node_bytes: list[int]) -> None:
-        self.segments = pc_layout(node_bytes)
+    def __init__(self, pid: int, node_bytes: list[int], machine: str = "pc") -> None:
+        self.segments = ram_layout(node_bytes, machine)
         self.fds = memfds(pid)
         self.candidates = assignments(self.fds, node_bytes)
         if not self.candidates:

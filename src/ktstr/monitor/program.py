@@ -18,7 +18,7 @@ from drgn.helpers.linux.mm import virt_to_phys
 
 from ktstr.errors import VmError
 from ktstr.monitor import vmcoreinfo
-from ktstr.monitor.memory import MIB, GuestMemory
+from ktstr.monitor.memory import MIB, GuestMemory, machine_of
 from ktstr.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,18 @@ def _program(memory: GuestMemory, desc: bytes, debug: Path) -> drgn.Program:
     return prog
 
 
+def _machine(pid: int) -> str:
+    """The QEMU machine type of process ``pid``: its RAM layout depends on it."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError as err:
+        raise VmError(
+            f"cannot read QEMU's command line (pid {pid}: {err.strerror})",
+            "attach while the VM is running, as the user that runs QEMU",
+        ) from None
+    return machine_of(argv) or "pc"
+
+
 def _genuine(prog: drgn.Program, note_gpa: int | None) -> bool:
     """Whether the kernel's own ``vmcoreinfo_note`` pointer names the page at ``note_gpa``.
 
@@ -115,7 +127,7 @@ def attach(pid: int, topology: Topology, debug: Path, release: str | None = None
     ``debuginfo.find``); ``release``, when given, must be what the guest runs.
     """
     t0 = time.monotonic()
-    memory = GuestMemory(pid, node_bytes(topology))
+    memory = GuestMemory(pid, node_bytes(topology), _machine(pid))
     try:
         t1 = time.monotonic()
         # The needle starts after the 12-byte note header; the note starts a page.
