@@ -59,6 +59,7 @@ FAULTS = {
     "unfair_cgroup": Fault(
         knob_args(unfair_cgroup="ktstr/cg_0,8"), "steady", "fairness", "weight_mismatch"
     ),
+    "unfair_odd": Fault(knob_args(unfair_odd=2), "steady", "fairness", "unfair"),
     "stall_after_s": Fault(
         knob_args(stall_after_s=2) + ("--timeout-ms", "3000"), "steady", "scheduler", "stall"
     ),
