@@ -160,3 +160,6 @@ def test_the_monitor_sees_a_sched_ext_scheduler_run_the_workers(debug, monkeypat
                for c in s["cpus"])  # fmt: skip
     assert all("SCX_EV_SELECT_CPU_FALLBACK" in s["events"] for s in enabled)
     assert set(record["monitor"]["events"]) >= {"SCX_EV_DISPATCH_KEEP_LAST"}
+    # scx_simple queues every task on the one DSQ it creates, id 0.
+    assert all([d["id"] for d in s["dsqs"]] == [0] for s in enabled)
+    assert "0" in record["monitor"]["dsq_max"]

@@ -3,7 +3,8 @@
 A thread that attaches once the guest agent has said hello (the kernel
 is up by then), reads every CPU's run queue and sched_ext's global state
 each period, and appends one JSON line per sample to
-``<run dir>/monitor.jsonl`` as it goes.  The run never depends on it:
+``<run dir>/monitor.jsonl`` as it goes (with the scheduler's user DSQs
+and their depths).  The run never depends on it:
 any failure (no debug info, attach refused, a read fault) stops the
 sampler with one sentence kept for the record, and the run goes on.
 
@@ -103,6 +104,7 @@ class Sampler(threading.Thread):
         self.intervals: list[float] = []
         self.per_cpu: dict[int, dict[str, Any]] = {}
         self.events_last: dict[str, int] | None = None
+        self.dsq_max: dict[str, int] = {}  # user DSQ id -> deepest seen
 
     def on_message(self, msg: dict[str, Any]) -> None:
         if msg.get("kind") == wire.HELLO:
@@ -157,10 +159,16 @@ class Sampler(threading.Thread):
                 per_cpu = rq.sample_all(prog, cpus, has_scx)
                 state = scx.state(prog) if has_scx else {}
                 events = scx.events(prog) if has_scx else None
+                dsqs = scx.user_dsqs(prog) if has_scx else None
                 read_s = time.monotonic() - t0
                 line = {"t": round(t0 - started, 4), "cpus": per_cpu, "scx": state}
                 if events is not None:
                     line["events"] = events
+                if dsqs is not None:
+                    line["dsqs"] = dsqs
+                    for dsq in dsqs:
+                        key = str(dsq["id"])
+                        self.dsq_max[key] = max(self.dsq_max.get(key, 0), dsq["nr"])
                 out.write(json.dumps(line) + "\n")
                 out.flush()
                 self._account(per_cpu, events, read_s, t0, last)
@@ -213,6 +221,8 @@ class Sampler(threading.Thread):
             }
             for cpu, agg in sorted(self.per_cpu.items())
         }
+        if self.dsq_max:
+            out["dsq_max"] = dict(self.dsq_max)
         if self.events_last is not None:
             # The counters belong to the attached scheduler and start at zero with it:
             # the last values read are its totals up to then.

@@ -1,9 +1,11 @@
-"""sched_ext's global state: is a BPF scheduler loaded, which, and its event counters.
+"""sched_ext's global state: is a BPF scheduler loaded, which, its event counters and
+its dispatch queues.
 
 The same values the kernel's ``tools/sched_ext/scx_show_state.py`` prints,
 plus the ``SCX_EV_*`` counters the kernel keeps per CPU for the root
-scheduler.  Kernels differ in which of these exist: each function says
-None (or leaves a key out) for what the guest kernel lacks, never guesses.
+scheduler and the depth of each DSQ the scheduler created.  Kernels
+differ in which of these exist: each function says None (or leaves a key
+out) for what the guest kernel lacks, never guesses.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import drgn
+from drgn import container_of
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 
@@ -82,6 +85,54 @@ def events(prog: drgn.Program) -> dict[str, int] | None:
         for name in names:
             totals[name] += int(getattr(stats, name).value_())
     return totals
+
+
+MAX_DSQS = 4096  # user DSQs read per call; a scheduler has a handful, a bad table no more
+MAX_BUCKETS = 1 << 16
+
+
+def _rhashtable_entries(table: drgn.Object, type_name: str, member: str) -> list[drgn.Object]:
+    """Entries of a kernel ``struct rhashtable`` (its current bucket table), bounded.
+
+    A bucket holds a chain of ``struct rhash_head`` whose end is an odd
+    "nulls" value, and its pointer's low bit is a lock bit.  A nested
+    table (allocated in pieces under memory pressure) is not walked.
+    """
+    tbl = table.tbl
+    if not tbl.value_() or tbl.nest.value_():
+        return []
+    prog = table.prog_
+    size = min(int(tbl.size.value_()), MAX_BUCKETS)
+    head_type = prog.type("struct rhash_head *")
+    out: list[drgn.Object] = []
+    for i in range(size):
+        node = tbl.buckets[i].value_() & ~1
+        while node and not node & 1 and len(out) < MAX_DSQS:
+            head = drgn.Object(prog, head_type, node)
+            out.append(container_of(head, type_name, member))
+            node = head.next.value_()
+    return out
+
+
+def user_dsqs(prog: drgn.Program) -> list[dict[str, int]] | None:
+    """The attached scheduler's own dispatch queues: ``id`` and ``nr`` (queued tasks),
+    by id; None when no scheduler is attached or the kernel keeps them elsewhere.
+
+    Kernels with a per-scheduler ``scx_root->dsq_hash`` and those with the
+    older global ``dsq_hash`` are both read.
+    """
+    sch = root(prog)
+    if sch is None:
+        return None
+    if _has_member(sch.type_.type, "dsq_hash"):
+        table = sch.dsq_hash
+    else:
+        table = _variable(prog, "dsq_hash")
+        if table is None:
+            return None
+    dsqs = _rhashtable_entries(table, "struct scx_dispatch_q", "hash_node")
+    return sorted(({"id": int(d.id.value_()), "nr": int(d.nr.value_())} for d in dsqs),
+                  key=lambda d: d["id"])  # fmt: skip
 
 
 def _int(obj: drgn.Object) -> int:
