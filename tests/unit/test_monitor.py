@@ -3,6 +3,7 @@
 import os
 import signal
 import struct
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -266,3 +267,35 @@ def test_the_machine_comes_from_qemus_command_line_and_unknown_ones_are_refused(
     assert machine_of(["qemu", "-m", "544"]) is None
     with pytest.raises(VmError, match="does not know the RAM layout of QEMU's 'microvm'"):
         ram_layout([MIB], "microvm")
+
+
+def test_sampler_skips_a_failed_read_and_gives_up_on_a_run_of_them(tmp_path, monkeypatch):
+    import drgn
+
+    from ktstr.monitor import rq
+
+    calls = {"n": 0}
+
+    def flaky(prog, cpus, scx=None):
+        calls["n"] += 1
+        if calls["n"] % 2:
+            raise drgn.FaultError("could not read memory", 0x1000)
+        return [{"cpu": 0, "nr_running": 1}]
+
+    monkeypatch.setattr(rq, "possible_cpus", lambda prog: [0])
+    monkeypatch.setattr(rq, "has_scx", lambda prog: False)
+    monkeypatch.setattr(rq, "sample_all", flaky)
+    attached = SimpleNamespace(prog=None)
+    mon = sampler.Sampler(tmp_path, Topology.parse("1n1l1c1t"), None, period_s=0.01)  # type: ignore[arg-type]
+    threading.Timer(0.3, mon._halt.set).start()
+    mon._sample(attached)  # type: ignore[arg-type]
+    assert mon.samples > 3 and mon.read_errors >= mon.samples - 1
+    assert len((tmp_path / sampler.FILE).read_text().splitlines()) == mon.samples
+
+    def broken(prog, cpus, scx=None):
+        raise drgn.FaultError("could not read memory", 0x1000)
+
+    monkeypatch.setattr(rq, "sample_all", broken)
+    mon = sampler.Sampler(tmp_path, Topology.parse("1n1l1c1t"), None, period_s=0.001)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="50 samples in a row failed"):
+        mon._sample(attached)  # type: ignore[arg-type]

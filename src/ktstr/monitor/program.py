@@ -45,7 +45,8 @@ class Attached:
         return vmcoreinfo.kernel_offset(self.vmcoreinfo)
 
     def close(self) -> None:
-        """Unmap guest RAM; the program must not be read afterwards."""
+        """Close QEMU's memfds (held open, they keep the guest's RAM allocated after QEMU
+        exits); the program must not be read afterwards."""
         self.memory.close()
 
 

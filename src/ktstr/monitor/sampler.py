@@ -38,6 +38,7 @@ ENV = "KTSTR_MONITOR"
 DEFAULT_PERIOD_S = 0.1
 ATTACH_WAIT_S = 600.0  # the longest the sampler waits for the agent's hello
 FILE = "monitor.jsonl"
+MAX_FAILED_READS = 50  # samples in a row that fail to read before the sampler gives up
 
 
 def period_from_env() -> float | None:
@@ -100,6 +101,7 @@ class Sampler(threading.Thread):
         self.unavailable: str | None = None
         self.attach_timings: dict[str, float] = {}
         self.samples = 0
+        self.read_errors = 0
         self.read_s: list[float] = []
         self.intervals: list[float] = []
         self.per_cpu: dict[int, dict[str, Any]] = {}
@@ -146,6 +148,8 @@ class Sampler(threading.Thread):
             attached.close()
 
     def _sample(self, attached: Attached) -> None:
+        import drgn
+
         from ktstr.monitor import rq, scx
 
         prog = attached.prog
@@ -153,13 +157,25 @@ class Sampler(threading.Thread):
         has_scx = rq.has_scx(prog)
         started = time.monotonic()
         last = None
+        failed = 0
         with open(self.run_dir / FILE, "a") as out:
             while not self._halt.is_set():
                 t0 = time.monotonic()
-                per_cpu = rq.sample_all(prog, cpus, has_scx)
-                state = scx.state(prog) if has_scx else {}
-                events = scx.events(prog) if has_scx else None
-                dsqs = scx.user_dsqs(prog) if has_scx else None
+                try:
+                    per_cpu = rq.sample_all(prog, cpus, has_scx)
+                    state = scx.state(prog) if has_scx else {}
+                    events = scx.events(prog) if has_scx else None
+                    dsqs = scx.user_dsqs(prog) if has_scx else None
+                    failed = 0
+                except (drgn.FaultError, LookupError, ValueError) as err:
+                    # The guest changes what the host reads (a task exits, a scheduler
+                    # detaches mid-read): skip the sample; give up only on a run of them.
+                    self.read_errors += 1
+                    failed += 1
+                    if failed >= MAX_FAILED_READS:
+                        raise RuntimeError(f"{failed} samples in a row failed ({err})") from None
+                    self._halt.wait(self.period_s)
+                    continue
                 read_s = time.monotonic() - t0
                 line = {"t": round(t0 - started, 4), "cpus": per_cpu, "scx": state}
                 if events is not None:
@@ -205,8 +221,10 @@ class Sampler(threading.Thread):
         """What the record keeps: the period asked and achieved, per-CPU aggregates, and the
         scheduler's event counters as last read (or why there is nothing)."""
         out: dict[str, Any] = {"period_s": self.period_s, "samples": self.samples}
-        if self.unavailable:
-            out["unavailable"] = self.unavailable
+        if self.unavailable:  # why there are no samples, or why they end early
+            out["unavailable" if not self.samples else "stopped"] = self.unavailable
+        if self.read_errors:
+            out["read_errors"] = self.read_errors
         if self.attach_timings:
             out["attach_s"] = self.attach_timings.get("total_s")
         if self.read_s:
