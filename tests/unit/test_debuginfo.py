@@ -187,3 +187,10 @@ def test_fetch_of_a_release_without_a_dbg_package_is_one_sentence(cache, tmp_pat
     with pytest.raises(FetchError) as err:
         debuginfo.fetch(RELEASE, kernel)
     assert f"linux-image-{RELEASE}-dbg is not in unstable" in str(err.value)
+
+
+def test_kernel_fetch_offers_debug_info():
+    from tests.helpers import ktstr
+
+    proc = ktstr("kernel", "fetch", "--help")
+    assert proc.returncode == 0 and "--debug" in proc.stdout
