@@ -77,3 +77,14 @@ def test_drain_sends_whole_lines_and_the_tail_at_eof():
     assert [m["line"] for m in channel.sent] == ["first", "second", "\ufffdlast"]
     assert all(m["kind"] == wire.SCHED_OUTPUT for m in channel.sent)
     assert proc.out_fd == -1 and proc.partial == b""
+
+
+def test_a_stall_line_says_whether_its_task_is_a_kernel_thread():
+    # pid 2 is kthreadd on Linux; this process is not a kernel thread
+    assert sched.stalled_task_kthread("sched_ext: x: kthreadd[2] failed to run for 3.1s") == {
+        "task_kthread": True
+    }
+    mine = f"sched_ext: x: python3[{os.getpid()}] failed to run for 3.1s"
+    assert sched.stalled_task_kthread(mine) == {"task_kthread": False}
+    assert sched.stalled_task_kthread("sched_ext: x: gone[999999999] failed to run for 1s") == {}
+    assert sched.stalled_task_kthread("NET: Registered PF_INET6") == {}

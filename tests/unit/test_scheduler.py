@@ -218,3 +218,18 @@ def test_kernel_threads_beyond_rcu_and_kworkers_are_named_as_such():
         assert _KTHREAD.match(name), name
     for name in ("python3.11", "stress-ng", "scx_qmap"):
         assert not _KTHREAD.match(name), name
+
+
+def test_the_guest_saying_pf_kthread_decides_over_the_name():
+    record = json.loads((DATA / "sched-kthread_stall.json").read_text())
+    (line,) = [k for k in record["scheduler"]["kmsg"] if "failed to run" in k["text"]]
+    line["text"] = line["text"].replace("rcu_preempt[15]", "kfoo_new[15]")  # a name we lack
+    (f,) = scheduler_health(record, {})
+    assert f.kind == "stall"  # by name: not known as a kernel thread
+    line["task_kthread"] = True  # the guest read PF_KTHREAD of pid 15
+    (f,) = scheduler_health(record, {})
+    assert f.kind == "kthread_stall" and "the kernel thread kfoo_new[15]" in f.message
+    line["text"] = line["text"].replace("kfoo_new[15]", "kworker/u8:2[15]")
+    line["task_kthread"] = False  # a user task that named itself like a kernel thread
+    (f,) = scheduler_health(record, {})
+    assert f.kind == "stall"

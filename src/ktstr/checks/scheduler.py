@@ -89,17 +89,36 @@ def _stuck_in_scheduler(output: list[str]) -> bool:
     return bool(who and who.startswith("swapper/") and any("__schedule" in t for t in trace))
 
 
+def _kthreads(kmsg: list[dict]) -> dict[str, bool]:
+    """pid -> whether the guest found it a kernel thread (PF_KTHREAD) when the kernel
+    named it in a stall line."""
+    out = {}
+    for entry in kmsg:
+        match = _STALL.search(entry.get("text", ""))
+        if match and isinstance(entry.get("task_kthread"), bool):
+            out[match.group(2)] = entry["task_kthread"]
+    return out
+
+
 def _stall(
-    stall: re.Match | None, stuck: re.Match | None, output: list[str], cpu: int | None
+    stall: re.Match | None,
+    stuck: re.Match | None,
+    output: list[str],
+    cpu: int | None,
+    kthreads: dict[str, bool],
 ) -> tuple[str, str, float | None]:
     """The kind of a stall ejection and what to say of it: which task did not run, or
-    whether the watchdog's own worker starved or a CPU sat inside the scheduler."""
+    whether the watchdog's own worker starved or a CPU sat inside the scheduler.  A task
+    is a kernel thread if the guest says so (PF_KTHREAD), else if its name says so."""
     on_cpu = f" (on cpu {cpu})" if cpu is not None else ""
     if stall:
         task, seconds = f"{stall.group(1)}[{stall.group(2)}]", stall.group(3)
+        kthread = kthreads.get(stall.group(2))
+        if kthread is None:
+            kthread = bool(_KTHREAD.match(stall.group(1)))
         kind, what = (
             ("kthread_stall", f"a stall of kernel threads: the kernel thread {task}")
-            if _KTHREAD.match(stall.group(1))
+            if kthread
             else ("stall", f"a runnable task stall: {task}")
         )
         return kind, f"was ejected for {what} did not run for {seconds} s{on_cpu}", float(seconds)
@@ -197,7 +216,9 @@ def scheduler_health(record: dict, th: dict) -> list[Finding]:
             cpu = int(exit_kind.group(2)) if exit_kind and exit_kind.group(2) else None
             stall = next((m for ln in kmsg[i:] + output for m in [_STALL.search(ln)] if m), None)
             stuck = next((m for ln in kmsg[i:] + output for m in [_WATCHDOG.search(ln)] if m), None)
-            kind, text, seconds = _stall(stall, stuck, output, cpu)
+            kind, text, seconds = _stall(
+                stall, stuck, output, cpu, _kthreads(sched.get("kmsg", []))
+            )
             out.append(finding(kind, f"{name} {text}{quote}", cpu=cpu, value=seconds))
         else:
             kind_no = next(

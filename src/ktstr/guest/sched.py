@@ -8,6 +8,7 @@ process's exit, so the host can name the failure and its evidence.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -17,6 +18,9 @@ from ktstr.guest.channel import Channel
 
 SCX = "/sys/kernel/sched_ext"
 STOP_WAIT_S = 5.0
+PF_KTHREAD = 0x00200000
+# The task the sched_ext watchdog names when it ejects a scheduler for a stall.
+_STALLED_TASK = re.compile(r"\[(\d+)\] failed to run for")
 
 
 def _read(path: str) -> str:
@@ -51,6 +55,24 @@ def parse_kmsg(record: str) -> tuple[int, int, str]:
     head, _, text = record.partition(";")
     fields = head.split(",")
     return int(fields[0]) & 7, int(fields[2]), text.split("\n", 1)[0]
+
+
+def is_kthread(pid: int) -> bool | None:
+    """Whether ``pid`` is a kernel thread (PF_KTHREAD in /proc/<pid>/stat), or None when
+    it is gone: the host then tells kernel threads by name."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        return bool(int(stat.rpartition(")")[2].split()[6]) & PF_KTHREAD)  # field 9: flags
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stalled_task_kthread(text: str) -> dict[str, bool]:
+    """For a stall line, ``{"task_kthread": ...}`` about the task it names; else {}."""
+    match = _STALLED_TASK.search(text)
+    kthread = is_kthread(int(match.group(1))) if match else None
+    return {} if kthread is None else {"task_kthread": kthread}
 
 
 def sched_ext_state() -> tuple[str, str]:
@@ -169,6 +191,7 @@ class SchedulerProcess:
                 usec=usec,
                 mono=round(time.monotonic(), 6),  # read time, same clock base as usec
                 at_s=round(time.monotonic() - self.t0, 6),
+                **stalled_task_kthread(text),
             )
 
     def poll(self) -> None:

@@ -353,7 +353,13 @@ SCHEMAS: dict[str, Check] = {
     wire.SCHED_OUTPUT: obj({"line": string(MAX_STRING), "at_s": SECONDS}),
     wire.KMSG: obj(
         {"text": string(TEXT)},
-        {"level": integer(0, 7), "usec": COUNT, "mono": UPTIME, "at_s": SECONDS},
+        {
+            "level": integer(0, 7),
+            "usec": COUNT,
+            "mono": UPTIME,
+            "at_s": SECONDS,
+            "task_kthread": boolean,
+        },
     ),
     wire.DISKS: obj({"disks": list_of(_DISK, 4096)}),
     wire.DISK_STATS: obj({"disks": list_of(_DISK_END, 4096)}),
