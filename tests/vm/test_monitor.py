@@ -1,6 +1,7 @@
 """The monitor attaches to a running VM from the host and reads values that must be right."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -40,9 +41,9 @@ def debug(kernel):
         pytest.skip(str(err))
 
 
-@pytest.fixture
-def running(kernel, debug):
-    """A VM whose agent idles ('hang' mode) until the test ends it: (QEMU pid, topology)."""
+@contextlib.contextmanager
+def hanging_vm(kernel, topology: Topology):
+    """A VM whose agent idles ('hang' mode) until the block ends it; yields QEMU's pid."""
     run_dir = paths.new_run_dir("test-monitor")
     hello = threading.Event()
     ended: dict = {}
@@ -54,7 +55,7 @@ def running(kernel, debug):
     def go() -> None:
         try:
             ended["boot"] = boot(
-                TOPO,
+                topology,
                 kernel,
                 choose(None, kernel.boot_path),
                 run_dir,
@@ -71,11 +72,41 @@ def running(kernel, debug):
     pids = qemu_pids_for(str(run_dir))
     assert len(pids) == 1, f"the VM ended before the monitor could attach: {ended}"
     pid = int(pids[0])
-    yield pid
-    with contextlib.suppress(ProcessLookupError):  # ended by its own timeout meanwhile
-        os.kill(pid, signal.SIGTERM)  # the VM this fixture started
-    thread.join(HANG_GUARD_S)
+    try:
+        yield pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # ended by its own timeout meanwhile
+            os.kill(pid, signal.SIGTERM)  # the VM this block started
+        thread.join(HANG_GUARD_S)
     assert not qemu_pids_for(str(run_dir)), "QEMU left running"
+
+
+@pytest.fixture
+def running(kernel, debug):
+    with hanging_vm(kernel, TOPO) as pid:
+        yield pid
+
+
+def test_a_randomized_kernel_base_is_read_from_the_guests_own_note(kernel, debug):
+    # Booted as a bzImage, the decompressor randomizes the kernel's base (an ELF vmlinux
+    # booted directly skips it): the attach must take the offset from VMCOREINFO.
+    vmlinuz = Path(kernel.boot_path).with_name("vmlinuz")
+    if not vmlinuz.is_file():
+        pytest.skip(f"no bzImage next to {kernel.boot_path}")
+    bzimage = dataclasses.replace(kernel, boot_path=str(vmlinuz), boot_method="bzImage")
+    topo = Topology.parse("1n1l2c1t")
+    with hanging_vm(bzimage, topo) as pid:
+        attached = program.attach(pid, topo, debug.path, kernel.release)
+        try:
+            prog = attached.prog
+            print(f"KERNELOFFSET {attached.kaslr_offset:#x}")
+            assert attached.kaslr_offset % (2 << 20) == 0  # CONFIG_PHYSICAL_ALIGN
+            assert prog["init_task"].comm.string_() == b"swapper/0"
+            assert prog["init_uts_ns"].name.release.string_().decode() == kernel.release
+            assert rq.nr_cpu_ids(prog) == topo.cpus
+            assert all(s["nr_running"] >= 0 for s in rq.sample_all(prog, [0, 1]))
+        finally:
+            attached.close()
 
 
 def test_attach_reads_the_guests_kernel_and_refuses_a_wrong_description(running, kernel, debug):
