@@ -39,5 +39,10 @@ class VmError(KtstrError):
     """QEMU could not start, or the guest did not do what it had to."""
 
 
+class QemuStartError(VmError):
+    """QEMU exited before the guest ran: the host's fault, not the scheduler's, so a
+    distributed gauntlet may run the variant again elsewhere."""
+
+
 class EnvironmentProblem(KtstrError):
     """The host lacks a tool or a resource (QEMU, busybox, disk)."""

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ktstr.disk import Disk, check_shareable
 from ktstr.errors import ConfigError
@@ -22,6 +23,9 @@ from ktstr.scheduler import Scheduler
 from ktstr.topology import Topology
 from ktstr.vm import lifecycle
 from ktstr.vm.qemu import choose_qemu, tcg_thread_mode
+
+if TYPE_CHECKING:
+    from ktstr.distributed.executor import DaskExecutor
 
 SYMBOL = {"pass": "pass", "fail": "FAIL", "skip": "skip", "inconclusive": "inc?"}
 
@@ -163,11 +167,20 @@ def run(
     budget: Budget | None = None,
     on_start: Callable[[str, Variant], None] | None = None,
     disks: tuple[Disk, ...] | None = None,
+    executor: DaskExecutor | None = None,
 ) -> list[Cell]:
     """Run every cell, as many at once as the budget allows; results in cell order.
 
+    ``executor`` None runs them on this host's pool; a DaskExecutor on a Dask cluster.
+
     ``disks`` replaces each scenario's own disks (the CLI's ``--disk``).
     """
+    if executor is not None:  # Dask: each worker's host guards its own CPUs and memory
+        from ktstr.distributed.executor import run as run_dask
+
+        return run_dask(
+            cells, scheduler, duration_s, kernel, accel, on_done, executor, on_start, disks
+        )
     from ktstr.initramfs.image import base_image
     from ktstr.kernel.store import resolve
     from ktstr.results.terminal import bug_summary

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 
@@ -35,9 +38,27 @@ def kernels_dir() -> Path:
     return cache_dir() / "kernels"
 
 
+# A root for this thread's runs only: a distributed worker runs variants in scratch
+# space while the process (maybe a client's, in a local cluster) keeps its own root.
+_RUNS_ROOT: ContextVar[Path | None] = ContextVar("ktstr_runs_root", default=None)
+
+
 def runs_dir() -> Path:
     """Root of run output directories (``KTSTR_RUNS_DIR``, default ``./runs``)."""
+    override = _RUNS_ROOT.get()
+    if override is not None:
+        return override
     return Path(os.environ.get("KTSTR_RUNS_DIR", "runs"))
+
+
+@contextmanager
+def runs_under(root: Path) -> Iterator[Path]:
+    """Put the runs started in this thread (and context) under ``root`` while the block runs."""
+    token = _RUNS_ROOT.set(root)
+    try:
+        yield root
+    finally:
+        _RUNS_ROOT.reset(token)
 
 
 def new_run_dir(label: str) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ktstr import wire
 from ktstr.disk import Disk
-from ktstr.errors import VmError
+from ktstr.errors import QemuStartError, VmError
 from ktstr.initramfs.image import base_image, write_initrd
 from ktstr.kernel.image import KernelInfo
 from ktstr.kernel.modules import guest_modules
@@ -143,7 +143,7 @@ def check_end(result: lifecycle.VmResult) -> None:
         )
     if result.end == lifecycle.QEMU_FAILED:
         tail = result.stderr_tail.strip().splitlines()
-        raise VmError(
+        raise QemuStartError(
             f"QEMU failed (exit {result.exit_code}): "
             + (escape(tail[-1], limit=300) if tail else "no output"),
             f"see {where / 'qemu.stderr.log'}",
