@@ -118,3 +118,50 @@ def test_unequal_sharing_hidden_in_a_small_spread_still_fails():
     (f,) = fairness(record([spinner(0, 0, 0.26), spinner(1, 0, 0.13)], 1))
     assert f.status == "fail" and f.kind == "unfair"
     assert "within the limit" in f.message and "ratio 4.00" in f.message
+
+
+def placed(wid: int, path: str, legs: list[tuple[float, int, float]]) -> dict:
+    """A spinner that spends each leg (until, cpu, rate) on one CPU at one rate."""
+    points, residency, at, cpu_s, start = [], [], 0.0, 0.0, 0.0
+    for until, cpu, rate in legs:
+        residency.append([round(start, 6), cpu])
+        while at < until - 1e-9 or (at <= until + 1e-9 and until == legs[-1][0]):
+            points.append([round(at, 6), len(points), cpu, int(cpu_s * 1e9)])
+            at, cpu_s = at + STEP, cpu_s + STEP * rate
+        start = until
+    w = spinner(wid, legs[0][1], 0.5, path=path)
+    w.update(residency=residency, progress=points, cpu_time_ns=points[-1][3])
+    w["wait_ns"] = int(DURATION * 1e9) - w["cpu_time_ns"]
+    return w
+
+
+def weighted(workers: list[dict]) -> dict:
+    rec = record(workers, 2)
+    rec["events"] = [
+        {"at_s": 0.0, "op": "add_cgroup", "path": "heavy", "cpus": None, "weight": 300},
+        {"at_s": 0.0, "op": "add_cgroup", "path": "light", "cpus": None, "weight": 100},
+        {"at_s": 0.0, "op": "spawn", "path": "heavy", "ids": [0, 1]},
+        {"at_s": 0.0, "op": "spawn", "path": "light", "ids": [2, 3]},
+    ]
+    return rec
+
+
+def test_weights_off_by_placement_pass_when_shared_cpus_follow_the_weights():
+    # 3 s with a heavy and a light task on each CPU (3:1 there), then 9 s with the heavy
+    # ones on CPU 0 and the light ones on CPU 1: whole-run 56 %:44 % against 75 %:25 %
+    heavy = [placed(i, "heavy", [(3.0, i, 0.75), (DURATION, 0, 0.5)]) for i in (0, 1)]
+    light = [placed(i, "light", [(3.0, i - 2, 0.25), (DURATION, 1, 0.5)]) for i in (2, 3)]
+    weights = [f for f in fairness(weighted(heavy + light)) if f.kind.startswith("weight")]
+    assert [f.status for f in weights] == ["pass"], weights
+    assert (
+        "by placement; sharing a CPU, heavy:light tasks 3.00, expected 3.00" in weights[0].message
+    )
+
+
+def test_weights_ignored_on_shared_cpus_fail():
+    # the same placement, but a heavy and a light task share a CPU equally
+    heavy = [placed(i, "heavy", [(3.0, i, 0.5), (DURATION, 0, 0.5)]) for i in (0, 1)]
+    light = [placed(i, "light", [(3.0, i - 2, 0.5), (DURATION, 1, 0.5)]) for i in (2, 3)]
+    weights = [f for f in fairness(weighted(heavy + light)) if f.kind.startswith("weight")]
+    assert weights and {f.status for f in weights} == {"fail"}, weights
+    assert "sharing a CPU, heavy:light tasks 1.00, expected 3.00 (off by 67%" in weights[0].message

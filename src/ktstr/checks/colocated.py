@@ -27,6 +27,7 @@ Reads: ``workers[].progress`` (4-item points), ``residency``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ktstr.checks import timeline as tl
@@ -70,15 +71,13 @@ def stretches(worker: dict) -> list[Stretch]:
     return out
 
 
-def compare(workers: list[dict]) -> dict[int, Shared]:
-    """Each worker's ratio to its co-runners (from ``workers`` only) on shared CPUs."""
+def overlaps(workers: list[dict]) -> Iterator[tuple[Stretch, Stretch, float]]:
+    """Every two stretches of different workers on the same CPU at the same time, with
+    how long they overlapped."""
     by_cpu: dict[int, list[Stretch]] = defaultdict(list)
     for w in workers:
         for s in stretches(w):
             by_cpu[s.cpu].append(s)
-    mine: dict[int, float] = defaultdict(float)
-    theirs: dict[int, float] = defaultdict(float)
-    shared: dict[int, float] = defaultdict(float)
     for on_cpu in by_cpu.values():
         on_cpu.sort(key=lambda s: s.start_s)
         for i, a in enumerate(on_cpu):
@@ -86,10 +85,52 @@ def compare(workers: list[dict]) -> dict[int, Shared]:
                 if b.start_s >= a.end_s:
                     break
                 overlap = min(a.end_s, b.end_s) - b.start_s
-                if a.worker == b.worker or overlap <= 0:
-                    continue
-                for x, y in ((a, b), (b, a)):
-                    mine[x.worker] += overlap * x.rate
-                    theirs[x.worker] += overlap * y.rate
-                    shared[x.worker] += overlap
+                if a.worker != b.worker and overlap > 0:
+                    yield a, b, overlap
+
+
+def compare(workers: list[dict]) -> dict[int, Shared]:
+    """Each worker's ratio to its co-runners (from ``workers`` only) on shared CPUs."""
+    mine: dict[int, float] = defaultdict(float)
+    theirs: dict[int, float] = defaultdict(float)
+    shared: dict[int, float] = defaultdict(float)
+    for a, b, overlap in overlaps(workers):
+        for x, y in ((a, b), (b, a)):
+            mine[x.worker] += overlap * x.rate
+            theirs[x.worker] += overlap * y.rate
+            shared[x.worker] += overlap
     return {wid: Shared(mine[wid] / theirs[wid], shared[wid]) for wid in shared if theirs[wid] > 0}
+
+
+@dataclass(frozen=True)
+class Across:
+    """Workers of different groups on shared CPUs: for each two groups (in sorted order),
+    the CPU each one's workers got there (rate times overlap, summed), and how long each
+    worker shared a CPU with another group's."""
+
+    got: dict[tuple[str, str], tuple[float, float]]
+    shared_s: dict[int, float]
+
+
+def across(groups: dict[str, list[dict]]) -> Across:
+    """What workers of different groups got while they shared a CPU with each other.
+
+    Two tasks on one CPU get CPU in proportion to their weights whatever else the CPU
+    holds, so the ratio of these sums is the ratio of per-task weights, where the
+    whole-run ratio also carries where each group's tasks were placed.
+    """
+    group_of = {w["id"]: g for g, ws in groups.items() for w in ws}
+    got: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    shared: dict[int, float] = defaultdict(float)
+    for a, b, overlap in overlaps([w for ws in groups.values() for w in ws]):
+        ga, gb = group_of[a.worker], group_of[b.worker]
+        if ga == gb:
+            continue
+        if gb < ga:
+            (a, ga), (b, gb) = (b, gb), (a, ga)
+        sums = got[(ga, gb)]
+        sums[0] += overlap * a.rate
+        sums[1] += overlap * b.rate
+        shared[a.worker] += overlap
+        shared[b.worker] += overlap
+    return Across({k: (v[0], v[1]) for k, v in got.items()}, dict(shared))
