@@ -51,6 +51,12 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
         cells = chosen.cells
     print(f"gauntlet: {len(cells)} variants", flush=True)
 
+    executor = None
+    if args.dask:
+        from ktstr.distributed.executor import DaskExecutor
+
+        executor = DaskExecutor(args.dask)
+        executor.local_workers()  # a malformed local:N fails before anything starts
     budget = gauntlet.default_budget(args.jobs, args.mem_budget)
     print(
         f"budget: {budget.jobs} VMs at once, {budget.cpus} host CPUs, "
@@ -78,6 +84,7 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
             budget,
             on_start=lambda *_: shown.started_one(),
             disks=tuple(args.disk) or None,
+            executor=executor,
         )
     print()
     print(gauntlet.matrix(done))
@@ -163,6 +170,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     disk_option(gaunt)
     gaunt.add_argument("--kernel", "-k", default=None)
     gaunt.add_argument("--accel", choices=ACCEL_CHOICES, default=None)
+    gaunt.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS|local[:N]",
+        help="run the variants on a Dask cluster: a scheduler's address (its workers run "
+        "'ktstr worker ADDRESS'), or local:N for N workers on this host; needs "
+        "ktstr[distributed] (docs/distributed.md)",
+    )
     gaunt.set_defaults(func=cmd_gauntlet)
 
     topo = sub.add_parser("topo", help="topology presets")
