@@ -165,3 +165,14 @@ def test_weights_ignored_on_shared_cpus_fail():
     weights = [f for f in fairness(weighted(heavy + light)) if f.kind.startswith("weight")]
     assert weights and {f.status for f in weights} == {"fail"}, weights
     assert "sharing a CPU, heavy:light tasks 1.00, expected 3.00 (off by 67%" in weights[0].message
+
+
+def test_dense_or_backward_points_from_a_hostile_guest_are_thinned():
+    # 200 000 points that jump back and forth in time: only increasing ones, at least
+    # MIN_STEP_S apart, make stretches, so the host's work is bounded by the run's length
+    w = spinner(0, 0, 0.5)
+    w["progress"] = [[(i % 2) * DURATION + i * 1e-6, i, 0, i * 1000] for i in range(200_000)]
+    assert len(colocated.stretches(w)) <= DURATION / colocated.MIN_STEP_S
+    dense = spinner(1, 0, 0.5)
+    dense["progress"] = [[i * 1e-4, i, 0, i * 50_000] for i in range(120_000)]  # 12 s
+    assert len(colocated.stretches(dense)) <= DURATION / colocated.MIN_STEP_S + 1

@@ -26,6 +26,7 @@ Reads: ``workers[].progress`` (4-item points), ``residency``.
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,22 +53,34 @@ class Shared:
     shared_s: float
 
 
+# Points closer together than this are thinned out: the guest takes one every 0.1 s, and
+# a guest that sends more (or sends them out of order) must not buy itself host CPU time.
+MIN_STEP_S = 0.05
+
+
+def _points(worker: dict) -> list[list]:
+    """Points that know their CPU and CPU time, in time order, at least MIN_STEP_S apart."""
+    out: list[list] = []
+    for p in worker.get("progress") or []:
+        if len(p) < 4 or p[2] is None or not tl.finite(p[0], p[3]):
+            continue
+        if not out or p[0] >= out[-1][0] + MIN_STEP_S:
+            out.append(p)
+    return out
+
+
 def stretches(worker: dict) -> list[Stretch]:
     """The worker's stays on one CPU, between consecutive points that know CPU and CPU time."""
-    moves = [at for at, _ in (worker.get("residency") or [])[1:] if tl.finite(at)]
-    points = [
-        p
-        for p in worker.get("progress") or []
-        if len(p) >= 4 and p[2] is not None and tl.finite(p[0], p[3])
-    ]
+    moves = sorted(at for at, _ in (worker.get("residency") or [])[1:] if tl.finite(at))
+    points = _points(worker)
     out = []
     for a, b in zip(points, points[1:], strict=False):
-        wall = b[0] - a[0]
-        if a[2] != b[2] or wall <= 0 or b[3] < a[3]:
+        if a[2] != b[2] or b[3] < a[3]:
             continue
-        if any(a[0] < at <= b[0] for at in moves):
+        i = bisect.bisect_right(moves, a[0])
+        if i < len(moves) and moves[i] <= b[0]:
             continue  # it left and came back: where it waited is unknown
-        out.append(Stretch(worker["id"], a[0], b[0], a[2], (b[3] - a[3]) / 1e9 / wall))
+        out.append(Stretch(worker["id"], a[0], b[0], a[2], (b[3] - a[3]) / 1e9 / (b[0] - a[0])))
     return out
 
 
