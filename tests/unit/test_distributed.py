@@ -1,0 +1,246 @@
+"""The Dask executor on a real LocalCluster; only the VM run is faked (``run_scenario``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from ktstr import gauntlet  # noqa: E402
+from ktstr.disk import Disk, Throttle  # noqa: E402
+from ktstr.distributed import executor as dask_executor  # noqa: E402
+from ktstr.distributed import task as dask_task  # noqa: E402
+from ktstr.distributed.executor import DaskExecutor, check_admission  # noqa: E402
+from ktstr.errors import ConfigError, EnvironmentProblem, QemuStartError, VmError  # noqa: E402
+from ktstr.results import store  # noqa: E402
+from ktstr.scheduler import EEVDF, Flag, Scheduler  # noqa: E402
+from tests.distributed_fakes import DieOnceThenPass, fake_run  # noqa: E402
+
+PRESETS = ["tiny-1llc", "tiny-2llc"]
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "runs"
+    monkeypatch.setenv("KTSTR_RUNS_DIR", str(root))
+    return root
+
+
+def run(cells, executor=None, **kw):
+    done = []
+    cells_out = gauntlet.run(
+        cells,
+        EEVDF,
+        4,
+        None,
+        "tcg",
+        lambda cell, i, n: done.append((cell, i, n)),
+        executor=executor or DaskExecutor("local:2", processes=False),
+        **kw,
+    )
+    return cells_out, done
+
+
+def steady_cells(presets=PRESETS):
+    return gauntlet.plan(["steady"], EEVDF, presets, None)
+
+
+def test_a_task_travels_as_wire_json_and_comes_back_equal():
+    sched = Scheduler(
+        "scx_x",
+        binary="scx_x",
+        args=("-v",),
+        flags={"a": Flag(("--a",), excludes=("b",)), "b": Flag(("--b",))},
+    )
+    disks = (Disk("1MiB", throttle=Throttle(iops=5), serial="s1"),)
+    task = dask_task.Task(
+        "steady",
+        "tiny-1llc/a",
+        "1n1l4c1t",
+        dask_task.scheduler_spec(sched),
+        "a",
+        4.0,
+        None,
+        "tcg",
+        dask_task.disk_specs(disks),
+    )
+    again = dask_task.Task.from_wire(task.to_wire())
+    assert again == task
+    assert dask_task.scheduler_from(again.scheduler) == sched
+    assert dask_task.disks_from(again.disks) == disks
+
+
+def test_records_and_run_files_land_in_the_clients_store_as_each_ends(runs, monkeypatch):
+    monkeypatch.setattr("ktstr.runner.run_scenario", fake_run())
+    cells, done = run(steady_cells())
+    assert [c.verdict for c in cells] == ["pass", "pass"]
+    assert [(i, n) for _, i, n in done] == [(1, 2), (2, 2)]
+    for cell in cells:
+        run_dir = Path(cell.run_dir)
+        assert run_dir.parent == runs
+        assert (run_dir / "console.log").read_text().startswith("console of")
+        assert (run_dir / "sub" / "channel.jsonl").is_file()
+    rows = store.query({}, runs)
+    assert sorted(r["topology"] for r in rows) == ["1n1l4c1t", "1n2l2c1t"]
+    assert all(r["host"] for r in rows)
+    from ktstr.record import load
+
+    record, _ = load(cells[0].run_dir)
+    attempts = record["distributed"]["attempts"]
+    assert [a["outcome"] for a in attempts] == ["done"]
+    # The workers' scratch run directories are gone; only the landed ones remain.
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == sorted(
+        Path(c.run_dir).name for c in cells
+    )
+
+
+def test_qemu_that_did_not_start_is_retried_and_every_attempt_recorded(runs, monkeypatch):
+    passing, failed = fake_run(), []
+
+    def flaky(scenario, topology, *a, **k):
+        if topology.name not in failed:
+            failed.append(topology.name)
+            raise QemuStartError("QEMU failed (exit 1): no", "see qemu.stderr.log")
+        return passing(scenario, topology, *a, **k)
+
+    monkeypatch.setattr("ktstr.runner.run_scenario", flaky)
+    cells, _ = run(steady_cells(["tiny-2llc"]))
+    from ktstr.record import load
+
+    record, _ = load(cells[0].run_dir)
+    outcomes = [a["outcome"] for a in record["distributed"]["attempts"]]
+    assert outcomes == ["infrastructure", "done"]
+    assert "QEMU failed" in record["distributed"]["attempts"][0]["error"]
+
+
+def test_infrastructure_failures_stop_after_two_retries(runs, monkeypatch):
+    calls = []
+
+    def broken(*a, **k):
+        calls.append(1)
+        raise QemuStartError("QEMU failed (exit 1): no")
+
+    monkeypatch.setattr("ktstr.runner.run_scenario", broken)
+    with pytest.raises(VmError, match=r"steady\[tiny-2llc\] failed on 3 attempts: QEMU failed"):
+        run(steady_cells(["tiny-2llc"]))
+    assert len(calls) == 3
+
+
+def test_a_verdict_is_never_retried(runs, monkeypatch):
+    calls = []
+    failing = fake_run("fail")
+
+    def once(*a, **k):
+        calls.append(1)
+        return failing(*a, **k)
+
+    monkeypatch.setattr("ktstr.runner.run_scenario", once)
+    cells, _ = run(steady_cells(["tiny-2llc"]))
+    assert [c.verdict for c in cells] == ["fail"] and len(calls) == 1
+
+
+def test_a_variant_that_cannot_run_ends_in_one_sentence_naming_it_and_the_host(runs, monkeypatch):
+    def no_kernel(*a, **k):
+        raise ConfigError("no kernel 9.9 in the cache", "run 'ktstr kernel fetch'")
+
+    monkeypatch.setattr("ktstr.runner.run_scenario", no_kernel)
+    with pytest.raises(Exception, match=r"steady\[tiny-2llc\] on .+: no kernel 9.9") as err:
+        run(steady_cells(["tiny-2llc"]))
+    assert "\n" not in str(err.value)
+
+
+def test_a_worker_of_another_version_is_refused(runs, monkeypatch):
+    monkeypatch.setattr("ktstr.runner.run_scenario", fake_run())
+    monkeypatch.setattr(dask_executor, "__version__", "0.0.1")
+    with pytest.raises(ConfigError, match="runs ktstr .* and this client ktstr 0.0.1"):
+        run(steady_cells(["tiny-2llc"]))
+    task = dask_task.Task(
+        "steady",
+        "x",
+        "1n1l4c1t",
+        dask_task.scheduler_spec(EEVDF),
+        None,
+        4.0,
+        None,
+        "tcg",
+        version="0.0.1",
+    )
+    outcome = dask_task.execute(task.to_wire(), "k")
+    assert outcome["outcome"] == "refused" and "client 0.0.1" in outcome["error"]
+
+
+def test_no_worker_big_enough_is_refused_before_anything_runs(runs, monkeypatch):
+    monkeypatch.setattr("ktstr.runner.run_scenario", fake_run())
+    monkeypatch.setattr(
+        dask_executor, "host_resources", lambda: {"vcpus": 2.0, "mem_mib": 600.0, "kvm": 0.0}
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"no Dask worker can run steady\[smt-2llc\]: it needs "
+        r"\d+ vcpus, 640 MiB, and the largest worker offers 2 vcpus, 600 MiB",
+    ):
+        run(steady_cells(["tiny-2llc", "smt-2llc"]))
+    assert not runs.exists() or not list(runs.glob("*/record.json"))
+
+
+def test_admission_asks_for_kvm_only_when_asked():
+    cells = steady_cells(["tiny-2llc"])
+    kvm = dask_executor.variant_request(dask_executor.Topology.parse("1n2l2c1t"), "kvm", None)
+    assert kvm == {"vcpus": 4.0, "mem_mib": 576.0, "kvm": 1.0}
+    with pytest.raises(ConfigError, match="needs 4 vcpus, 576 MiB, kvm"):
+        check_admission(cells, [kvm], {"w": {"vcpus": 16.0, "mem_mib": 9999.0, "kvm": 0.0}})
+    check_admission(cells, [kvm], {"w": {"vcpus": 4.0, "mem_mib": 576.0, "kvm": 1.0}})
+
+
+def test_an_unreachable_scheduler_is_one_sentence():
+    with pytest.raises(
+        EnvironmentProblem, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"
+    ):
+        run(steady_cells(["tiny-2llc"]), DaskExecutor("tcp://127.0.0.1:9", connect_timeout_s=1))
+
+
+def test_a_malformed_local_cluster_is_refused():
+    with pytest.raises(ConfigError, match="local:N"):
+        DaskExecutor("local:0").local_workers()
+    assert DaskExecutor("local").local_workers() == 2
+    assert DaskExecutor("tcp://h:8786").local_workers() is None
+
+
+def test_without_dask_one_sentence_names_the_extra(monkeypatch):
+    from ktstr.distributed import require
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(EnvironmentProblem, match=r"pip install 'ktstr\[distributed\]'"):
+        require()
+
+
+def test_a_killed_workers_variant_runs_again_on_another(runs, tmp_path):
+    """Worker processes: the first variant kills its worker; Dask re-queues it elsewhere and
+    the record lists the lost attempt."""
+    import dask
+    import distributed
+
+    with (
+        dask.config.set({"temporary-directory": str(tmp_path)}),
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            resources={"vcpus": 4.0, "mem_mib": 4096.0},
+            dashboard_address=None,
+            local_directory=str(tmp_path / "dask"),
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        client.register_plugin(DieOnceThenPass(str(tmp_path / "died")))
+        cells, _ = run(steady_cells(["tiny-2llc"]), DaskExecutor(cluster.scheduler_address))
+    from ktstr.record import load
+
+    record, _ = load(cells[0].run_dir)
+    attempts = record["distributed"]["attempts"]
+    assert [a["outcome"] for a in attempts] == ["worker lost", "done"]
+    assert attempts[0]["worker"] != attempts[1]["worker"]
+    assert record["distributed"]["worker"] == attempts[1]["worker"]
