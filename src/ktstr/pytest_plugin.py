@@ -28,6 +28,7 @@ from ktstr.presets import (  # Constraints is re-exported: user code imports it 
     Variant,
     expand,
     parse_shard,
+    preset,
     shard,
 )
 from ktstr.scenario.model import CgroupDef, Checks, Scenario, Step, run_defs, run_steps
@@ -48,6 +49,7 @@ class KtstrContext:
     expect: dict = field(default_factory=dict)
     records: list = field(default_factory=list)
     disks: tuple[Disk, ...] = ()  # when given, they replace a scenario's own disks
+    include_files: tuple[str, ...] = ()  # added to a scenario's own
 
     def run(self, scenario: Scenario) -> dict:
         from ktstr.runner import run_scenario
@@ -60,6 +62,7 @@ class KtstrContext:
             profile=self.profile,
             expect=self.expect,
             disks=self.disks or None,
+            include=self.include_files,
         )
         record["_run_dir"] = str(run_dir)
         self.records.append(record)
@@ -101,15 +104,18 @@ def ktstr_test(
     expect_error: str | None = None,
     expect_fail: bool = False,
     disks: Sequence[Disk] = (),
+    include_files: Sequence[str] = (),
     **constraints: object,
 ) -> Callable:
     """Declare a VM test; the function gets a KtstrContext and returns a run record.
 
     ``disks`` attaches virtio disks to every run of the test (I/O work
-    names them by index).
+    names them by index); ``include_files`` are host files or directories
+    the guest gets under /include-files/.
     """
     limits = Constraints(**constraints)  # type: ignore[arg-type]
     declared_disks = check_disks(disks)
+    included = tuple(map(str, [include_files] if isinstance(include_files, str) else include_files))
     if expect_error:
         from ktstr.checks.expectations import validate_expect_error
 
@@ -134,6 +140,7 @@ def ktstr_test(
                 checks or Checks(),
                 expect,
                 disks=declared_disks,
+                include_files=included,
             )
             error = None
             try:
@@ -154,6 +161,8 @@ def ktstr_test(
             "constraints": limits,
             "duration_s": duration_s,
             "disks": declared_disks,
+            "topology": topology,
+            "include_files": included,
         }
         return pytest.mark.vm(test)
 
@@ -181,7 +190,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "x every flag profile of its scheduler",
     )
     group.addoption(
-        "--ktstr-presets", default=None, help="comma-separated gauntlet presets (default: all)"
+        "--ktstr-presets",
+        default=None,
+        help="comma-separated gauntlet presets (default: every preset the test accepts, up to "
+        f"{DEFAULT_MAX_CPUS} vCPUs); a named preset runs whatever its size, and one the "
+        "test's constraints exclude is reported skipped with the reason",
     )
     group.addoption(
         "--ktstr-budget",
@@ -211,12 +224,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if info is None or not config.getoption("--ktstr-gauntlet"):
         return
     limits: Constraints = info["constraints"]
-    if limits.max_cpus is None:
+    names = [n.strip() for n in (config.getoption("--ktstr-presets") or "").split(",") if n.strip()]
+    if limits.max_cpus is None and not names:  # the cap bounds the default selection only
         limits = Constraints(**{**limits.__dict__, "max_cpus": DEFAULT_MAX_CPUS})
     scheduler: Scheduler = info["scheduler"]
     profiles = None if scheduler.is_eevdf else [p.name for p in scheduler.profiles()]
-    names = config.getoption("--ktstr-presets")
-    variants = expand(limits.reason, profiles, names.split(",") if names else None)
+    problem = None
+    try:
+        variants = expand(limits.reason, profiles, names or None)
+        # a preset named explicitly that the test's constraints exclude is shown skipped
+        # with the reason, not dropped without a word
+        excluded = [(n, limits.reason(preset(n))) for n in names if limits.reason(preset(n))]
+    except ConfigError as err:
+        problem = err
+    if problem is not None:  # outside the except block: no chained traceback
+        pytest.fail(f"ktstr: --ktstr-presets: {problem}", pytrace=False)
     if config.getoption("--ktstr-shard"):
         variants = shard(variants, *parse_shard(config.getoption("--ktstr-shard")))
     if config.getoption("--ktstr-budget"):
@@ -239,7 +261,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         error = err
     if error is not None:  # outside the except block: no chained traceback
         pytest.fail(f"ktstr: {metafunc.function.__name__}: {error}", pytrace=False)
-    metafunc.parametrize("ktstr_variant", variants, ids=[v.id for v in variants])
+    params = [pytest.param(v, id=v.id) for v in variants] + [
+        pytest.param(None, id=name, marks=pytest.mark.skip(reason=reason))
+        for name, reason in excluded
+    ]
+    metafunc.parametrize("ktstr_variant", params)
 
 
 def pytest_configure(config: pytest.Config) -> None:

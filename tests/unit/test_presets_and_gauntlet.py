@@ -186,3 +186,36 @@ def test_io(ctx):
     assert "Traceback" not in result.stdout.str() and "During handling" not in result.stdout.str()
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")
     assert pytester.runpytest(*args, "--ktstr-presets", "tiny-2llc,tiny-smt").ret == 0
+
+
+def test_pytest_gauntlet_runs_named_presets_past_the_cap_and_shows_exclusions(pytester):
+    pytester.makepyfile(
+        test_user="""
+from ktstr import CgroupDef
+from ktstr.pytest_plugin import ktstr_test
+
+@ktstr_test()
+def test_any(ctx):
+    return ctx.run_defs([CgroupDef("cg_0", workers=2)])
+
+@ktstr_test(max_cpus=4)
+def test_small(ctx):
+    return ctx.run_defs([CgroupDef("cg_0", workers=2)])
+"""
+    )
+    result = pytester.runpytest(
+        "--collect-only", "-q", "--ktstr-gauntlet", "--ktstr-presets", "tiny-2llc,numa4-smt"
+    )
+    text = result.stdout.str()
+    # numa4-smt has 32 vCPUs: named, it runs for a test without its own limit
+    assert "test_user.py::test_any[numa4-smt]" in text and "test_any[tiny-2llc]" in text
+    # the test that allows 4 vCPUs gets it as a skipped item that says why
+    assert "test_small[numa4-smt]" in text
+    skipped = pytester.runpytest(
+        "-rs", "--ktstr-gauntlet", "--ktstr-presets", "numa4-smt", "-k", "small"
+    )
+    skipped.stdout.fnmatch_lines(["*SKIPPED*topology 4n8l2c2t: the test allows at most 4 CPUs*"])
+    unknown = pytester.runpytest("--collect-only", "--ktstr-gauntlet", "--ktstr-presets", "nope")
+    assert unknown.ret != 0
+    unknown.stdout.fnmatch_lines(["*ktstr: --ktstr-presets: no topology preset named 'nope'*"])
+    assert "Traceback" not in unknown.stdout.str()
