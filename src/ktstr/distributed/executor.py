@@ -79,6 +79,8 @@ def connect(executor: DaskExecutor) -> Iterator[Any]:
     distributed = require()
     import dask
 
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # -v shows Dask's own log
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     workers = executor.local_workers()
     if workers is None:
         try:
