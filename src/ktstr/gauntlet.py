@@ -18,9 +18,9 @@ from ktstr.errors import ConfigError
 from ktstr.host import mem_available_mib
 from ktstr.presets import DEFAULT_MAX_CPUS, Variant, select, shard
 from ktstr.runner import run_scenario
-from ktstr.scenario.catalog import get
 from ktstr.scheduler import Scheduler
 from ktstr.topology import Topology
+from ktstr.userfile import scenario as get
 from ktstr.vm import lifecycle
 from ktstr.vm.qemu import choose_qemu, tcg_thread_mode
 
@@ -168,12 +168,14 @@ def run(
     on_start: Callable[[str, Variant], None] | None = None,
     disks: tuple[Disk, ...] | None = None,
     executor: DaskExecutor | None = None,
+    include: tuple[str, ...] = (),
 ) -> list[Cell]:
     """Run every cell, as many at once as the budget allows; results in cell order.
 
     ``executor`` None runs them on this host's pool; a DaskExecutor on a Dask cluster.
 
-    ``disks`` replaces each scenario's own disks (the CLI's ``--disk``).
+    ``disks`` replaces each scenario's own disks (the CLI's ``--disk``);
+    ``include`` adds host files to each (``--include``).
     """
     if executor is not None:  # Dask: each worker's host guards its own CPUs and memory
         from ktstr.distributed.executor import run as run_dask
@@ -206,6 +208,7 @@ def run(
             scheduler=scheduler,
             profile=variant.profile,
             disks=disks,
+            include=include,
         )
         return Cell(scenario, variant, record["verdict"], str(run_dir), bug_summary(record))
 

@@ -18,6 +18,7 @@ from ktstr.disk import Disk
 from ktstr.errors import ConfigError, KernelError
 from ktstr.fixture_sched import NAME as FIXTURE
 from ktstr.initramfs import elfdeps
+from ktstr.initramfs.include import pack as pack_includes
 from ktstr.kernel.image import KernelInfo
 from ktstr.kernel.store import resolve
 from ktstr.monitor import sampler
@@ -101,14 +102,17 @@ def run_scenario(
     extra_args: tuple[str, ...] = (),
     expect: dict | None = None,
     disks: tuple[Disk, ...] | None = None,
+    include: tuple[str, ...] = (),
 ) -> tuple[RunRecord, Path]:
     """Boot, run, judge; the record is saved in the run directory and returned.
 
-    ``disks`` replaces the scenario's own disks when given.
+    ``disks`` replaces the scenario's own disks when given; ``include`` adds
+    host files to the scenario's ``include_files``.
     """
     duration = float(scenario.duration_s if duration_s is None else duration_s)
     if not math.isfinite(duration) or duration <= 0:
         raise ConfigError(f"duration {duration_s!r} s is not a positive number", "give seconds > 0")
+    included = pack_includes([*scenario.include_files, *include, *scheduler.config_files()])
     run_dir = paths.new_run_dir(f"{scenario.name}-{topology.name}")
     reason = scenario.requires.reason(topology.layout())
     if reason:
@@ -130,8 +134,11 @@ def run_scenario(
         chosen_profile = scheduler.profile(profile)
         plan["profile"] = chosen_profile.name
         plan["scheduler"], files = pack_scheduler(
-            scheduler, chosen_profile.args + tuple(extra_args), info.release
+            scheduler,
+            chosen_profile.args + tuple(extra_args) + scheduler.config_args(),
+            info.release,
         )
+    files.update(included)
     check_plan_needs(plan, scheduler, info)
     plan["expect"] = expect or {}
     chosen = accel_mod.choose(accel, info.boot_path)

@@ -52,8 +52,17 @@ class Scheduler:
     # for it: each scheduler sets ops.timeout_ms), e.g. ("--timeout-ms", "{ms}").
     watchdog_args: tuple[str, ...] = ()
     ops_name: str | None = None  # what /sys/kernel/sched_ext/root/ops says; default: name sans scx_
+    # A host config file packed into the guest (/include-files/<name>) and passed with
+    # config_arg: "--config" gives ("--config", path), "--config=" gives "--config=path".
+    config_file: str | None = None
+    config_arg: str | None = None
 
     def __post_init__(self) -> None:
+        if self.config_file is not None and not self.config_arg:
+            raise ConfigError(
+                f"scheduler {self.name} has a config_file but no config_arg",
+                "say how it takes the file, e.g. config_arg='--config'",
+            )
         object.__setattr__(self, "args", tuple(self.args))
         object.__setattr__(self, "kernel_args", tuple(self.kernel_args))
         object.__setattr__(self, "topology", as_topology(self.topology))
@@ -92,6 +101,21 @@ class Scheduler:
                 )
                 out.append(Profile("+".join(combo) or "default", combo, args))
         return out
+
+    def config_files(self) -> tuple[str, ...]:
+        """The host files this scheduler needs in the guest."""
+        return () if self.config_file is None else (self.config_file,)
+
+    def config_args(self) -> tuple[str, ...]:
+        """The option that points the scheduler at its packed config file, or ()."""
+        if self.config_file is None or not self.config_arg:
+            return ()
+        from ktstr.initramfs.include import guest_path
+
+        where = guest_path(self.config_file)
+        if self.config_arg.endswith("="):
+            return (self.config_arg + where,)
+        return (self.config_arg, where)
 
     def watchdog(self) -> tuple[str, ...]:
         if self.watchdog_timeout_s is None:

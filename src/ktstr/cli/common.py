@@ -64,6 +64,16 @@ def disk_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def include_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a host file or directory the guest gets as /include-files/<name>; repeatable",
+    )
+
+
 def vm_options(p: argparse.ArgumentParser, timeout: float | None = None) -> None:
     disk_option(p)
     p.add_argument(

@@ -9,18 +9,26 @@ from __future__ import annotations
 import argparse
 
 from ktstr import paths
-from ktstr.cli.common import ACCEL_CHOICES, EXIT_FOR_VERDICT, disk_option, positive
+from ktstr.cli.common import (
+    ACCEL_CHOICES,
+    EXIT_FOR_VERDICT,
+    disk_option,
+    include_option,
+    positive,
+)
 from ktstr.presets import DEFAULT_MAX_CPUS
 from ktstr.results.terminal import table
 
 
 def cmd_gauntlet(args: argparse.Namespace) -> int:
-    from ktstr import gauntlet
+    from ktstr import gauntlet, userfile
+    from ktstr.initramfs.include import check
     from ktstr.presets import parse_shard
     from ktstr.results.progress import GauntletProgress
-    from ktstr.scheduler import from_cli
 
-    scheduler = from_cli(args.scheduler)
+    scheduler = userfile.scheduler(args.scheduler)
+    for name in args.scenarios or ["steady"]:  # every include exists before anything boots
+        check([*userfile.scenario(name).include_files, *args.include, *scheduler.config_files()])
     presets = [p for p in args.presets.split(",") if p] if args.presets else None
     planned = gauntlet.prepare(
         args.scenarios or ["steady"],
@@ -85,6 +93,7 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
             on_start=lambda *_: shown.started_one(),
             disks=tuple(args.disk) or None,
             executor=executor,
+            include=tuple(args.include),
         )
     print()
     print(gauntlet.matrix(done))
@@ -107,8 +116,17 @@ def cmd_topo_presets(args: argparse.Namespace) -> int:
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from ktstr.scenario.catalog import CATALOG
 
-    width = max(map(len, CATALOG))
-    for name, scenario in CATALOG.items():
+    listed = CATALOG
+    if args.file:
+        from ktstr import userfile
+        from ktstr.scenario.model import Scenario
+
+        listed = userfile.declared(userfile.split_ref(args.file)[0], Scenario)
+        if not listed:
+            print(f"{args.file} declares no Scenario at its top level")
+            return 0
+    width = max(map(len, listed))
+    for name, scenario in listed.items():
         print(f"{name:<{width}}  {scenario.description}")
     return 0
 
@@ -121,8 +139,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "in parallel within a CPU and memory budget, stream each record to disk, and end "
         "with a matrix. Ctrl-C stops every VM and keeps the finished records.",
     )
-    gaunt.add_argument("scenarios", nargs="*", help="scenario names (default: steady)")
-    gaunt.add_argument("--scheduler", "-s", default=None, help="as for 'ktstr run'")
+    gaunt.add_argument(
+        "scenarios",
+        nargs="*",
+        help="scenario names or path/file.py::NAME (default: steady)",
+    )
+    gaunt.add_argument(
+        "--scheduler", "-s", default=None, help="as for 'ktstr run' (also path/file.py::NAME)"
+    )
     which = gaunt.add_mutually_exclusive_group()
     which.add_argument(
         "--presets",
@@ -168,6 +192,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     gaunt.add_argument("--duration", type=positive("--duration"), default=None, metavar="S")
     disk_option(gaunt)
+    include_option(gaunt)
     gaunt.add_argument("--kernel", "-k", default=None)
     gaunt.add_argument("--accel", choices=ACCEL_CHOICES, default=None)
     gaunt.add_argument(
@@ -185,5 +210,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     tpresets = tsub.add_parser("presets", help="list the gauntlet's topology presets")
     tpresets.set_defaults(func=cmd_topo_presets)
 
-    scen = sub.add_parser("scenarios", help="list the canned scenarios")
+    scen = sub.add_parser(
+        "scenarios", help="list the canned scenarios, or those a Python file declares"
+    )
+    scen.add_argument(
+        "--file",
+        default=None,
+        metavar="FILE.py",
+        help="list the Scenarios this file declares (run one as FILE.py::NAME)",
+    )
     scen.set_defaults(func=cmd_scenarios)

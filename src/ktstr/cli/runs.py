@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 
-from ktstr.cli.common import EXIT_FOR_VERDICT, positive, print_run, vm_options
+from ktstr.cli.common import EXIT_FOR_VERDICT, include_option, positive, print_run, vm_options
 from ktstr.topology import Topology
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ktstr import userfile
     from ktstr.checks.expectations import validate_expect_error
+    from ktstr.initramfs.include import check
     from ktstr.runner import run_scenario
-    from ktstr.scenario.catalog import get
-    from ktstr.scheduler import from_cli
 
-    scenario = get(args.scenario)
+    scenario = userfile.scenario(args.scenario)
     topology = Topology.parse(args.topology, args.memory)
-    scheduler = from_cli(args.scheduler)
+    scheduler = userfile.scheduler(args.scheduler)
+    check([*scenario.include_files, *args.include, *scheduler.config_files()])
     expect = {
         "error": validate_expect_error(args.expect_error) if args.expect_error else None,
         "fail": args.expect_fail,
@@ -41,6 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             extra_args=tuple(args.sched_arg),
             expect=expect,
             disks=tuple(args.disk) or None,
+            include=tuple(args.include),
         )
         if args.json:
             with open(args.json, "w") as f:
@@ -70,8 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "0 pass, 1 fail, 2 inconclusive or error. The record is saved as record.json in the "
         "run directory.",
     )
-    run.add_argument("scenario", help="scenario name (see 'ktstr scenarios')")
+    run.add_argument(
+        "scenario",
+        help="scenario name (see 'ktstr scenarios'), or path/file.py::NAME for a Scenario "
+        "declared in a Python file",
+    )
     vm_options(run)
+    include_option(run)
     run.add_argument(
         "--duration",
         type=positive("--duration"),
@@ -86,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="sched_ext scheduler: a name found in $KTSTR_SCHEDULER_BIN_<NAME>, "
         "$KTSTR_SCHEDULER, $PATH or the built test schedulers (scx_simple, "
-        "scx_qmap, ...), or a path (default: none, EEVDF)",
+        "scx_qmap, ...), a path, or path/file.py::NAME for a Scheduler declared in a "
+        "Python file, with its flags (default: none, EEVDF)",
     )
     run.add_argument(
         "--flags", default=None, help="flag profile, e.g. a,b; 'all' runs every valid profile"

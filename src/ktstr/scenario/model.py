@@ -307,9 +307,17 @@ class Scenario:
     checks: Checks = field(default_factory=Checks)
     requires: Requires = field(default_factory=Requires)
     disks: Sequence[Disk] = ()  # virtio disks, /dev/vda onwards; I/O work names them by index
+    # Host files or directories packed into the guest as /include-files/<name>.
+    include_files: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "disks", check_disks(self.disks))
+        if isinstance(self.include_files, (str, bytes)):
+            raise ConfigError(
+                f"scenario {self.name}: include_files is one string",
+                "give a list of paths, e.g. include_files=['conf.json']",
+            )
+        object.__setattr__(self, "include_files", tuple(map(str, self.include_files)))
         if not self.steps:
             raise ConfigError(f"scenario {self.name} has no steps", "give at least one Step")
         if self.duration_s <= 0:
