@@ -119,7 +119,8 @@ def find(release: str, kernel_image: Path) -> DebugInfo:
         raise KernelError(
             f"kernel {release} has no debug info (its vmlinux has no DWARF and "
             f"{package_name(release)} is not cached), so the monitor cannot read its memory",
-            FETCH_DEBUG_HINT,
+            f"{FETCH_DEBUG_HINT} (for a kernel you built, boot its vmlinux built with "
+            "CONFIG_DEBUG_INFO)",
         )
     check_match(path, kernel_image)
     return DebugInfo(path, build_id(path), "cache")
