@@ -42,6 +42,9 @@ KMSG = "kmsg"  # one kernel log record, from the scheduler's start on
 # Disks.
 DISKS = "disks"  # each declared disk as the guest sees it, with its counters at the start
 DISK_STATS = "disk_stats"  # each disk's /sys/block counters at the end
+# ``ktstr shell --exec``.
+EXEC_OUTPUT = "exec_out"  # a chunk of the command's stdout or stderr, as it comes
+EXEC_END = "exec_end"  # the command's exit status, or that it ran out of time
 
 KINDS = frozenset(
     {
@@ -60,6 +63,8 @@ KINDS = frozenset(
         KMSG,
         DISKS,
         DISK_STATS,
+        EXEC_OUTPUT,
+        EXEC_END,
     }
 )
 

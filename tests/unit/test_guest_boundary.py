@@ -181,6 +181,8 @@ WRONG = [
     ({"kind": "kmsg", "text": "x", "level": 9}, "level: 9 is outside [0, 7]"),
     ({"kind": "disks", "disks": [{"serial": "s", "name": "vda"}]}, "disks[0].sectors: missing"),
     ({"kind": "disk_stats", "disks": [{"serial": "s", "stat_end": {"x": 1.5}}]}, "expected an int"),
+    ({"kind": "exec_out", "stream": "stdout", "data": 7}, "data: expected a string"),
+    ({"kind": "exec_end", "timed_out": False, "elapsed_s": 1.0, "code": 300}, "code: 300 is"),
 ]
 
 

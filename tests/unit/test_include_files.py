@@ -85,6 +85,7 @@ def test_cli_refuses_missing_and_clashing_includes_before_boot(tmp_path, monkeyp
     monkeypatch.setenv("KTSTR_RUNS_DIR", str(runs))
     missing = str(tmp_path / "missing")
     assert_one_sentence(ktstr("run", "steady", "--include", missing), "does not exist")
+    assert_one_sentence(ktstr("shell", "--exec", "true", "--include", missing), "does not exist")
     assert_one_sentence(
         ktstr("gauntlet", "steady", "--presets", "tiny-1llc", "--include", missing),
         "does not exist",

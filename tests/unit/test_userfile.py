@@ -6,6 +6,7 @@ import pytest
 
 from ktstr import userfile
 from ktstr.errors import ConfigError
+from ktstr.scenario.model import Scenario
 from ktstr.scheduler import Scheduler
 from tests.helpers import assert_one_sentence, ktstr
 
@@ -130,3 +131,27 @@ def test_cli_refusals_before_boot():
     assert_one_sentence(
         ktstr("gauntlet", f"{USER}::nope", "--presets", "tiny-1llc"), "does not define nope"
     )
+    assert_one_sentence(
+        ktstr("shell", "--exec", "true", "--test", f"{USER}::SIMPLE"),
+        "is a Scheduler, not a Scenario or @ktstr_test",
+    )
+
+
+def test_a_ktstr_test_gives_a_shell_its_declaration(tmp_path):
+    from ktstr.cli.vms import _declared_test
+
+    decl = tmp_path / "decl.py"
+    decl.write_text(
+        "from ktstr import Scheduler, ktstr_test\n"
+        "S = Scheduler('scx_simple', 'scx_simple')\n"
+        "@ktstr_test(topology='1n1l2c1t', scheduler=S, include_files=['a.txt'])\n"
+        "def my_test(ctx):\n"
+        "    return ctx.run_defs([])\n"
+    )
+    got = _declared_test(f"{decl}::my_test")
+    assert got["topology"] == "1n1l2c1t"
+    assert got["scheduler"].name == "scx_simple"
+    assert got["include_files"] == ("a.txt",)
+    scenario = _declared_test(f"{USER}::with_files")
+    assert scenario["include_files"] == (str(DATA / "user_include.txt"),)
+    assert isinstance(userfile.scenario_or_test(f"{USER}::with_files"), Scenario)

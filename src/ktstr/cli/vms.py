@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from ktstr import paths
-from ktstr.cli.common import vm_options
-from ktstr.topology import Topology
+from ktstr.cli.common import include_option, positive, vm_options
+from ktstr.errors import ConfigError
+from ktstr.scheduler import EEVDF
+from ktstr.topology import Topology, as_topology
 
 
 def cmd_vm_probe(args: argparse.Namespace) -> int:
@@ -24,28 +24,49 @@ def cmd_vm_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    from ktstr.kernel import store
-    from ktstr.vm import accel as accel_mod
-    from ktstr.vm.boot import boot
+    from ktstr import userfile
+    from ktstr.initramfs.include import check
+    from ktstr.shell import ShellRequest, run_shell
 
-    topology = Topology.parse(args.topology, args.memory)
-    info = store.resolve(args.kernel)
-    chosen = accel_mod.choose(args.accel, info.boot_path)
-    print(f"{chosen.line()}; kernel {info.release}; topology {topology.name}", file=sys.stderr)
-    run_dir = paths.new_run_dir(f"shell-{topology.name}")
-    for i, disk in enumerate(args.disk):
-        print(f"disk {i}: {disk.describe(i)}", file=sys.stderr)
-    boot(
-        topology,
-        info,
-        chosen,
-        run_dir,
-        {"mode": "shell"},
-        timeout_s=args.timeout,
-        interactive=True,
-        disks=args.disk,
+    if args.exec_timeout is not None and args.exec is None:
+        raise ConfigError("--exec-timeout bounds a command", "give the command with --exec CMD")
+    test = _declared_test(args.test) if args.test else {}
+    scheduler = userfile.scheduler(args.scheduler) if args.scheduler else test.get("scheduler")
+    scheduler = scheduler or EEVDF
+    topology = args.topology or test.get("topology") or scheduler.topology or "1n2l2c1t"
+    include = [*test.get("include_files", ()), *args.include]
+    check([*include, *scheduler.config_files()])  # refuse before resolving any kernel
+    return run_shell(
+        ShellRequest(
+            Topology.parse(str(as_topology(topology).name), args.memory),
+            args.kernel,
+            args.accel,
+            args.timeout,
+            tuple(args.disk) or tuple(test.get("disks", ())),
+            include,
+            scheduler,
+            args.flags,
+            tuple(args.sched_arg),
+            args.exec,
+            args.exec_timeout,
+            args.dmesg,
+        )
     )
-    return 0
+
+
+def _declared_test(ref: str) -> dict:
+    """What ``--test FILE::NAME`` gives a shell: a Scenario's files and disks, or a
+    ``@ktstr_test``'s topology, scheduler, files and disks."""
+    from ktstr import userfile
+    from ktstr.scenario.model import Scenario
+
+    found = userfile.scenario_or_test(ref)
+    if isinstance(found, Scenario):
+        return {"include_files": found.include_files, "disks": found.disks}
+    declared = dict(found.ktstr)  # type: ignore[attr-defined]
+    if declared.get("scheduler") is EEVDF:
+        declared.pop("scheduler")
+    return declared
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,7 +86,48 @@ def register(sub: argparse._SubParsersAction) -> None:
         "shell",
         help="interactive shell in a VM, for debugging",
         description="Boot the topology and open a busybox shell on the "
-        "console; exiting the shell powers the VM off.",
+        "console; exiting the shell powers the VM off. With --exec, run one command "
+        "instead and exit with its exit code.",
     )
     vm_options(shell, timeout=24 * 3600)
-    shell.set_defaults(func=cmd_shell)
+    include_option(shell)
+    shell.add_argument(
+        "--exec",
+        default=None,
+        metavar="CMD",
+        help="run CMD with the guest's sh, print its output, exit with its exit code "
+        "(128+N for signal N) instead of opening a shell",
+    )
+    shell.add_argument(
+        "--exec-timeout",
+        type=positive("--exec-timeout", float, "60"),
+        default=None,
+        metavar="S",
+        help="kill the command after S seconds and power the VM off (exit 2)",
+    )
+    shell.add_argument(
+        "--dmesg",
+        action="store_true",
+        help="kernel messages on the console (loglevel 7); with --exec, copied to stderr",
+    )
+    shell.add_argument(
+        "--test",
+        default=None,
+        metavar="FILE.py::NAME",
+        help="take a Scenario's include files and disks, or a @ktstr_test's topology, "
+        "scheduler, include files and disks; options given here win",
+    )
+    shell.add_argument(
+        "--scheduler",
+        "-s",
+        default=None,
+        help="start this sched_ext scheduler before the shell, as for 'ktstr run'",
+    )
+    shell.add_argument("--flags", default=None, help="the scheduler's flag profile, e.g. a,b")
+    shell.add_argument(
+        "--sched-arg", action="append", default=[], metavar="ARG", help="as for 'ktstr run'"
+    )
+    shell.set_defaults(func=cmd_shell, topology=None)  # None: --test's, else 1n2l2c1t
+    for action in shell._actions:
+        if action.dest == "topology":
+            action.help = action.help.replace("%(default)s", "--test's, else 1n2l2c1t")

@@ -12,4 +12,11 @@ any module imported later (on a rare path) to keep start-up cheap.
 # json.decoder: the C JSON scanner imports it to raise its error type.
 # ktstr.guest.scenario: only scenario runs need it (and what it imports).
 # ctypes: only SCHED_DEADLINE workers need it (sched_setattr has no os wrapper).
-LAZY_IMPORTS = ["traceback", "json.decoder", "ktstr.guest.scenario", "ctypes"]
+# ktstr.guest.execmode: only 'ktstr shell' needs it.
+LAZY_IMPORTS = [
+    "traceback",
+    "json.decoder",
+    "ktstr.guest.scenario",
+    "ctypes",
+    "ktstr.guest.execmode",
+]

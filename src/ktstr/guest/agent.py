@@ -56,15 +56,6 @@ def load_spec() -> dict[str, object]:
     return spec
 
 
-def interactive_shell() -> None:
-    """A shell on the console with job control, for ``ktstr shell``."""
-    console("interactive shell; exit it to power the VM off")
-    pid = os.fork()
-    if pid == 0:
-        os.execv("/bin/busybox", ["setsid", "cttyhack", "/bin/sh", "-l"])
-    os.waitpid(pid, 0)
-
-
 def _fail() -> None:
     raise RuntimeError("failure requested by the spec (debug mode 'fail')")
 
@@ -101,8 +92,10 @@ def run(channel: Channel, spec: dict[str, object], mount_failures: list[str]) ->
     if devices:
         channel.send(wire.DISKS, disks=devices)
     mode = spec.get("mode", "probe")
-    if mode == "shell":
-        interactive_shell()
+    if mode in ("shell", "exec"):
+        from ktstr.guest.execmode import session  # lazy, as the scenario runner below
+
+        session(channel, spec)
     elif mode == "scenario":
         # Lazy: workers, the scheduler runner and their imports cost a probe or a
         # shell about a tenth of a second under emulation (LAZY_IMPORTS packs them).

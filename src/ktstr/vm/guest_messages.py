@@ -363,6 +363,11 @@ SCHEMAS: dict[str, Check] = {
     ),
     wire.DISKS: obj({"disks": list_of(_DISK, 4096)}),
     wire.DISK_STATS: obj({"disks": list_of(_DISK_END, 4096)}),
+    wire.EXEC_OUTPUT: obj({"stream": string(16), "data": string(MAX_STRING)}),
+    wire.EXEC_END: obj(
+        {"timed_out": boolean, "elapsed_s": UPTIME},
+        {"code": integer(0, 255), "signal": integer(1, 1024), "skipped": string(TEXT)},
+    ),
 }
 
 # Fields some ops or events must carry because the checks index them.
