@@ -370,6 +370,12 @@ def test_equal_weight_siblings_share_equally_when_they_lived_the_whole_run():
     assert "cgroup a (cpu.weight 100) got 75% of its siblings' CPU time, expected 50%" in (
         unfair[0].message
     )
+    # setup that took emulated time still counts as the start, up to the start gate
+    slow = two_cgroups(4.5, 1.5)
+    for ev in slow["events"][2:]:
+        ev["at_s"] = 0.7
+    slow["events"].append({"at_s": 1.5, "op": "start", "path": None})
+    assert {f.kind for f in findings(slow, "fairness", "fail")} == {"weight_mismatch"}
     # a cgroup changed during the run (here: half its workers stopped) is not compared
     stop = {"at_s": 3.0, "op": "stop_workers", "path": "b", "n": 2, "ids": [6, 7]}
     assert not findings(two_cgroups(4.5, 1.5, [stop]), "fairness", "fail")

@@ -61,11 +61,17 @@ def _weighed(worker: dict) -> bool:
 
 
 def _whole_run(record: dict) -> set[str]:
-    """Cgroups made at the start and left alone: no later op touched them."""
+    """Cgroups made at the start and left alone: no later op touched them.
+
+    At the start means before the start gate opened (the ``start`` event): under
+    emulation the first step's ops take a second or more to apply.
+    """
+    gate = next((ev.get("at_s") for ev in record.get("events", []) if ev["op"] == "start"), None)
+    setup_until = gate if isinstance(gate, int | float) else 0.5
     made, touched = set(), set()
     for ev in record.get("events", []):
         path = ev.get("path")
-        if ev["op"] in _SETUP_OPS and ev.get("at_s", 0.0) <= 0.5:
+        if ev["op"] in _SETUP_OPS and ev.get("at_s", 0.0) <= setup_until:
             made.add(path)
         elif path is not None and ev["op"] != "start":
             touched |= {path, ev.get("dst")}
