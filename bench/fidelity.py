@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ktstr import gauntlet
+from ktstr.checks import judge
+from ktstr.errors import ConfigError
 from ktstr.fixture_sched import NAME as FIXTURE
 from ktstr.fixture_sched import knob_args
 from ktstr.presets import DEFAULT_MAX_CPUS, PRESETS, Variant, parse_shard
@@ -174,6 +176,33 @@ def execute(todo: list[dict], results: Path, duration: float | None, jobs: int) 
         gauntlet.run(cells, scheduler, duration, None, None, done, gauntlet.default_budget(jobs))
 
 
+def rejudge(path: Path) -> int:
+    """Judge every stored run again with the checks as they are now, rewriting the
+    results file in place (a run whose record is gone keeps its line): measures change,
+    and a bench must not need its VMs again to show what they say now."""
+    if not path.exists():
+        return 0
+    lines, changed = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            run = json.loads(line)
+            record, _ = load(run["run_dir"])
+        except (ValueError, KeyError, OSError, ConfigError):
+            lines.append(line)
+            continue
+        verdict = judge(record)
+        run["verdict"] = verdict.status
+        run["findings"] = [
+            {"check": f.check, "status": f.status, "kind": f.kind} for f in verdict.findings
+        ]
+        lines.append(json.dumps(run))
+        changed += 1
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(f"{ln}\n" for ln in lines))
+    tmp.replace(path)
+    return changed
+
+
 def summarize(path: Path) -> dict:
     detection: dict = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     false_failures: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: [0, 0])))
@@ -231,9 +260,16 @@ def main() -> int:
     ap.add_argument(
         "--summary-only", action="store_true", help="print what --results holds, run nothing"
     )
+    ap.add_argument(
+        "--rejudge",
+        action="store_true",
+        help="judge the stored runs again with today's checks (no VM), then summarize",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
-    if not args.summary_only:
+    if args.rejudge:
+        print(f"fidelity: {rejudge(args.results)} runs judged again", file=sys.stderr)
+    elif not args.summary_only:
         runs = [
             r
             for r in plan(args.runs)
