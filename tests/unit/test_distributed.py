@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -244,3 +245,41 @@ def test_a_killed_workers_variant_runs_again_on_another(runs, tmp_path):
     assert [a["outcome"] for a in attempts] == ["worker lost", "done"]
     assert attempts[0]["worker"] != attempts[1]["worker"]
     assert record["distributed"]["worker"] == attempts[1]["worker"]
+
+
+def test_ktstr_worker_offers_this_hosts_resources_and_leaves_nothing_behind(tmp_path):
+    import signal
+    import subprocess
+
+    import dask
+    import distributed
+
+    from ktstr.distributed.resources import host_resources
+
+    env = dict(os.environ, TMPDIR=str(tmp_path / "worker"))
+    (tmp_path / "worker").mkdir()
+    with (
+        dask.config.set({"temporary-directory": str(tmp_path / "dask")}),
+        distributed.LocalCluster(
+            n_workers=0, processes=False, protocol="tcp", dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ktstr.cli", "worker", cluster.scheduler_address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            client.wait_for_workers(1, timeout=60)
+            offered = [w["resources"] for w in client.scheduler_info()["workers"].values()]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+    expected = host_resources()
+    assert offered[0]["vcpus"] == expected["vcpus"] and offered[0]["kvm"] == expected["kvm"]
+    assert offered[0]["mem_mib"] > 0
+    assert "Traceback" not in err
+    assert not list((tmp_path / "worker").iterdir())  # its scratch directory is gone

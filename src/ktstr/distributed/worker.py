@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import tempfile
 
 from ktstr.distributed import require
@@ -33,8 +34,22 @@ def serve(address: str, nthreads: int | None = None, name: str | None = None) ->
         describe(resources),
     )
     scratch = tempfile.mkdtemp(prefix="ktstr-worker-")
+    # Dask's own clean-up of its scratch, at exit, finds the directory removed already.
+    logging.getLogger("distributed.diskutils").setLevel(logging.CRITICAL)
 
     async def run() -> None:
+        from ktstr.vm import lifecycle
+
+        main = asyncio.current_task()
+
+        def stop() -> None:  # Ctrl-C or SIGTERM: kill the running VMs, leave the cluster
+            lifecycle.ABORT.set()
+            if main:
+                main.cancel()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
         async with distributed.Worker(
             address,
             nthreads=threads,
@@ -48,6 +63,8 @@ def serve(address: str, nthreads: int | None = None, name: str | None = None) ->
 
     try:
         asyncio.run(run())
+    except asyncio.CancelledError:
+        pass  # stopped by a signal
     except (OSError, TimeoutError) as err:
         raise EnvironmentProblem(
             f"cannot reach the Dask scheduler at {address} ({err or type(err).__name__})",
