@@ -283,3 +283,32 @@ def test_ktstr_worker_offers_this_hosts_resources_and_leaves_nothing_behind(tmp_
     assert offered[0]["mem_mib"] > 0
     assert "Traceback" not in err
     assert not list((tmp_path / "worker").iterdir())  # its scratch directory is gone
+
+
+def test_a_scheduler_named_by_path_is_shipped_and_cached_by_its_hash(runs, tmp_path, monkeypatch):
+    binary = tmp_path / "scx_mine"
+    binary.write_bytes(b"\x7fELF not really")
+    monkeypatch.setenv("KTSTR_CACHE_DIR", str(tmp_path / "cache"))
+    seen = []
+    passing = fake_run()
+
+    def run_scenario(scenario, topology, *a, scheduler, **k):
+        seen.append(scheduler)
+        return passing(scenario, topology)
+
+    monkeypatch.setattr("ktstr.runner.run_scenario", run_scenario)
+    mine = Scheduler("scx_mine", binary=str(binary))
+    cells = gauntlet.plan(["steady"], mine, ["tiny-2llc"], None)
+    gauntlet.run(
+        cells,
+        mine,
+        4,
+        None,
+        "tcg",
+        lambda *_: None,
+        executor=DaskExecutor("local:1", processes=False),
+    )
+    digest = dask_task.content_hash(binary.read_bytes())
+    shipped = Path(seen[0].binary)
+    assert shipped == tmp_path / "cache" / "shipped" / digest / "scx_mine"
+    assert shipped.read_bytes() == binary.read_bytes() and seen[0].name == "scx_mine"
