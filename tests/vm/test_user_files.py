@@ -69,3 +69,14 @@ def test_dmesg_copies_kernel_messages_to_stderr():
     assert quiet.returncode == loud.returncode == 0, quiet.stderr + loud.stderr
     assert "Linux version" not in quiet.stderr
     assert "Linux version" in loud.stderr  # KERN_NOTICE: shown at loglevel 7, not 5
+
+
+def test_a_declared_scheduler_with_flags_runs_under_the_shell():
+    command = "cat /sys/kernel/sched_ext/state /sys/kernel/sched_ext/root/ops; ps -o args"
+    proc = ktstr(
+        "shell", "--scheduler", f"{USER}::SIMPLE", "--flags", "fifo",
+        "--topology", "1n1l2c1t", "--exec", command,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("enabled\nsimple\n")
+    assert "/ktstr/sched/bin/scx_simple -f" in proc.stdout  # the declared flag's argument
