@@ -14,10 +14,15 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
-from ktstr import gauntlet
-from ktstr.distributed.executor import DaskExecutor
-from ktstr.scheduler import EEVDF
+# This script's own name shadows Dask's ``distributed`` package while bench/ is on the path.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+from ktstr import gauntlet  # noqa: E402
+from ktstr.distributed.executor import DaskExecutor  # noqa: E402
+from ktstr.scheduler import EEVDF  # noqa: E402
 
 PRESETS = "tiny-1llc,tiny-2llc,tiny-smt,smt-2llc"
 
