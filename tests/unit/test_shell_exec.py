@@ -80,3 +80,9 @@ def test_exit_status_from_the_end_message():
         exit_status({"timed_out": False, "skipped": "the scheduler did not attach"}, None, run_dir)
     with pytest.raises(VmError, match="without the command's exit status"):
         exit_status(None, None, run_dir)
+
+
+def test_exec_timeout_needs_a_command():
+    from tests.helpers import assert_one_sentence, ktstr
+
+    assert_one_sentence(ktstr("shell", "--exec-timeout", "3"), "--exec-timeout bounds a command")

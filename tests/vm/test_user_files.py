@@ -80,3 +80,10 @@ def test_a_declared_scheduler_with_flags_runs_under_the_shell():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("enabled\nsimple\n")
     assert "/ktstr/sched/bin/scx_simple -f" in proc.stdout  # the declared flag's argument
+
+
+def test_gauntlet_runs_a_scenario_from_a_user_file():
+    ref = f"{USER}::with_files"
+    proc = ktstr("gauntlet", ref, "--presets", "tiny-1llc")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{ref}[tiny-1llc]: PASS" in proc.stdout
