@@ -144,7 +144,11 @@ def run_scenario(
     chosen = accel_mod.choose(accel, info.boot_path)
     log.info("%s", chosen.line())
     timeout = timeout_s or (
-        default_timeout(topology, chosen) + 2 * duration + 30 + plan["stop_grace_s"]
+        default_timeout(topology, chosen)
+        + 2 * duration
+        + 30
+        + plan["stop_grace_s"]
+        + plan.get("exit_patience_s", 0.0)
     )
     started = time.monotonic()
     monitor = sampler.for_run(run_dir, topology, info)  # None unless KTSTR_MONITOR asks

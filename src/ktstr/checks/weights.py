@@ -52,7 +52,7 @@ _SETUP_OPS = ("add_cgroup", "spawn")
 
 def _weighed(worker: dict) -> bool:
     """A spinner that cpu.weight governs: not real-time, deadline or SCHED_IDLE."""
-    return worker["work"] == "spin" and worker.get("policy", "normal") not in (
+    return worker.get("work") == "spin" and worker.get("policy", "normal") not in (
         "fifo",
         "rr",
         "deadline",
@@ -139,7 +139,7 @@ def weights(record: dict, th: dict) -> list[Finding]:
         if len({declared[p] for p in group}) < 2 and not set(group) <= untouched:
             continue
         if not all(by_path[p] and all(_weighed(w) for w in by_path[p]) for p in group):
-            continue
+            continue  # a worker that failed (not_stuck says so) has no CPU time to weigh
         ncpus = (record.get("observed_topology") or {}).get("cpus", 0)
         # A cgroup without a cpuset may use every CPU; none can use more CPUs than its
         # cpuset has or than it has workers.

@@ -70,9 +70,21 @@ class Pool:
                 if p == pid:
                     self.exited.add(wid)
 
-    def wait_for(self, ids: list[int], timeout_s: float) -> None:
-        """Reap until these workers have all exited, or ``timeout_s`` passed."""
-        end = time.monotonic() + timeout_s
+    def wait_for(self, ids: list[int], timeout_s: float, while_exiting_s: float = 0.0) -> None:
+        """Reap until these workers have all exited, or ``timeout_s`` passed.
+
+        With ``while_exiting_s``, the wait goes on past ``timeout_s`` (up to that
+        much longer in all) for as long as workers keep exiting: at the end of a run
+        every worker wants a CPU at once to write its result, and on an oversubscribed
+        guest under emulation the last ones can wait seconds for their turn.  A worker
+        kept from running while none of the others exits still ends at ``timeout_s``.
+        """
+        start = time.monotonic()
+        end, done = start + timeout_s, len(self.exited)
+        cap = start + timeout_s + while_exiting_s
         while time.monotonic() < end and not set(ids) <= self.exited:
             self.reap()
+            if len(self.exited) > done:
+                done = len(self.exited)
+                end = min(cap, max(end, time.monotonic() + timeout_s))
             time.sleep(0.02)

@@ -151,7 +151,11 @@ class Runner(Context):
                 cgroups.set_frozen(path, False)
             except OSError:
                 pass  # removed, or never frozen
-        pool.wait_for(pool.live(), self.plan.get("stop_grace_s", STOP_GRACE_S))
+        pool.wait_for(
+            pool.live(),
+            self.plan.get("stop_grace_s", STOP_GRACE_S),
+            while_exiting_s=self.plan.get("exit_patience_s", 0.0),
+        )
         stragglers = pool.live()
         pool.signal(stragglers, signal.SIGKILL)
         pool.wait_for(stragglers, 2.0)

@@ -25,6 +25,9 @@ MIN_LOOP_INTERVAL_S = 0.05
 MAX_ROUNDS = 2000  # rounds of ops in a whole plan, loops unrolled
 STOP_GRACE_S = 3.0  # after the deadline, before SIGKILL
 MAX_STOP_GRACE_S = 60.0
+# More time to stop while workers are still exiting: at the end every worker wants a CPU
+# at once to write its result, and under emulation the last can wait seconds for a turn.
+EXIT_PATIENCE_S = 20.0
 
 
 @dataclass
@@ -316,6 +319,7 @@ def compile_plan(
         "duration_s": duration,
         "sample_interval_s": SAMPLE_INTERVAL_S,
         "stop_grace_s": compiler.stop_grace_s(),
+        "exit_patience_s": EXIT_PATIENCE_S,
         "steps": steps,
         "workers": [compiler.workers[i] for i in sorted(compiler.workers)],
     }
