@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except KtstrError as err:
         print(f"ktstr: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # e.g. piped into head: not an error (before OSError, its base)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as err:
         problem = _unwritable(err)
         if problem is None:
@@ -86,6 +89,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ktstr: interrupted; the VM was shut down", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. piped into head: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
