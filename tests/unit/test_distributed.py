@@ -312,3 +312,13 @@ def test_a_scheduler_named_by_path_is_shipped_and_cached_by_its_hash(runs, tmp_p
     shipped = Path(seen[0].binary)
     assert shipped == tmp_path / "cache" / "shipped" / digest / "scx_mine"
     assert shipped.read_bytes() == binary.read_bytes() and seen[0].name == "scx_mine"
+
+
+def test_what_is_not_shipped_yet_is_refused_in_one_sentence(runs):
+    cells = steady_cells(["tiny-2llc"])
+    with pytest.raises(ConfigError, match="--include files stay on this host"):
+        run(cells, include=("a.txt",))
+    with pytest.raises(ConfigError, match=r"scenario my\.py::s comes from a file on this host"):
+        run([("my.py::s", cells[0][1])])
+    with pytest.raises(ConfigError, match="backing file stays on this host"):
+        run(cells, disks=(Disk("1MiB", backing="/x.img"),))

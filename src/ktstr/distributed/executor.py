@@ -203,6 +203,13 @@ def run(
     from ktstr.results.terminal import bug_summary
     from ktstr.vm.qemu import tcg_thread_mode
 
+    files = sorted({name for name, _ in cells if "::" in name})
+    if files:
+        raise ConfigError(
+            f"scenario {files[0]} comes from a file on this host, which is not shipped to Dask "
+            "workers yet",
+            "run it without --dask, or use a catalog scenario (ktstr scenarios)",
+        )
     if disks and any(d.backing for d in disks):
         raise ConfigError(
             "a --disk backing file stays on this host, and distributed variants run elsewhere",
@@ -280,7 +287,7 @@ def run(
                 finished_on = outcome.get("worker")
                 for start in starts[:-1] if finished_on else starts:
                     attempts[index].append({**start, "outcome": "worker lost"})
-                if starts or outcome["outcome"] != INFRASTRUCTURE:
+                if finished_on is not None or not starts:  # a worker answered, or none started
                     attempts[index].append(
                         {
                             "key": future.key,
