@@ -101,5 +101,6 @@ class RunRecord(TypedDict, total=False):
     scheduler: Scheduler
     channel: Channel
     workload_skipped: str  # the guest never ran the workload, and why
+    monitor: dict[str, Any]  # the host-side monitor's summary (docs/monitor.md), when it ran
     verdict: str
     findings: list[dict[str, Any]]
