@@ -66,11 +66,14 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
         executor = DaskExecutor(args.dask)
         executor.local_workers()  # a malformed local:N fails before anything starts
     budget = gauntlet.default_budget(args.jobs, args.mem_budget)
-    print(
-        f"budget: {budget.jobs} VMs at once, {budget.cpus} host CPUs, "
-        f"{budget.memory_mib} MiB of guest RAM",
-        flush=True,
-    )
+    if executor is None:
+        print(
+            f"budget: {budget.jobs} VMs at once, {budget.cpus} host CPUs, "
+            f"{budget.memory_mib} MiB of guest RAM",
+            flush=True,
+        )
+    else:  # each worker's host has its own budget
+        print(f"gauntlet: on the Dask cluster {args.dask}", flush=True)
     with GauntletProgress(len(cells), budget.jobs) as shown:
 
         def finished(cell: gauntlet.Cell, index: int, total: int) -> None:
