@@ -1,3 +1,4 @@
+import re
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,11 @@ def pytest_collection_modifyitems(items):
 
 
 def qemu_pids_for(marker: str) -> list[str]:
-    out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    """QEMU processes whose command line names a file under the directory ``marker``
+    (``runs/x/`` and not ``runs/x-1/``)."""
+    literal = re.sub(r"([.\[\](){}*+?|^$\\])", r"\\\1", marker.rstrip("/"))  # POSIX ERE
+    pattern = f"qemu-system.*{literal}/"
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
     return out.split()
 
 
