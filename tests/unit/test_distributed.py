@@ -322,3 +322,10 @@ def test_what_is_not_shipped_yet_is_refused_in_one_sentence(runs):
         run([("my.py::s", cells[0][1])])
     with pytest.raises(ConfigError, match="backing file stays on this host"):
         run(cells, disks=(Disk("1MiB", backing="/x.img"),))
+
+
+def test_the_cli_refuses_a_malformed_local_cluster_in_one_sentence(runs):
+    from tests.helpers import assert_one_sentence, ktstr
+
+    proc = ktstr("gauntlet", "steady", "--presets", "tiny-2llc", "--dask", "local:0")
+    assert_one_sentence(proc, "--dask 'local:0' is not local:N")
