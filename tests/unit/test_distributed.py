@@ -329,3 +329,18 @@ def test_the_cli_refuses_a_malformed_local_cluster_in_one_sentence(runs):
 
     proc = ktstr("gauntlet", "steady", "--presets", "tiny-2llc", "--dask", "local:0")
     assert_one_sentence(proc, "--dask 'local:0' is not local:N")
+
+
+def test_only_the_distributed_package_imports_dask():
+    """Dask is an optional extra: everything else must import without it."""
+    from tests.unit.test_layering import SRC, imports, under
+
+    own = SRC / "ktstr" / "distributed"
+    found = [
+        f"{path.relative_to(SRC)}:{imp.line}"
+        for path in sorted((SRC / "ktstr").rglob("*.py"))
+        if not path.is_relative_to(own)
+        for imp in imports(path, SRC)
+        if any(under(t, "distributed") or under(t, "dask") for t in imp.targets)
+    ]
+    assert found == []
