@@ -203,6 +203,7 @@ def run(
     from ktstr.results.terminal import bug_summary
     from ktstr.vm.qemu import tcg_thread_mode
 
+    distributed = require()
     files = sorted({name for name, _ in cells if "::" in name})
     if files:
         raise ConfigError(
@@ -235,7 +236,6 @@ def run(
         ).to_wire()
         for scenario, v in cells
     ]
-    distributed = require()
     results: dict[int, Any] = {}
     with connect(executor) as client:
         try:
