@@ -176,3 +176,9 @@ def test_dense_or_backward_points_from_a_hostile_guest_are_thinned():
     dense = spinner(1, 0, 0.5)
     dense["progress"] = [[i * 1e-4, i, 0, i * 50_000] for i in range(120_000)]  # 12 s
     assert len(colocated.stretches(dense)) <= DURATION / colocated.MIN_STEP_S + 1
+
+
+def test_a_rate_above_one_cpu_is_a_clock_jump_and_is_capped():
+    w = spinner(0, 0, 0.5)
+    w["progress"][5][3] = w["progress"][4][3] + int(0.44e9)  # 0.44 s of CPU in 0.1 s
+    assert max(s.rate for s in colocated.stretches(w)) == 1.0
