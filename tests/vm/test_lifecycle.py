@@ -54,6 +54,9 @@ def test_clean_probe_streams_channel_and_console(kernel, accel):
     lines = (run_dir / "channel.jsonl").read_text().splitlines()
     assert [wire.decode(ln)["kind"] for ln in lines] == kinds
     assert "ktstr-agent: done" in (run_dir / "console.log").read_text()
+    # QEMU's threads were read while it ran: they ran, and waited for a host CPU some share
+    wait = done.result.host_wait
+    assert wait is not None and wait.run_s > 0 and 0 <= wait.wait_share < 1, wait
     assert_clean(run_dir)
 
 

@@ -55,6 +55,27 @@ def uncalibrated(record: dict, th: dict) -> list[Finding]:
     ]
 
 
+def host_busy(record: dict, th: dict) -> list[Finding]:
+    """QEMU waited for a host CPU too much of the time: the guest's clock ran on while
+    its vCPUs did not, so gaps, shares and waits are the host's, not the scheduler's."""
+    share = (record.get("emulator") or {}).get("wait_share")
+    limit = th["emulator.max_wait_share"]
+    if not tl.finite(share) or share <= limit:
+        return []
+    return [
+        Finding(
+            "emulator",
+            INCONCLUSIVE,
+            "host_busy",
+            f"QEMU waited for a host CPU {share:.0%} of the time it wanted one (limit "
+            f"{limit:.0%}): other load on this host stretched the guest's timings; run fewer "
+            "VMs at once (-j) or on a quieter host",
+            value=round(share, 3),
+            limit=limit,
+        )
+    ]
+
+
 def channel(record: dict, th: dict) -> list[Finding]:
     """A guest whose messages the host refused cannot pass: what was lost is unknown."""
     ch = record.get("channel")

@@ -14,7 +14,7 @@ from ktstr.checks.disks import disk_errors, io_throughput
 from ktstr.checks.expectations import apply_expectations
 from ktstr.checks.fairness import fairness
 from ktstr.checks.imbalance import imbalance
-from ktstr.checks.integrity import bad_numbers, channel, uncalibrated, vm_end
+from ktstr.checks.integrity import bad_numbers, channel, host_busy, uncalibrated, vm_end
 from ktstr.checks.isolation import isolation
 from ktstr.checks.kernel_health import kernel_health
 from ktstr.checks.limits import worker_limits
@@ -38,6 +38,7 @@ class Check:
 CHECKS: tuple[Check, ...] = (
     Check("calibration", uncalibrated),
     Check("channel", channel),
+    Check("emulator", host_busy),
     Check("not_stuck", not_stuck, switchable=True, judges_workload=True),
     Check("fairness", fairness, switchable=True, judges_workload=True),
     Check("isolation", isolation, switchable=True, judges_workload=True),

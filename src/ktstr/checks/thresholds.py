@@ -48,6 +48,12 @@ DEFAULTS: dict[str, float] = {
     "imbalance.max_ratio": 5.0,
     "imbalance.min_load": 0.5,
     "imbalance.settle_s": 1.0,
+    # emulator: the share of the time QEMU's threads waited for a host CPU, beyond which
+    # the run's timings are not the scheduler's (a busy host): the verdict is inconclusive.
+    # Two VMs on this 2-core host with other jobs beside them waited 0.18-0.26 while
+    # 16-vCPU runs under EEVDF failed falsely; the bound is set high until records carry
+    # enough of these readings to place it (bench/README.md).
+    "emulator.max_wait_share": 0.5,
     # disk_errors: I/O errors allowed per disk (QEMU's failed requests + guest-side refusals).
     "disk_errors.max_errors": 0.0,
     # optional checks; 0 disables them.

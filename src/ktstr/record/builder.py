@@ -146,6 +146,13 @@ def build(
         "kernel_allow": list(scenario.checks.kernel_allow),
         "channel": _channel(result),
     }
+    wait = result.host_wait
+    if wait is not None and wait.wait_share is not None:
+        record["emulator"] = {
+            "run_s": round(wait.run_s, 3),
+            "wait_s": round(wait.wait_s, 3),
+            "wait_share": round(wait.wait_share, 4),
+        }
     if disks:
         record["disks"] = disk_records(
             disks,

@@ -70,6 +70,14 @@ class Channel(TypedDict, total=False):
     flooded: str | None  # why the host stopped reading, when the guest sent too much
 
 
+class Emulator(TypedDict, total=False):
+    """QEMU's threads on the host over the VM's life (ktstr.vm.host_wait)."""
+
+    run_s: float
+    wait_s: float  # runnable but waiting for a host CPU
+    wait_share: float  # wait / (run + wait)
+
+
 class RunRecord(TypedDict, total=False):
     schema: int
     ktstr_version: str
@@ -100,6 +108,7 @@ class RunRecord(TypedDict, total=False):
     disks: list[dict[str, Any]]
     scheduler: Scheduler
     channel: Channel
+    emulator: Emulator  # how long QEMU waited for a host CPU: a busy host stretches timings
     workload_skipped: str  # the guest never ran the workload, and why
     monitor: dict[str, Any]  # the host-side monitor's summary (docs/monitor.md), when it ran
     verdict: str

@@ -31,6 +31,7 @@ from typing import Any
 from ktstr import wire
 from ktstr.text import escape_bytes
 from ktstr.vm import guest_messages
+from ktstr.vm.host_wait import HostWait
 from ktstr.vm.qemu import VmConfig, build_argv, qemu_for
 from ktstr.vm.qmp import Monitor
 
@@ -236,6 +237,7 @@ class VmResult:
     channel_bytes: int = 0  # bytes read from each stream
     console_bytes: int = 0
     console_long_lines: int = 0  # console lines cut at the console line cap
+    host_wait: HostWait | None = None  # how long QEMU waited for a host CPU
 
     def first(self, kind: str) -> dict[str, Any] | None:
         return next((m for m in self.messages if m["kind"] == kind), None)
@@ -471,6 +473,7 @@ def run_vm(
             env=qemu_for(cfg).env(),
         )
     guest_end.close()
+    host_wait = HostWait(proc.pid)
     monitor = None
     if qmp_host and qmp_guest:
         qmp_guest.close()
@@ -495,8 +498,12 @@ def run_vm(
             and time.monotonic() - channel.done_at > _KILL_GRACE_S
         )
 
+    def finished() -> bool:
+        host_wait.sample()  # every poll: QEMU's threads are gone once it is reaped
+        return flood.is_set() or paused_for_good()
+
     try:
-        if not _wait(proc, timeout_s, lambda: flood.is_set() or paused_for_good()):
+        if not _wait(proc, timeout_s, finished):
             end = TIMEOUT
         elif proc.poll() is None:
             end = POWEROFF
@@ -554,4 +561,5 @@ def run_vm(
         channel_bytes=channel.lines.total,
         console_bytes=console.lines.total if console else 0,
         console_long_lines=console.long_lines if console else 0,
+        host_wait=host_wait,
     )
