@@ -182,3 +182,33 @@ def test_a_rate_above_one_cpu_is_a_clock_jump_and_is_capped():
     w = spinner(0, 0, 0.5)
     w["progress"][5][3] = w["progress"][4][3] + int(0.44e9)  # 0.44 s of CPU in 0.1 s
     assert max(s.rate for s in colocated.stretches(w)) == 1.0
+
+
+def test_co_runners_from_a_sibling_cgroup_count_when_they_compete_alike():
+    # two cgroups of three spinners: CPU 0 holds a0 and b0 (half each), CPU 1 the other
+    # four (a quarter each).  a0 shares a CPU only with b0 of the other cgroup: it is
+    # compared with it (same weight per task), and placement explains both spreads
+    def two_cgroups(a0_rate: float) -> dict:
+        workers = [
+            spinner(0, 0, a0_rate, path="cg_0"),
+            spinner(1, 1, 0.25, path="cg_0"),
+            spinner(2, 1, 0.25, path="cg_0"),
+            spinner(3, 0, 1 - a0_rate, path="cg_1"),
+            spinner(4, 1, 0.25, path="cg_1"),
+            spinner(5, 1, 0.25, path="cg_1"),
+        ]
+        rec = record(workers, 2)
+        rec["events"] = [
+            {"at_s": 0.0, "op": "add_cgroup", "path": "cg_0", "cpus": None},
+            {"at_s": 0.0, "op": "add_cgroup", "path": "cg_1", "cpus": None},
+            {"at_s": 0.0, "op": "spawn", "path": "cg_0", "ids": [0, 1, 2]},
+            {"at_s": 0.0, "op": "spawn", "path": "cg_1", "ids": [3, 4, 5]},
+        ]
+        return rec
+
+    (f,) = [f for f in fairness(two_cgroups(0.5)) if f.kind == "ok"]
+    assert "cgroup cg_0: 25.0 points by placement" in f.message, f.message
+    assert "cgroup cg_1: 25.0 points by placement" in f.message, f.message
+    # a0 getting three times b0's time on the CPU they share fails, in both cgroups
+    unfair = [f for f in fairness(two_cgroups(0.75)) if f.status == "fail"]
+    assert {f.cgroup for f in unfair} == {"cg_0", "cg_1"}, unfair

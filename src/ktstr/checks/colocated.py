@@ -105,15 +105,30 @@ def overlaps(workers: list[dict]) -> Iterator[tuple[Stretch, Stretch, float]]:
                     yield a, b, overlap
 
 
-def compare(workers: list[dict]) -> dict[int, Shared]:
-    """Each worker's ratio to its co-runners (from ``workers`` only) on shared CPUs."""
+def compare(
+    workers: list[dict],
+    peers: list[dict] | None = None,
+    task_weight: dict[int, float] | None = None,
+) -> dict[int, Shared]:
+    """Each worker's ratio to its co-runners on shared CPUs.
+
+    Co-runners are the other ``workers`` and any of ``peers`` (workers judged elsewhere
+    that compete the same way: another cgroup's spinners, say); with ``task_weight``,
+    a co-runner's rate counts scaled by the two tasks' weights, since on one CPU two
+    tasks share in proportion to them.
+    """
+    judged = {w["id"] for w in workers}
+    weight = task_weight or {}
     mine: dict[int, float] = defaultdict(float)
     theirs: dict[int, float] = defaultdict(float)
     shared: dict[int, float] = defaultdict(float)
-    for a, b, overlap in overlaps(workers):
+    for a, b, overlap in overlaps(workers + (peers or [])):
         for x, y in ((a, b), (b, a)):
+            if x.worker not in judged:
+                continue
+            scale = weight.get(x.worker, 1.0) / weight.get(y.worker, 1.0)
             mine[x.worker] += overlap * x.rate
-            theirs[x.worker] += overlap * y.rate
+            theirs[x.worker] += overlap * y.rate * scale
             shared[x.worker] += overlap
     return {wid: Shared(mine[wid] / theirs[wid], shared[wid]) for wid in shared if theirs[wid] > 0}
 

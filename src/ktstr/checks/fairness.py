@@ -21,13 +21,13 @@ Reads: ``workers[].work, cgroup_path, start_s, end_s, cpu_time_ns, killed, error
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from ktstr.checks import colocated, cpu_load
 from ktstr.checks import timeline as tl
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, SKIP, Finding
-from ktstr.checks.weights import weights
+from ktstr.checks.weights import cgroup_weights, weights
 from ktstr.checks.workers import CPU_BOUND
 
 
@@ -59,9 +59,36 @@ class Sharing:
     text: str
 
 
-def _sharing(members: list[dict], th: dict) -> Sharing | None:
+def _peers(record: dict, members: list[dict], everyone: list[dict]) -> tuple[list, dict]:
+    """Workers of sibling cgroups that compete as the members do (same work, policy and
+    nice; both cgroups untouched all run), and every one's per-task weight (its cgroup's
+    cpu.weight over the cgroup's workers): on a shared CPU they are fair co-runners too.
+    Without them, members whose co-runners are mostly another cgroup's (two cgroups of
+    spinners, two per CPU) would hardly ever be compared."""
+    declared, untouched = cgroup_weights(record)
+    path = members[0].get("cgroup_path")
+    if path not in untouched or path not in declared:
+        return [], {}
+    like = members[0]
+    counts = Counter(w.get("cgroup_path") for w in everyone)
+    peers = [
+        w
+        for w in everyone
+        if w.get("cgroup_path") != path
+        and w.get("cgroup_path") in untouched
+        and w.get("cgroup_path") in declared
+        and w.get("cgroup_path", "").rpartition("/")[0] == path.rpartition("/")[0]
+        and all(w.get(k) == like.get(k) for k in ("work", "policy", "nice"))
+    ]
+    weight = {
+        w["id"]: declared[w["cgroup_path"]] / counts[w["cgroup_path"]] for w in members + peers
+    }
+    return peers, weight
+
+
+def _sharing(record: dict, members: list[dict], everyone: list[dict], th: dict) -> Sharing | None:
     """Judge the group on shared CPUs, or None when some worker hardly shared one."""
-    found = colocated.compare(members)
+    found = colocated.compare(members, *_peers(record, members, everyone))
     need = th["fairness.min_shared_s"]
     if any(w["id"] not in found or found[w["id"]].shared_s < need for w in members):
         return None
@@ -111,7 +138,7 @@ def fairness(record: dict, th: dict) -> list[Finding]:
             continue
         judged += 1
         spread = (max(shares) - min(shares)) * 100
-        sharing = _sharing(members, th)
+        sharing = _sharing(record, members, everyone, th)
         if sharing is None or sharing.fair:
             if spread <= limit:
                 worst, within = max(worst, spread), within + 1

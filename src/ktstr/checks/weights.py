@@ -103,16 +103,14 @@ def _by_sharing(
     )
 
 
-def weights(record: dict, th: dict) -> list[Finding]:
-    """Sibling cgroups get contended CPU in proportion to cpu.weight: different weights
-    as declared, and equal ones (the default 100 included) equally when every sibling
-    lived through the whole run untouched, so a scheduler that favours one cgroup fails."""
-    tol = th["fairness.weight_tolerance_pct"]
+def cgroup_weights(record: dict) -> tuple[dict[str, float], set[str]]:
+    """Each cgroup's cpu.weight as declared (the default for one left untouched all run),
+    and the cgroups that lived the whole run untouched."""
     declared: dict[str, float] = {}
-    cpus: dict[str, set[int]] = {}
+    made: set[str] = set()
     for ev in record.get("events", []):
         if ev["op"] == "add_cgroup":
-            cpus[ev["path"]] = set(ev.get("cpus") or [])
+            made.add(ev["path"])
         if ev["op"] in ("add_cgroup", "set_weight") and ev.get("weight"):
             declared[ev["path"]] = float(ev["weight"])
     spec_weights = {
@@ -123,9 +121,23 @@ def weights(record: dict, th: dict) -> list[Finding]:
     }
     declared.update({p: float(w) for p, w in spec_weights.items() if p not in declared})
     untouched = _whole_run(record)
-    for path in cpus:
+    for path in made:
         if path not in declared and path in untouched:
             declared[path] = DEFAULT_WEIGHT
+    return declared, untouched
+
+
+def weights(record: dict, th: dict) -> list[Finding]:
+    """Sibling cgroups get contended CPU in proportion to cpu.weight: different weights
+    as declared, and equal ones (the default 100 included) equally when every sibling
+    lived through the whole run untouched, so a scheduler that favours one cgroup fails."""
+    tol = th["fairness.weight_tolerance_pct"]
+    cpus: dict[str, set[int]] = {
+        ev["path"]: set(ev.get("cpus") or [])
+        for ev in record.get("events", [])
+        if ev["op"] == "add_cgroup"
+    }
+    declared, untouched = cgroup_weights(record)
     siblings: dict[str, list[str]] = defaultdict(list)
     for path in declared:
         siblings[path.rpartition("/")[0]].append(path)
