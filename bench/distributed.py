@@ -43,6 +43,7 @@ def main() -> int:
     ]
     times: dict[str, float] = {"pool": 0.0, "dask": 0.0}
     verdicts: dict[str, list[dict[str, str]]] = {"pool": [], "dask": []}
+    rounds: list[tuple[str, float]] = []
     for label in order:
         started = time.monotonic()
         done = gauntlet.run(
@@ -56,6 +57,7 @@ def main() -> int:
             executor=executors[label],
         )
         times[label] += time.monotonic() - started
+        rounds.append((label, round(time.monotonic() - started, 2)))
         verdicts[label].append({c.variant.id: c.verdict for c in done})
     runs = len(cells) * args.rounds
     out = {
@@ -65,6 +67,7 @@ def main() -> int:
         "dask_s": round(times["dask"], 2),
         "ratio": round(times["dask"] / times["pool"], 3),
         "overhead_per_variant_s": round((times["dask"] - times["pool"]) / runs, 2),
+        "rounds_s": rounds,  # in the order run: a slow one names host contention, not a side
         "verdicts": verdicts,
     }
     if args.json:
@@ -75,6 +78,7 @@ def main() -> int:
             f"dask local:{args.workers} {out['dask_s']:.1f} s, ratio {out['ratio']:.3f}, "
             f"{out['overhead_per_variant_s']:+.2f} s per variant"
         )
+        print("rounds: " + ", ".join(f"{label} {s:.1f} s" for label, s in rounds))
         for label, v in verdicts.items():
             print(f"{label}: {v}")
     return 0
