@@ -26,8 +26,9 @@ def test_threads_are_summed_and_a_gone_process_keeps_the_last_reading(tmp_path):
     assert gone.wait_share == 0.5
 
 
-def record(share: float | None) -> dict:
+def record(share: float | None, total_s: float = 20.0) -> dict:
     rec = {
+        "timings_s": {"total": total_s},
         "duration_s": 6.0,
         "workers": [],
         "console": [],
@@ -39,15 +40,19 @@ def record(share: float | None) -> dict:
     return rec
 
 
-def emulator(rec: dict, **th) -> list:
-    return [f for f in judge(rec, th or None).findings if f.check == "emulator"]
+def emulator(rec: dict, limit: float = 0.5) -> list:
+    th = {"emulator.max_wait_share": limit}
+    return [f for f in judge(rec, th).findings if f.check == "emulator"]
 
 
 def test_a_busy_host_makes_the_run_inconclusive_with_the_fix():
+    assert emulator(record(0.62), limit=0.0) == []  # off by default
     (f,) = emulator(record(0.62))
     assert f.status == "inconclusive" and f.kind == "host_busy"
     assert "QEMU waited for a host CPU 62% of the time" in f.message
     assert "run fewer VMs at once (-j) or on a quieter host" in f.message
     assert emulator(record(0.1)) == [] and emulator(record(None)) == []
-    (tighter,) = emulator(record(0.3), **{"emulator.max_wait_share": 0.25})
+    (tighter,) = emulator(record(0.3), limit=0.25)
     assert tighter.status == "inconclusive"
+    # a reading that covers a small part of the VM's life (an interrupted run) is not used
+    assert emulator(record(0.62, total_s=60.0)) == []

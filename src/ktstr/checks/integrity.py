@@ -58,9 +58,13 @@ def uncalibrated(record: dict, th: dict) -> list[Finding]:
 def host_busy(record: dict, th: dict) -> list[Finding]:
     """QEMU waited for a host CPU too much of the time: the guest's clock ran on while
     its vCPUs did not, so gaps, shares and waits are the host's, not the scheduler's."""
-    share = (record.get("emulator") or {}).get("wait_share")
-    limit = th["emulator.max_wait_share"]
-    if not tl.finite(share) or share <= limit:
+    emulator = record.get("emulator") or {}
+    share, limit = emulator.get("wait_share"), th["emulator.max_wait_share"]
+    wanted = (emulator.get("run_s") or 0) + (emulator.get("wait_s") or 0)
+    life = (record.get("timings_s") or {}).get("total") or 0
+    # off at 0; and a reading taken only early in the VM's life (it was interrupted, or
+    # the threads could not be read later) says nothing of the run
+    if not limit or not tl.finite(share) or share <= limit or wanted < life / 2:
         return []
     return [
         Finding(
