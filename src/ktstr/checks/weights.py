@@ -107,10 +107,10 @@ def cgroup_weights(record: dict) -> tuple[dict[str, float], set[str]]:
     """Each cgroup's cpu.weight as declared (the default for one left untouched all run),
     and the cgroups that lived the whole run untouched."""
     declared: dict[str, float] = {}
-    made: set[str] = set()
+    made: dict[str, None] = {}  # in the order they were made: findings come in that order
     for ev in record.get("events", []):
         if ev["op"] == "add_cgroup":
-            made.add(ev["path"])
+            made[ev["path"]] = None
         if ev["op"] in ("add_cgroup", "set_weight") and ev.get("weight"):
             declared[ev["path"]] = float(ev["weight"])
     spec_weights = {
