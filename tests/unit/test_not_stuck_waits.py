@@ -94,3 +94,12 @@ def test_from_release_to_the_first_stamp_only_the_time_off_a_cpu_counts():
     rec["workers"] = [late_starter(released_cpu_ns=None)]
     (f,) = not_stuck(rec)
     assert f.status == "fail" and "stuck 2500 ms at +0.0 s" in f.message
+
+
+def test_a_guest_gap_equal_to_the_tail_does_not_crash_the_check():
+    w = spinner(gap_at=2.0, gap=0.1, ran_in_gap=0.05)
+    w["end_s"] = 3.0
+    w["gaps"] = [[3.0, 3.0, 1]]  # the same gap and time as the tail, with a CPU
+    w["progress"] = [p for p in w["progress"] if p[0] < 2.9]  # nothing brackets it
+    (f,) = not_stuck(record(w))
+    assert f.status == "fail" and f.value == 3000.0

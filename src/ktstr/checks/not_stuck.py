@@ -109,7 +109,9 @@ def not_stuck(record: dict, th: dict) -> list[Finding]:
         ]
         if not judged:
             continue
-        wait, gap, at, cpu = max(judged)
+        # by the wait alone: a tie would compare a CPU with None (a hostile guest can
+        # send a gap equal to the tail's)
+        wait, gap, at, cpu = max(judged, key=lambda j: j[0])
         worst, longest_gap = max(worst, wait * 1000), max(longest_gap, gap * 1000)
         if wait * 1000 > limit_ms:
             where = f" on cpu {cpu}" if cpu is not None else ""
