@@ -34,9 +34,11 @@ class FakeChannel:
     def send(self, kind: str, **payload: object) -> None:
         self.sent.append(wire.decode(wire.encode(kind, **payload)))
 
-    def events(self) -> list[dict]:
+    def events(self, ended: bool = False) -> list[dict]:
+        """The events sent; with ``ended``, with when each op returned too."""
+        drop = ("v", "kind", "t") + (() if ended else ("done_s",))
         return [
-            {k: v for k, v in m.items() if k not in ("v", "kind", "t")}
+            {k: v for k, v in m.items() if k not in drop}
             for m in self.sent
             if m["kind"] == wire.EVENT
         ]
@@ -194,9 +196,10 @@ def test_events_carry_the_scenario_time_the_op_began(ctx, monkeypatch):
     ctx.t0 = 100.0
     ctx.apply({"op": "set_weight", "path": "a"})
     ctx.event({"op": "debug_thaw_fs"}, disk=0)  # outside an op: now
-    assert ctx.channel.events() == [
-        {"at_s": 5.25, "op": "set_weight", "path": "a", "weight": 1},  # ... stamped at its start
-        {"at_s": 7.25, "op": "debug_thaw_fs", "path": None, "disk": 0},
+    assert ctx.channel.events(ended=True) == [
+        # ... stamped at its start, and when it returned
+        {"at_s": 5.25, "done_s": 7.25, "op": "set_weight", "path": "a", "weight": 1},
+        {"at_s": 7.25, "done_s": 7.25, "op": "debug_thaw_fs", "path": None, "disk": 0},
     ]
     ctx.t0 = 0.0  # before the start, everything happens at 0
     ctx.event({"op": "add_cgroup", "path": "a"})

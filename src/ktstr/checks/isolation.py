@@ -1,5 +1,7 @@
 """isolation: every worker ran only on CPUs its cgroup's cpuset (and its own affinity)
-allowed at that moment, give or take a grace after each change.
+allowed at that moment, give or take a grace after each change: a change counts from
+when its op began to when it returned (the kernel moves the affected tasks one by one
+before the write returns), plus the grace.
 
 Reads: ``workers[].residency, progress, cgroup_path``, ``events`` (cgroup moves, cpuset
 and affinity changes), ``observed_topology.cpus`` (else ``plan.layout.cpus``).
@@ -12,6 +14,8 @@ from bisect import bisect_right
 from ktstr.checks import timeline as tl
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, Finding
 from ktstr.checks.workers import label
+
+_BEFORE = 1e-6  # a moment before a change, when the old setting still held
 
 
 def _where_it_ran(worker: dict) -> list[tuple[float, int]]:
@@ -50,6 +54,7 @@ def isolation(record: dict, th: dict) -> list[Finding]:
     cpusets = tl.cpuset_changes(record, ncpus)
     affinity = tl.affinity_changes(record)
     paths = tl.worker_paths(record)
+    done = tl.done_times(record)
     out, checked = [], 0
     for w in record.get("workers", []):
         wid = w["id"]
@@ -66,6 +71,12 @@ def isolation(record: dict, th: dict) -> list[Finding]:
             # needs a moment to move a task after its cgroup, cpuset or affinity changed.
             moments = [at - grace] + changes[
                 bisect_right(changes, at - grace) : bisect_right(changes, at)
+            ]
+            # What was allowed before a change stays allowed until its write returned.
+            moments += [
+                since - _BEFORE
+                for since in changes[: bisect_right(changes, at - grace)]
+                if done.get(since, since) + grace >= at
             ]
             allowed = frozenset().union(
                 *(_allowed_at(t, history, own_affinity, cpusets, everything) for t in moments)

@@ -59,6 +59,21 @@ def worker_paths(record: dict) -> dict[int, list[tuple[float, str]]]:
     return out
 
 
+def done_times(record: dict) -> dict[float, float]:
+    """An op's start -> when it returned, for ops that report both.
+
+    A cgroup move, cpuset or affinity write returns once the kernel has moved
+    the tasks it affects; before that a task may rightly run where the new
+    setting forbids. Older records carry only the start.
+    """
+    out: dict[float, float] = {}
+    for ev in record.get("events", []):
+        at, done = ev.get("at_s"), ev.get("done_s")
+        if finite(at, done) and done >= at:
+            out[at] = max(done, out.get(at, done))
+    return out
+
+
 def path_at(paths: list[tuple[float, str]], t: float) -> str:
     current = paths[0][1]
     for since, path in paths:

@@ -32,10 +32,24 @@ class Context:
         self.op_began: float | None = None  # when the op being applied began
 
     def event(self, op: dict, **extra: object) -> None:
-        """Report an op, stamped when it began (or now, for an undo action)."""
-        began = self.op_began or time.monotonic()
-        now = began - self.t0 if self.t0 else 0.0
-        self.channel.send(wire.EVENT, at_s=round(now, 6), op=op["op"], path=op.get("path"), **extra)
+        """Report an op, stamped when it began (or now, for an undo action) and when it ended.
+
+        A cpuset write returns only once the kernel has moved every task it
+        affects, one by one: until then a task may still run where the new set
+        forbids, so the host needs both ends.
+        """
+        ended = time.monotonic()
+        began = self.op_began or ended
+        at = began - self.t0 if self.t0 else 0.0
+        done = ended - self.t0 if self.t0 else 0.0
+        self.channel.send(
+            wire.EVENT,
+            at_s=round(at, 6),
+            done_s=round(max(done, at), 6),
+            op=op["op"],
+            path=op.get("path"),
+            **extra,
+        )
 
     def apply(self, op: dict, gate_fd: int = -1) -> None:
         """Apply one op; ``gate_fd`` is the start gate spawned workers wait on (or -1)."""

@@ -276,6 +276,7 @@ SCHEMAS: dict[str, Check] = {
     wire.EVENT: obj(
         {"at_s": SECONDS, "op": string()},
         {
+            "done_s": SECONDS,
             "path": nullable(string()),
             "cpus": nullable(CPU_LIST),
             "ids": list_of(ID, MAX_ITEMS),
