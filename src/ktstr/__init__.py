@@ -1,6 +1,7 @@
 """ktstr: test Linux process schedulers in QEMU VMs with declared CPU topologies."""
 
 from ktstr.disk import Disk, Throttle
+from ktstr.scenario.controls import MemPolicy
 from ktstr.scenario.cpuset import CpusetSpec
 from ktstr.scenario.model import (
     BATCH,
@@ -52,6 +53,7 @@ __all__ = [
     "Fifo",
     "Flag",
     "HoldSpec",
+    "MemPolicy",
     "Op",
     "Policy",
     "Requires",

@@ -112,6 +112,7 @@ def every_op_the_compiler_emits() -> set[str]:
         Op.clear_cpuset("b"),
         Op.swap_cpusets("a", "b"),
         Op.set_weight("a", 300),
+        Op.set_cpu_max("a", 50_000),
         Op.spawn_workers("a", 2),
         Op.stop_workers("a", 1),
         Op.set_affinity("b", CpusetSpec.llc(1)),

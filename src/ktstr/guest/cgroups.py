@@ -14,6 +14,18 @@ from ktstr.guest import topo
 CG_ROOT = "/sys/fs/cgroup"
 CG_BASE = f"{CG_ROOT}/ktstr"
 CONTROLLERS = ("cpu", "cpuset")  # enabled for the scenario's cgroups when available
+# The control files a plan may set (besides cpu.weight and cpuset.cpus); the controller
+# each needs is the part before the dot, enabled along the path as it is first needed.
+CONTROL_FILES = (
+    "cpuset.mems",
+    "cpu.max",
+    "cpu.idle",
+    "memory.max",
+    "memory.high",
+    "memory.low",
+    "pids.max",
+    "io.weight",
+)
 
 
 def write(path: str, value: str) -> None:
@@ -37,16 +49,19 @@ def path(rel: str) -> str:
     return f"{CG_BASE}/{rel}"
 
 
-def enable_children(directory: str) -> None:
-    """Give ``directory``'s children the cpu and cpuset controllers it has."""
+def enable_children(directory: str, wanted: tuple[str, ...] = CONTROLLERS) -> None:
+    """Give ``directory``'s children the controllers of ``wanted`` it has."""
     available = read(f"{directory}/cgroup.controllers").split()
-    wanted = [c for c in CONTROLLERS if c in available]
+    wanted = tuple(c for c in wanted if c in available)
     if wanted:
         write(f"{directory}/cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
 
 
-def create(rel: str, cpus: list[int] | None, weight: int) -> None:
-    """Make a cgroup (its parent's controllers enabled first) with its cpuset and weight."""
+def create(
+    rel: str, cpus: list[int] | None, weight: int, controls: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Make a cgroup (its parent's controllers enabled first) with its cpuset, weight and
+    controls; returns the controls as the kernel reads them back."""
     directory = path(rel)
     enable_children(os.path.dirname(directory))
     os.mkdir(directory)
@@ -54,6 +69,44 @@ def create(rel: str, cpus: list[int] | None, weight: int) -> None:
         set_cpus(rel, cpus)
     if weight:
         set_weight(rel, weight)
+    return set_controls(rel, controls or {})
+
+
+def set_controls(rel: str, controls: dict[str, str]) -> dict[str, str]:
+    """Write control files in the plan's order, enabling each one's controller from the
+    scenario's base down to the cgroup's parent; returns each as read back."""
+    for name in controls:
+        if name not in CONTROL_FILES:
+            raise ValueError(f"control file {name!r} is not one a plan may set")
+    needed = tuple(dict.fromkeys(name.partition(".")[0] for name in controls))
+    if needed:
+        parent, chain = os.path.dirname(rel), [CG_BASE]
+        while parent:
+            chain.insert(1, path(parent))
+            parent = os.path.dirname(parent)
+        for directory in chain:
+            enable_children(directory, needed)
+    for name, value in controls.items():
+        write(f"{path(rel)}/{name}", value)
+    return {name: read(f"{path(rel)}/{name}") for name in controls}
+
+
+def throttling() -> dict[str, list[int]]:
+    """For the calling task's cgroup and each ancestor under the base with a cpu.max
+    quota: [periods, throttled periods, throttled us] from cpu.stat, so the host knows
+    whether the kernel (or the scheduler) enforced the quota at all."""
+    with open("/proc/self/cgroup") as f:
+        rel = f.read().strip().rpartition(":")[2].lstrip("/")
+    base = CG_BASE[len(CG_ROOT) + 1 :]
+    rel = rel[len(base) + 1 :] if rel.startswith(base + "/") else ""
+    out = {}
+    while rel:
+        if not read(f"{path(rel)}/cpu.max").startswith("max"):
+            stat = dict(line.split() for line in read(f"{path(rel)}/cpu.stat").splitlines())
+            keys = ("nr_periods", "nr_throttled", "throttled_usec")
+            out[rel] = [int(stat.get(k, 0)) for k in keys]
+        rel = os.path.dirname(rel)
+    return out
 
 
 def set_cpus(rel: str, cpus: list[int] | None) -> None:

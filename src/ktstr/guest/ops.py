@@ -71,8 +71,14 @@ class Context:
 
 
 def add_cgroup(ctx: Context, op: dict, gate_fd: int) -> None:
-    cgroups.create(op["path"], op["cpus"], op["weight"])
-    ctx.event(op, cpus=cgroups.effective(op["path"]))
+    controls = cgroups.create(op["path"], op["cpus"], op["weight"], op.get("controls"))
+    ctx.event(
+        op, cpus=cgroups.effective(op["path"]), **({"controls": controls} if controls else {})
+    )
+
+
+def set_controls(ctx: Context, op: dict, gate_fd: int) -> None:
+    ctx.event(op, controls=cgroups.set_controls(op["path"], op["controls"]))
 
 
 def spawn_workers(ctx: Context, op: dict, gate_fd: int) -> None:
@@ -168,6 +174,7 @@ OPS: dict[str, Callable[[Context, dict, int], None]] = {
     "remove_cgroup": remove_cgroup,
     "set_cpuset": set_cpuset,
     "set_weight": set_weight,
+    "set_controls": set_controls,
     "stop_workers": stop_workers,
     "move_tasks": move_tasks,
     "set_affinity": set_affinity,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import mmap
 import os
 
-from ktstr.guest import cgroups, ioworkers, workers
+from ktstr.guest import cgroups, ioworkers, mempolicy, workers
 
 RESULTS = "/tmp/ktstr-results"  # each worker writes <id>.json here
 SCHED_EXT, SCHED_DEADLINE = 7, 6  # include/uapi/linux/sched.h
@@ -126,7 +126,19 @@ def _become_worker(
         os.sched_setscheduler(0, POLICIES[name], os.sched_param(prio))
     if op["affinity"]:
         os.sched_setaffinity(0, op["affinity"])
-    workers.run(wid, op["work"], group, gate_fd, t0, deadline, result_path(wid))
+    policy = op.get("mempolicy")
+    if policy:
+        mempolicy.apply(*policy)
+
+    def at_end() -> dict:
+        """Quota and memory facts, read by the worker itself as it ends."""
+        facts: dict = {"mems_allowed": mempolicy.mems_allowed()}
+        throttled = cgroups.throttling()
+        if throttled:
+            facts["throttled"] = throttled
+        return {**facts, **(mempolicy.report() if policy else {})}
+
+    workers.run(wid, op["work"], group, gate_fd, t0, deadline, result_path(wid), at_end)
 
 
 def set_deadline(runtime_ns: int, deadline_ns: int, period_ns: int) -> None:

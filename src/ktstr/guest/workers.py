@@ -15,6 +15,7 @@ import os
 import signal
 import struct
 import time
+from collections.abc import Callable
 
 from ktstr import wire
 from ktstr.guest import ioworkers
@@ -395,9 +396,17 @@ def result(wid: int, kind: str, rec: Recorder, error: str | None) -> dict:
 
 
 def run(
-    wid: int, work: dict, group: dict, gate_fd: int, t0: float, deadline: float, result_path: str
+    wid: int,
+    work: dict,
+    group: dict,
+    gate_fd: int,
+    t0: float,
+    deadline: float,
+    result_path: str,
+    at_end: Callable[[], dict] | None = None,
 ) -> None:
-    """Worker body, in the forked child: wait at the gate, work, write the result."""
+    """Worker body, in the forked child: wait at the gate, work, write the result
+    (with what ``at_end`` adds: facts only the worker's own task can read)."""
     holder: list[Recorder] = []
 
     def on_term(signum: int, frame: object) -> None:
@@ -424,7 +433,12 @@ def run(
         pass
     except Exception as err:  # recorded here, judged on the host
         error = f"{type(err).__name__}: {err}"
+    data = result(wid, work["kind"], rec, error)
+    try:
+        data.update(at_end() if at_end else {})
+    except (OSError, ValueError) as err:
+        data["facts_error"] = f"{type(err).__name__}: {err}"
     tmp = result_path + ".tmp"
     with open(tmp, "w") as f:
-        f.write(wire.dumps(result(wid, work["kind"], rec, error)))
+        f.write(wire.dumps(data))
     os.rename(tmp, result_path)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from ktstr.checks.thresholds import validate
 from ktstr.disk import Disk, check_disks
 from ktstr.errors import ConfigError
+from ktstr.scenario import controls
+from ktstr.scenario.controls import MemPolicy
 from ktstr.scenario.cpuset import CpusetSpec
 from ktstr.scenario.work import WorkSpec, spin
 
@@ -92,6 +94,16 @@ class CgroupDef:
     affinity: CpusetSpec | None = None
     children: tuple[CgroupDef, ...] = ()
     workers_pct: float | None = None  # a fraction of the cpuset's CPUs, instead of a count
+    # cgroup v2 controls (scenario/controls.py); None leaves the kernel's default.
+    cpu_max: int | tuple[int, int] | None = None  # quota_us, or (quota_us, period_us)
+    cpu_idle: bool | None = None
+    memory_max: int | str | None = None  # bytes, or "64M"
+    memory_high: int | str | None = None
+    memory_low: int | str | None = None
+    pids_max: int | None = None
+    io_weight: int | None = None
+    mems: tuple[int, ...] | None = None  # cpuset.mems: the NUMA nodes its memory may use
+    mempolicy: MemPolicy | None = None  # every worker's set_mempolicy
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -124,6 +136,18 @@ class CgroupDef:
                 "move its workers into a child cgroup",
             )
         object.__setattr__(self, "children", tuple(self.children))
+        given = {name: getattr(self, name) for name in controls.FILES}
+        for name, value in controls.validate(self.name, given).items():
+            object.__setattr__(self, name, value)
+        if self.mempolicy is not None and not isinstance(self.mempolicy, MemPolicy):
+            raise ConfigError(
+                f"cgroup {self.name}: mempolicy {self.mempolicy!r} is not a MemPolicy",
+                "write mempolicy=MemPolicy('bind', (0,))",
+            )
+
+    def control_files(self) -> dict[str, str]:
+        """The cgroup v2 control files it sets, and what is written to each."""
+        return controls.files({name: getattr(self, name) for name in controls.FILES})
 
 
 @dataclass(frozen=True)
@@ -157,6 +181,20 @@ class Op:
     @staticmethod
     def set_weight(name: str, weight: int) -> Op:
         return Op("set_weight", name, (weight,))
+
+    @staticmethod
+    def set_controls(name: str, **values: object) -> Op:
+        """Change cgroup v2 controls while the scenario runs, by CgroupDef's keywords:
+        ``Op.set_controls("cg_0", cpu_max=(25_000, 100_000), pids_max=64)``."""
+        checked = controls.validate(name, values)
+        if not checked:
+            raise ConfigError(f"set_controls on {name} sets nothing", "give at least one control")
+        return Op("set_controls", name, tuple(sorted(checked.items())))
+
+    @staticmethod
+    def set_cpu_max(name: str, quota_us: int, period_us: int = controls.DEFAULT_PERIOD_US) -> Op:
+        """Limit the cgroup to ``quota_us`` of CPU time every ``period_us`` (cpu.max)."""
+        return Op.set_controls(name, cpu_max=(quota_us, period_us))
 
     @staticmethod
     def spawn_workers(name: str, n: int, work: WorkSpec | None = None) -> Op:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ktstr import wire
 from ktstr.disk import Disk
 from ktstr.errors import ConfigError
+from ktstr.scenario import controls
 from ktstr.scenario.model import CgroupDef, Op, Scenario
 from ktstr.scenario.work import WorkSpec
 from ktstr.topology import Topology
@@ -36,6 +37,8 @@ class _Cgroup:
     cpus: list[int] | None  # None: inherits its parent's
     weight: int | None
     workers: list[int] = field(default_factory=list)
+    mems: tuple[int, ...] | None = None  # None: inherits its parent's
+    pids_max: int | None = None
 
 
 class _Compiler:
@@ -81,7 +84,10 @@ class _Compiler:
                 self.workers[i]["disk"] = work.disk
                 self.workers[i]["bs"] = int(work.value("bs_kb")) * 1024  # type: ignore[arg-type]
         affinity = cg.affinity.resolve(self.layout, self.usable(path)) if cg.affinity else None
+        self.check_pids(path)
+        policy = self.mempolicy(path, cg)
         return {
+            **({"mempolicy": policy} if policy else {}),
             "op": "spawn",
             "path": path,
             "ids": ids,
@@ -90,6 +96,76 @@ class _Compiler:
             "policy": cg.policy.to_wire(),
             "affinity": affinity,
         }
+
+    def nodes(self, path: str) -> tuple[int, ...]:
+        """The NUMA nodes a cgroup's memory may use (nearest ancestor with cpuset.mems)."""
+        while path:
+            cg = self.cgroups.get(path)
+            if cg and cg.mems is not None:
+                return cg.mems
+            path = path.rpartition("/")[0]
+        return tuple(range(len(self.layout["numa_nodes"])))
+
+    def mempolicy(self, path: str, cg: CgroupDef) -> list | None:
+        """The workers' memory policy, its nodes checked against the cgroup's."""
+        if cg.mempolicy is None:
+            return None
+        allowed = self.nodes(path)
+        outside = [n for n in cg.mempolicy.nodes if n not in allowed]
+        if outside:
+            raise ConfigError(
+                f"cgroup {path}: memory policy {cg.mempolicy.mode} names node(s) "
+                f"{','.join(map(str, outside))}, outside the nodes it may use "
+                f"({','.join(map(str, allowed))})",
+                "name nodes of its cpuset.mems (mems=...) and of the topology",
+            )
+        return cg.mempolicy.to_wire()
+
+    def check_pids(self, path: str) -> None:
+        """Refuse workers that a pids.max on the cgroup or an ancestor could not fork."""
+        node = path
+        while node:
+            limit = self.cgroups[node].pids_max if node in self.cgroups else None
+            inside = sum(
+                len(c.workers)
+                for p, c in self.cgroups.items()
+                if p == node or p.startswith(node + "/")
+            )
+            if limit is not None and inside > limit:
+                raise ConfigError(
+                    f"cgroup {node}: pids.max {limit} cannot hold its {inside} workers",
+                    "raise pids_max or run fewer workers",
+                )
+            node = node.rpartition("/")[0]
+
+    def set_controls(self, path: str, values: dict) -> dict[str, str]:
+        """Check controls against the topology and the cgroup's place; remember what the
+        later ops and the checks need; the control files to write."""
+        cg = self.cgroups[path]
+        if "mems" in values:
+            known = range(len(self.layout["numa_nodes"]))
+            parent = self.nodes(path.rpartition("/")[0])
+            outside = [n for n in values["mems"] if n not in known or n not in parent]
+            if outside:
+                raise ConfigError(
+                    f"cgroup {path}: cpuset.mems names node(s) {','.join(map(str, outside))}, "
+                    f"outside the nodes its parent may use ({','.join(map(str, parent))})",
+                    "name nodes the topology has (and its parent's mems allow)",
+                )
+            cg.mems = values["mems"]
+        if "cpu_max" in values:
+            quota, period = values["cpu_max"]
+            usable = len(self.usable(path))
+            if quota > period * usable:
+                raise ConfigError(
+                    f"cgroup {path}: cpu.max {quota} us every {period} us is {quota / period:g} "
+                    f"CPUs, more than the {usable} it may use, so it never limits",
+                    f"give a quota of at most {period * usable} us, or widen its cpuset",
+                )
+        if "pids_max" in values:
+            cg.pids_max = values["pids_max"]
+            self.check_pids(path)
+        return controls.files(values)
 
     def check_disk(self, path: str, work: WorkSpec) -> None:
         if work.disk >= len(self.disks):  # type: ignore[operator]
@@ -131,7 +207,11 @@ class _Compiler:
         cpus = cg.cpuset.resolve(self.layout, self.usable(parent)) if cg.cpuset else None
         self.cgroups[path] = _Cgroup(path, cpus, cg.weight)
         self.defs[path] = cg
+        declared = {k: getattr(cg, k) for k in controls.FILES}
+        files = self.set_controls(path, {k: v for k, v in declared.items() if v is not None})
         ops = [{"op": "add_cgroup", "path": path, "cpus": cpus, "weight": cg.weight}]
+        if files:
+            ops[0]["controls"] = files
         count = cg.workers
         if cg.workers_pct is not None:
             count = max(1, math.ceil(cg.workers_pct * len(self.usable(path)) - 1e-9))
@@ -189,6 +269,9 @@ class _Compiler:
                 raise ConfigError(f"cpu.weight {weight} is outside 1..10000", "give 1..10000")
             self.cgroups[path].weight = weight
             return [{"op": k, "path": path, "weight": weight}]
+        if k == "set_controls":
+            values = {n: v for n, v in op.args if v is not None}
+            return [{"op": k, "path": path, "controls": self.set_controls(path, values)}]
         if k == "spawn_workers":
             n, work = op.args
             return [self.spawn(path, n, self.defs[path], work)]

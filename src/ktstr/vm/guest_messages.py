@@ -287,6 +287,7 @@ SCHEMAS: dict[str, Check] = {
             "ms": number(0, MAX_SECONDS),
             "disk": integer(0, 4096),
             "cpu": CPU,
+            "controls": dict_of(string(TEXT), 64),  # cgroup control files read back
         },
     ),
     wire.SAMPLE: obj(
@@ -331,6 +332,11 @@ SCHEMAS: dict[str, Check] = {
             "ext_at_start": nullable(boolean),
             "ext_at_end": nullable(boolean),
             "io": nullable(_IO),
+            # cpu.stat [periods, throttled periods, throttled us] per cgroup with a quota
+            "throttled": dict_of(list_of(COUNT, 3), 1024),
+            "mempolicy": obj({"mode": string(), "nodes": list_of(integer(0, 1 << 16), 1024)}),
+            "mems_allowed": string(),
+            "numa_pages": dict_of(COUNT, 1024),
         },
     ),
     wire.SCENARIO_END: obj({"at_s": SECONDS}, {"skipped": string(TEXT)}),
@@ -378,6 +384,7 @@ _EVENT_NEEDS = {
     "add_cgroup": {"path": string()},
     "set_cpuset": {"path": string()},
     "set_weight": {"path": string()},
+    "set_controls": {"path": string()},
     "remove_cgroup": {"path": string()},
     "freeze": {"path": string()},
     "unfreeze": {"path": string()},
