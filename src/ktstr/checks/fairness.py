@@ -14,6 +14,11 @@ imbalance's and work_conservation's to judge.  Workers that hardly ever stayed o
 CPU long enough to compare (a scheduler with one global queue moves them every slice)
 leave the whole-run spread to decide: with a global queue, placement cannot explain it.
 
+A cgroup held back by an enforced cpu.max quota (quota.py) is contended when its
+workers outnumber the CPUs its quota allows, and its workers are compared with each
+other only: they are throttled together, so among themselves they still share equally,
+while a free sibling's co-runner runs on while they wait on purpose.
+
 Reads: ``workers[].work, cgroup_path, start_s, end_s, cpu_time_ns, killed, error``,
 ``duration_s``; colocated.py and weights.py read more.
 """
@@ -24,7 +29,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from ktstr.checks import colocated, cpu_load
+from ktstr.checks import colocated, cpu_load, quota
 from ktstr.checks import timeline as tl
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, SKIP, Finding
 from ktstr.checks.weights import cgroup_weights, weights
@@ -45,6 +50,9 @@ def _contended(record: dict, members: list[dict], everyone: list[dict]) -> bool:
     if not ncpus:
         return True  # nothing to tell it by: judge, as before
     start = min(w.get("start_s", 0.0) for w in members)
+    allowed = quota.cap(record, members[0].get("cgroup_path") or "")
+    if allowed is not None and len(members) > allowed:
+        return True  # they compete for the quota's CPU time
     mine = frozenset().union(*cpu_load.allowed_sets(record, members, start, ncpus))
     theirs = cpu_load.allowed_sets(record, everyone, start, ncpus)
     return sum(1 for cpus in theirs if cpus & mine) > len(mine)
@@ -66,6 +74,8 @@ def _peers(record: dict, members: list[dict], everyone: list[dict]) -> tuple[lis
     Without them, members whose co-runners are mostly another cgroup's (two cgroups of
     spinners, two per CPU) would hardly ever be compared."""
     declared, untouched = cgroup_weights(record)
+    held = quota.limited(record)
+    untouched = {p for p in untouched if p not in held}
     path = members[0].get("cgroup_path")
     if path not in untouched or path not in declared:
         return [], {}

@@ -11,6 +11,13 @@ CPU holds.  A mismatch there fails; one that sharing explains passes and says so
 some worker hardly shared a CPU with another cgroup's (one global queue), the whole-run
 shares decide.
 
+A cgroup held back by a cpu.max quota the kernel enforced (quota.py) can use no more
+CPUs than its quota allows: that caps it in the water-filling like its worker count,
+its siblings get what it leaves, and its workers are not compared on shared CPUs (a
+throttled task's co-runners run while it waits on purpose).  A quota that changed
+during the run leaves whole-run shares that mix two limits, so such siblings are not
+weighed.
+
 Reads: ``events`` (add_cgroup with cpus and weight, set_weight), ``plan.steps`` (declared
 weights), ``workers[].cgroup_path, work, cpu_time_ns``, ``observed_topology.cpus``;
 colocated.py reads more.
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ktstr.checks import colocated
+from ktstr.checks import colocated, quota
 from ktstr.checks import timeline as tl
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, Finding
 
@@ -103,6 +110,10 @@ def _by_sharing(
     )
 
 
+def _cap_text(cpus: float | None) -> str:
+    return "" if cpus is None else f", cpu.max {cpus:g} CPUs"
+
+
 def cgroup_weights(record: dict) -> tuple[dict[str, float], set[str]]:
     """Each cgroup's cpu.weight as declared (the default for one left untouched all run),
     and the cgroups that lived the whole run untouched."""
@@ -142,6 +153,9 @@ def weights(record: dict, th: dict) -> list[Finding]:
     for path in declared:
         siblings[path.rpartition("/")[0]].append(path)
     out = []
+    lim = quota.limits(record)
+    held = quota.limited(record, lim)
+    caps = {p: quota.cap(record, p, lim) for p in declared}
     by_path: dict[str, list[dict]] = defaultdict(list)
     for w in record.get("workers", []):
         by_path[w.get("cgroup_path")].append(w)
@@ -152,6 +166,8 @@ def weights(record: dict, th: dict) -> list[Finding]:
             continue
         if not all(by_path[p] and all(_weighed(w) for w in by_path[p]) for p in group):
             continue  # a worker that failed (not_stuck says so) has no CPU time to weigh
+        if any(quota.changed(record, p, lim) for p in group):
+            continue
         ncpus = (record.get("observed_topology") or {}).get("cpus", 0)
         # A cgroup without a cpuset may use every CPU; none can use more CPUs than its
         # cpuset has or than it has workers.
@@ -161,7 +177,7 @@ def weights(record: dict, th: dict) -> list[Finding]:
             if any(not cpus.get(p) for p in group)
             else len(set().union(*(cpus[p] for p in group)))
         )
-        demand = {p: float(min(len(by_path[p]), usable[p])) for p in group}
+        demand = {p: float(min(len(by_path[p]), usable[p], caps[p] or usable[p])) for p in group}
         if sum(float(len(by_path[p])) for p in group) <= capacity:
             continue  # not contended: weights do not matter
         expected = _water_fill(capacity, {p: declared[p] for p in group}, demand)
@@ -178,15 +194,23 @@ def weights(record: dict, th: dict) -> list[Finding]:
             got = measured[p] / total_m
             shares.append((p, got, want, abs(got / want - 1) * 100 if want else 0.0))
         mismatched = [share for share in shares if share[3] > tol]
-        sharing = _by_sharing(group, by_path, declared, th) if mismatched else None
+        quotas = held & set(group)
+        sharing = _by_sharing(group, by_path, declared, th) if mismatched and not quotas else None
         if mismatched and (sharing is None or not sharing[0]):
-            note = sharing[1] if sharing else "too little time sharing a CPU to tell placement"
+            note = (
+                sharing[1]
+                if sharing
+                else "a quota held some back, so only whole-run shares tell"
+                if quotas
+                else "too little time sharing a CPU to tell placement"
+            )
             out += [
                 Finding(
                     "fairness",
                     FAIL,
                     "weight_mismatch",
-                    f"cgroup {p} (cpu.weight {declared[p]:.0f}) got {got:.0%} of its siblings' "
+                    f"cgroup {p} (cpu.weight {declared[p]:.0f}{_cap_text(caps[p])}) got {got:.0%} "
+                    "of its siblings' "
                     f"CPU time, expected {want:.0%} (off by {dev:.0f}%, limit {tol:.0f}%); {note}",
                     cgroup=p,
                     value=round(dev, 1),
@@ -206,7 +230,8 @@ def weights(record: dict, th: dict) -> list[Finding]:
                 + ":".join(f"{got:.0%}" for _, got, _, _ in shares)
                 + " of the CPU time, expected "
                 + ":".join(f"{want:.0%}" for _, _, want, _ in shares)
-                + (f" (by placement; {sharing[1]})" if sharing else ""),
+                + (f" (by placement; {sharing[1]})" if sharing else "")
+                + "".join(f"; {p} held to {caps[p]:g} CPUs by cpu.max" for p in sorted(quotas)),
                 value=round(max(dev for *_, dev in shares), 1),
                 limit=tol,
             )

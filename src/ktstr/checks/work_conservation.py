@@ -10,13 +10,19 @@ at least ``work_conservation.max_idle_cpus`` and at most a fraction of the group
 Only CPUs idle for most of an interval count, and intervals just after a placement
 change (spawn, cpuset, affinity, move: ``cpu_load.settled``) are left out.
 
+A worker held back by an enforced cpu.max quota (quota.py) waits on purpose: a cgroup
+of four spinners limited to one CPU leaves three CPUs idle while its workers are
+runnable.  Each such worker takes up to ``1 - its share`` off the group's queue (its
+share: the quota's CPUs over the workers under it), so only waiting beyond what the
+quota explains counts.
+
 Reads: ``timeline[].at_s, util, schedstat``, ``workers[].start_s, end_s, cgroup_path``,
 ``events`` (cpusets, affinity, moves, stops), ``observed_topology.cpus``.
 """
 
 from __future__ import annotations
 
-from ktstr.checks import cpu_load
+from ktstr.checks import cpu_load, quota
 from ktstr.checks.model import FAIL, PASS, SKIP, Finding
 
 
@@ -29,15 +35,23 @@ def wasted(record: dict, th: dict) -> list[tuple[float, float, float, frozenset[
     """
     ncpus = (record.get("observed_topology") or {}).get("cpus") or 0
     mostly = th["work_conservation.min_idle_share"]
+    lim = quota.limits(record)
     out = []
     for iv in cpu_load.settled(record, th["work_conservation.settle_s"]):
         live = cpu_load.live_workers(record, iv.start_s, iv.end_s)
         if not live:
             continue
-        for group in cpu_load.components(cpu_load.allowed_sets(record, live, iv.start_s, ncpus)):
+        sets = cpu_load.allowed_sets(record, live, iv.start_s, ncpus)
+        for group in cpu_load.components(sets):
             idle = sum(iv.idle.get(c, 0.0) for c in group if iv.idle.get(c, 0.0) >= mostly)
             queued = sum(iv.queued.get(c, 0.0) for c in group)
-            out.append((iv.start_s, iv.end_s, min(idle, queued), group))
+            if lim:  # the waiting a quota explains
+                queued -= sum(
+                    1 - quota.share(record, w, iv.start_s, iv.end_s, lim)
+                    for w, cpus in zip(live, sets, strict=True)
+                    if cpus & group
+                )
+            out.append((iv.start_s, iv.end_s, min(idle, max(0.0, queued)), group))
     return out
 
 

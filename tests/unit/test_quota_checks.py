@@ -1,0 +1,117 @@
+"""Checks that expect what a cpu.max quota leaves a cgroup, and still fail a scheduler
+that is unfair or idles CPUs beyond what the quota explains."""
+
+from ktstr.checks import judge, quota
+from tests.unit.test_checks import record, worker
+from tests.unit.test_work_conservation import timeline
+
+THROTTLED = [60, 50, 2_000_000]  # cpu.stat: periods, throttled periods, throttled us
+
+
+def plan(*ops: dict) -> dict:
+    return {"steps": [{"start_s": 0.0, "ops": list(ops), "repeats": []}]}
+
+
+def limited(cpus: float = 1.0, enforced: bool = True, a_cpu_s=1.5, b_cpu_s=4.5) -> dict:
+    """Cgroup a (4 spinners, a quota of ``cpus`` CPUs) beside b (4 spinners) on 4 CPUs."""
+    stat = THROTTLED if enforced else [60, 0, 0]
+    workers = [worker(i, "a", cpu_s=a_cpu_s, throttled={"a": stat}) for i in range(4)]
+    workers += [worker(i + 4, "b", cpu_s=b_cpu_s) for i in range(4)]
+    events = [
+        {"at_s": 0.0, "op": "add_cgroup", "path": "a", "cpus": None},
+        {"at_s": 0.0, "op": "spawn", "path": "a", "ids": [0, 1, 2, 3]},
+        {"at_s": 0.0, "op": "add_cgroup", "path": "b", "cpus": None},
+        {"at_s": 0.0, "op": "spawn", "path": "b", "ids": [4, 5, 6, 7]},
+    ]
+    rec = record(workers, events=events, cpus=4)
+    quota_us = int(cpus * 100_000)
+    rec["plan"] = plan(
+        {"op": "add_cgroup", "path": "a", "controls": {"cpu.max": f"{quota_us} 100000"}},
+        {"op": "add_cgroup", "path": "b"},
+    )
+    return rec
+
+
+def fairness(rec: dict, status: str | None = None) -> list:
+    return [f for f in judge(rec).findings if f.check == "fairness" and status in (None, f.status)]
+
+
+def test_the_quota_is_what_the_throttled_cgroup_is_expected_to_get():
+    # a: 1 CPU of 4 by its quota, b: the other 3 -- 25%:75%, not the 50%:50% of equal weights
+    assert not fairness(limited(), "fail")
+    (ok,) = [f for f in fairness(limited()) if f.kind == "weights_ok"]
+    assert "got 25%:75% of the CPU time, expected 25%:75%" in ok.message
+    assert "a held to 1 CPUs by cpu.max" in ok.message
+
+
+def test_a_scheduler_that_starves_the_throttled_cgroup_below_its_quota_still_fails():
+    # a gets half a CPU although its quota allows one and b could spare it
+    unfair = fairness(limited(a_cpu_s=0.75, b_cpu_s=5.25), "fail")
+    assert {f.kind for f in unfair} == {"weight_mismatch"}
+    assert "cgroup a (cpu.weight 100, cpu.max 1 CPUs) got 12%" in unfair[0].message
+    assert "expected 25%" in unfair[0].message
+
+
+def test_a_quota_the_scheduler_did_not_enforce_leaves_the_cgroup_judged_as_free():
+    # no throttled period: the 25%:75% split is the scheduler's own doing
+    assert quota.limits(limited(enforced=False)) == {}
+    unfair = fairness(limited(enforced=False), "fail")
+    assert {f.kind for f in unfair} == {"weight_mismatch"}
+    assert "expected 50%" in unfair[0].message
+
+
+def test_limits_follow_the_plan_and_end_with_the_cgroup():
+    rec = limited()
+    rec["plan"]["steps"].append(
+        {
+            "start_s": 3.0,
+            "ops": [{"op": "set_controls", "path": "a", "controls": {"cpu.max": "50000 100000"}}],
+            "repeats": [{"at_s": 4.0, "ops": [{"op": "remove_cgroup", "path": "a"}]}],
+        }
+    )
+    assert quota.limits(rec) == {"a": [(0.0, 1.0), (3.0, 0.5), (4.0, None)]}
+    a0 = rec["workers"][0]
+    assert quota.share(rec, a0, 0.0, 1.0) == 0.25
+    assert quota.share(rec, a0, 2.0, 3.5) == 0.125  # the lower quota from 3 s
+    assert quota.share(rec, rec["workers"][4], 0.0, 6.0) == 1.0
+    assert quota.changed(rec, "a") and not quota.changed(rec, "b")
+    # siblings whose quota changed mid-run are not weighed on whole-run shares
+    assert not [f for f in fairness(rec) if f.kind in ("weights_ok", "weight_mismatch")]
+
+
+def test_a_guest_cannot_claim_a_quota_the_plan_never_set():
+    rec = limited()
+    rec["workers"][4]["throttled"] = {"b": THROTTLED}
+    assert set(quota.limits(rec)) == {"a"}
+
+
+def quota_alone(quota_cpus: float, queued_on_cpu0: float) -> dict:
+    """Four spinners of one cgroup with a quota: CPU 0 busy with a queue, the rest idle."""
+    workers = [worker(i, "a", cpu_s=1.5, throttled={"a": THROTTLED}) for i in range(4)]
+    events = [
+        {"at_s": 0.0, "op": "add_cgroup", "path": "a", "cpus": None},
+        {"at_s": 0.0, "op": "spawn", "path": "a", "ids": [0, 1, 2, 3]},
+    ]
+    rec = record(workers, events=events, cpus=4)
+    rec["plan"] = plan(
+        {
+            "op": "add_cgroup",
+            "path": "a",
+            "controls": {"cpu.max": f"{int(quota_cpus * 1e5)} 100000"},
+        }
+    )
+    rec["timeline"] = timeline(lambda cpu: (1.0, queued_on_cpu0) if cpu == 0 else (0.0, 0.0))
+    return rec
+
+
+def work_conservation(rec: dict) -> list:
+    return [f for f in judge(rec).findings if f.check == "work_conservation"]
+
+
+def test_cpus_a_quota_leaves_idle_are_not_waste_but_idling_beyond_it_is():
+    # one CPU's worth of quota for four workers: three wait on purpose
+    (ok,) = work_conservation(quota_alone(1.0, 3.0))
+    assert ok.status == "pass" and ok.value == 0.0
+    # a quota of three CPUs explains one waiting worker, not three
+    (bad,) = work_conservation(quota_alone(3.0, 3.0))
+    assert bad.status == "fail" and bad.value == 2.0
