@@ -180,14 +180,8 @@ def run(
     if executor is not None:  # Dask: each worker's host guards its own CPUs and memory
         from ktstr.distributed.executor import run as run_dask
 
-        if include:
-            raise ConfigError(
-                "--include files stay on this host; they are not shipped to Dask workers yet",
-                "run without --dask",
-            )
-
         return run_dask(
-            cells, scheduler, duration_s, kernel, accel, on_done, executor, on_start, disks
+            cells, scheduler, duration_s, kernel, accel, on_done, executor, on_start, disks, include
         )
     from ktstr.initramfs.image import base_image
     from ktstr.kernel.store import resolve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -13,14 +14,32 @@ pytest.importorskip("distributed")
 from ktstr import gauntlet  # noqa: E402
 from ktstr.disk import Disk, Throttle  # noqa: E402
 from ktstr.distributed import executor as dask_executor  # noqa: E402
+from ktstr.distributed import kernel as kernel_module  # noqa: E402
+from ktstr.distributed import shipping  # noqa: E402
 from ktstr.distributed import task as dask_task  # noqa: E402
 from ktstr.distributed.executor import DaskExecutor, check_admission  # noqa: E402
-from ktstr.errors import ConfigError, EnvironmentProblem, QemuStartError, VmError  # noqa: E402
+from ktstr.errors import (  # noqa: E402
+    ConfigError,
+    EnvironmentProblem,
+    FetchError,
+    KtstrError,
+    QemuStartError,
+    VmError,
+)
 from ktstr.results import store  # noqa: E402
 from ktstr.scheduler import EEVDF, Flag, Scheduler  # noqa: E402
 from tests.distributed_fakes import DieOnceThenPass, fake_run  # noqa: E402
 
 PRESETS = ["tiny-1llc", "tiny-2llc"]
+
+
+ENSURE = kernel_module.ensure
+
+
+@pytest.fixture(autouse=True)
+def kernel_present(monkeypatch):
+    """The workers here run no VM: the kernel a variant names is taken as cached."""
+    monkeypatch.setattr("ktstr.distributed.kernel.ensure", lambda spec: None)
 
 
 @pytest.fixture
@@ -128,6 +147,67 @@ def test_infrastructure_failures_stop_after_two_retries(runs, monkeypatch):
     with pytest.raises(VmError, match=r"steady\[tiny-2llc\] failed on 3 attempts: QEMU failed"):
         run(steady_cells(["tiny-2llc"]))
     assert len(calls) == 3
+
+
+def test_qemu_killed_by_the_hosts_oom_killer_is_retried_and_the_record_says_so(
+    runs, tmp_path, monkeypatch
+):
+    from ktstr.distributed import outcome
+
+    vmstat = tmp_path / "vmstat"
+    vmstat.write_text("oom_kill 3\n")
+    monkeypatch.setattr(outcome, "VMSTAT", vmstat)
+    passing, killed = fake_run(), []
+
+    def oom_once(*a, **k):
+        if not killed:
+            killed.append(1)
+            vmstat.write_text("oom_kill 4\n")  # the kernel's OOM killer took QEMU
+            raise QemuStartError("QEMU failed (exit -9): no output", "see qemu.stderr.log")
+        return passing(*a, **k)
+
+    monkeypatch.setattr("ktstr.runner.run_scenario", oom_once)
+    cells, _ = run(steady_cells(["tiny-2llc"]))
+    from ktstr.record import load
+
+    attempts = load(cells[0].run_dir)[0]["distributed"]["attempts"]
+    assert [a["outcome"] for a in attempts] == ["infrastructure", "done"]
+    assert attempts[0]["error"].startswith("the host ran out of memory: its OOM killer killed QEMU")
+
+
+def test_a_worker_that_cannot_get_the_kernel_ends_in_one_sentence(runs, monkeypatch):
+    from ktstr.kernel import debian
+
+    monkeypatch.setattr("ktstr.distributed.kernel.ensure", ENSURE)
+    monkeypatch.setenv("KTSTR_CACHE_DIR", str(runs.parent / "cache"))
+    monkeypatch.delenv("KTSTR_KERNEL", raising=False)
+
+    def offline(*a, **k):
+        raise FetchError("the mirror did not answer", "check the network")
+
+    monkeypatch.setattr(debian, "fetch", offline)
+    monkeypatch.setattr("ktstr.runner.run_scenario", fake_run())
+    with pytest.raises(KtstrError) as err:
+        run(steady_cells(["tiny-2llc"]))
+    assert err.value.exit_code == 2
+    assert re.fullmatch(
+        r"steady\[tiny-2llc\] on (\S+): no kernel with sched_ext is cached on \1, and fetching "
+        r"one failed \(the mirror did not answer\); run 'ktstr kernel fetch' on that host\.",
+        str(err.value),
+    ), str(err.value)
+    assert not list(runs.glob("*/record.json"))
+
+
+def test_a_bug_on_the_worker_is_one_sentence_on_the_client(runs, monkeypatch):
+    def broken(*a, **k):
+        raise TypeError("unexpected keyword 'x'")
+
+    monkeypatch.setattr("ktstr.runner.run_scenario", broken)
+    with pytest.raises(
+        KtstrError,
+        match=r"steady\[tiny-2llc\] on \S+: ktstr failed there \(TypeError: unexpected keyword",
+    ):
+        run(steady_cells(["tiny-2llc"]))
 
 
 def test_a_verdict_is_never_retried(runs, monkeypatch):
@@ -288,16 +368,11 @@ def test_ktstr_worker_offers_this_hosts_resources_and_leaves_nothing_behind(tmp_
 def test_a_scheduler_named_by_path_is_shipped_and_cached_by_its_hash(runs, tmp_path, monkeypatch):
     binary = tmp_path / "scx_mine"
     binary.write_bytes(b"\x7fELF not really")
+    config = tmp_path / "mine.json"
+    config.write_text("{}")
     monkeypatch.setenv("KTSTR_CACHE_DIR", str(tmp_path / "cache"))
-    seen = []
-    passing = fake_run()
-
-    def run_scenario(scenario, topology, *a, scheduler, **k):
-        seen.append(scheduler)
-        return passing(scenario, topology)
-
-    monkeypatch.setattr("ktstr.runner.run_scenario", run_scenario)
-    mine = Scheduler("scx_mine", binary=str(binary))
+    seen = recorded(monkeypatch)
+    mine = Scheduler("scx_mine", binary=str(binary), config_file=str(config), config_arg="-c")
     cells = gauntlet.plan(["steady"], mine, ["tiny-2llc"], None)
     gauntlet.run(
         cells,
@@ -308,20 +383,81 @@ def test_a_scheduler_named_by_path_is_shipped_and_cached_by_its_hash(runs, tmp_p
         lambda *_: None,
         executor=DaskExecutor("local:1", processes=False),
     )
-    digest = dask_task.content_hash(binary.read_bytes())
-    shipped = Path(seen[0].binary)
+    digest = shipping.digest(("scx_mine", binary.read_bytes()))
+    shipped = Path(seen[0]["scheduler"].binary)
     assert shipped == tmp_path / "cache" / "shipped" / digest / "scx_mine"
-    assert shipped.read_bytes() == binary.read_bytes() and seen[0].name == "scx_mine"
+    assert shipped.read_bytes() == binary.read_bytes() and seen[0]["scheduler"].name == "scx_mine"
+    assert Path(seen[0]["scheduler"].config_file).read_text() == "{}"
+    assert Path(seen[0]["scheduler"].config_file).is_relative_to(tmp_path / "cache" / "shipped")
 
 
-def test_what_is_not_shipped_yet_is_refused_in_one_sentence(runs):
+def recorded(monkeypatch) -> list[dict]:
+    """What each faked run was given (its record and files as fake_run makes them)."""
+    seen: list[dict] = []
+    passing = fake_run()
+
+    def run_scenario(scenario, topology, *a, **k):
+        seen.append({"scenario": scenario, **k})
+        return passing(scenario, topology)
+
+    monkeypatch.setattr("ktstr.runner.run_scenario", run_scenario)
+    return seen
+
+
+USER_SCENARIO = """
+from ktstr import CgroupDef, Disk, Op, Scenario, Step
+
+mine = Scenario(
+    "mine",
+    "a user's scenario with files of its own",
+    [Step([Op.add_cgroup(CgroupDef("cg", 1))])],
+    include_files=["{conf}"],
+    disks=[Disk("1MiB", backing="{image}")],
+)
+"""
+
+
+def test_include_files_scenario_files_and_disk_images_travel_with_the_variant(
+    runs, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("KTSTR_CACHE_DIR", str(tmp_path / "cache"))
+    shipped_root = tmp_path / "cache" / "shipped"
+    conf, image, extra = tmp_path / "conf.txt", tmp_path / "disk.img", tmp_path / "extra"
+    conf.write_text("scenario's own")
+    image.write_bytes(b"\0" * 4096)
+    (extra / "sub").mkdir(parents=True)
+    (extra / "sub" / "data").write_text("in a directory")
+    user = tmp_path / "user.py"
+    user.write_text(USER_SCENARIO.format(conf=conf, image=image))
+    seen = recorded(monkeypatch)
+    cells = gauntlet.plan([f"{user}::mine"], EEVDF, ["tiny-2llc"], None)
+    ro = tmp_path / "ro.img"
+    ro.write_bytes(b"\1" * 4096)
+    run(cells, include=(str(extra),))
+    run(cells, disks=(Disk("1MiB", backing=str(ro), read_only=True),))
+    first, second = seen
+    assert first["scenario"].name == "mine" and first["scenario"].description.startswith("a user")
+    (included,) = first["include"]
+    assert Path(included).is_relative_to(shipped_root) and Path(included).name == "extra"
+    assert (Path(included) / "sub" / "data").read_text() == "in a directory"
+    (own,) = first["scenario"].include_files
+    assert Path(own).is_relative_to(shipped_root) and Path(own).read_text() == "scenario's own"
+    # The scenario's writable disk image was copied for that run alone (and removed with its
+    # scratch space); the cache keeps the bytes its hash names.
+    (disk,) = first["scenario"].disks
+    assert not disk.backing.startswith(str(shipped_root)) and not Path(disk.backing).exists()
+    assert (shipped_root / shipping.digest(("disk.img", image.read_bytes())) / "disk.img").is_file()
+    # A read-only --disk image is used from the cache as it is.
+    (ro_disk,) = second["disks"]
+    assert Path(ro_disk.backing).is_relative_to(shipped_root)
+    assert Path(ro_disk.backing).read_bytes() == ro.read_bytes()
+
+
+def test_a_file_named_but_missing_on_the_client_is_one_sentence(runs, monkeypatch):
+    recorded(monkeypatch)
     cells = steady_cells(["tiny-2llc"])
-    with pytest.raises(ConfigError, match="--include files stay on this host"):
-        run(cells, include=("a.txt",))
-    with pytest.raises(ConfigError, match=r"scenario my\.py::s comes from a file on this host"):
-        run([("my.py::s", cells[0][1])])
-    with pytest.raises(ConfigError, match="backing file stays on this host"):
-        run(cells, disks=(Disk("1MiB", backing="/x.img"),))
+    with pytest.raises(ConfigError, match="nowhere.img does not exist on this host"):
+        run(cells, disks=(Disk("1MiB", backing="/nowhere.img"),))
 
 
 def test_the_cli_refuses_a_malformed_local_cluster_in_one_sentence(runs):
@@ -344,3 +480,71 @@ def test_only_the_distributed_package_imports_dask():
         if any(under(t, "distributed") or under(t, "dask") for t in imp.targets)
     ]
     assert found == []
+
+
+@pytest.fixture
+def certificate(tmp_path) -> tuple[str, str]:
+    """A self-signed certificate and its key: the CA of every side, and each side's own."""
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=ktstr-test", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+def test_tls_options_reach_dasks_security_and_a_tls_cluster_runs_the_gauntlet(
+    runs, certificate, monkeypatch
+):
+    import distributed
+
+    from ktstr.distributed.security import Tls
+
+    cert, key = certificate
+    tls = Tls(cert, cert, key)
+    client_side = tls.security("client")
+    assert client_side.require_encryption
+    assert (client_side.tls_ca_file, client_side.tls_client_cert) == (cert, cert)
+    assert client_side.tls_client_key == key
+    assert tls.security("worker").tls_worker_cert == cert
+    monkeypatch.setattr("ktstr.runner.run_scenario", fake_run())
+    everyone = distributed.Security(
+        require_encryption=True,
+        tls_ca_file=cert,
+        **{
+            f"tls_{role}_{part}": path
+            for role in ("scheduler", "worker", "client")
+            for part, path in (("cert", cert), ("key", key))
+        },
+    )
+    with distributed.LocalCluster(
+        n_workers=1,
+        processes=False,
+        protocol="tls://",
+        security=everyone,
+        resources={"vcpus": 4.0, "mem_mib": 4096.0},
+        dashboard_address=None,
+    ) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://")
+        cells, _ = run(steady_cells(["tiny-2llc"]), DaskExecutor(address, tls=tls))
+        assert [c.verdict for c in cells] == ["pass"]
+
+
+def test_tls_options_are_checked_in_one_sentence(runs, certificate):
+    from tests.helpers import assert_one_sentence, ktstr
+
+    cert, key = certificate
+    base = ("gauntlet", "steady", "--presets", "tiny-2llc")
+    proc = ktstr(*base, "--dask", "tcp://h:8786", "--dask-tls-ca", cert, "--dask-tls-cert", cert)
+    assert_one_sentence(proc, "which is not tls://")
+    proc = ktstr(*base, "--dask", "tls://h:8786", "--dask-tls-ca", cert)
+    assert_one_sentence(proc, "TLS needs both --dask-tls-ca and --dask-tls-cert")
+    proc = ktstr("worker", "tls://h:8786", "--tls-ca", cert, "--tls-cert", "/nowhere.pem")
+    assert_one_sentence(proc, "the TLS certificate file /nowhere.pem does not exist")
+    proc = ktstr(*base, "--dask", "local:1", "--dask-tls-ca", cert, "--dask-tls-cert", cert)
+    assert_one_sentence(proc, "which is not tls://")

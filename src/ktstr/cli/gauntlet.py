@@ -16,6 +16,7 @@ from ktstr.cli.common import (
     include_option,
     positive,
 )
+from ktstr.cli.worker import tls_options
 from ktstr.presets import DEFAULT_MAX_CPUS
 from ktstr.results.terminal import table
 
@@ -62,8 +63,12 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
     executor = None
     if args.dask:
         from ktstr.distributed.executor import DaskExecutor
+        from ktstr.distributed.security import tls_from
 
-        executor = DaskExecutor(args.dask)
+        tls = tls_from(
+            args.dask, args.dask_tls_ca, args.dask_tls_cert, args.dask_tls_key, "--dask-tls"
+        )
+        executor = DaskExecutor(args.dask, tls=tls)
         executor.local_workers()  # a malformed local:N fails before anything starts
     budget = gauntlet.default_budget(args.jobs, args.mem_budget)
     if executor is None:
@@ -206,6 +211,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'ktstr worker ADDRESS'), or local:N for N workers on this host; needs "
         "ktstr[distributed] (docs/distributed.md)",
     )
+    tls_options(gaunt, "--dask-tls")
     gaunt.set_defaults(func=cmd_gauntlet)
 
     topo = sub.add_parser("topo", help="topology presets")

@@ -6,11 +6,30 @@ import argparse
 
 from ktstr.cli.common import positive
 
+TLS_PARTS = (
+    ("ca", "the CA certificate that signed every side's certificate"),
+    ("cert", "this side's certificate (PEM)"),
+    ("key", "its private key, unless the certificate file holds it"),
+)
+
+
+def tls_options(p: argparse.ArgumentParser, prefix: str) -> None:
+    """``PREFIX-ca``, ``PREFIX-cert``, ``PREFIX-key``: Dask's TLS, for untrusted networks."""
+    for part, what in TLS_PARTS:
+        p.add_argument(
+            f"{prefix}-{part}",
+            default=None,
+            metavar="FILE",
+            help=f"{what}, for a tls:// scheduler (docs/distributed.md, Security)",
+        )
+
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from ktstr.distributed.security import tls_from
     from ktstr.distributed.worker import serve
 
-    return serve(args.address, args.nthreads, args.name)
+    tls = tls_from(args.address, args.tls_ca, args.tls_cert, args.tls_key, "--tls")
+    return serve(args.address, args.nthreads, args.name, tls)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,4 +48,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="variants at once, at most (default: the host's CPU count)",
     )
     worker.add_argument("--name", default=None, help="this worker's name (default: its address)")
+    tls_options(worker, "--tls")
     worker.set_defaults(func=cmd_worker)

@@ -20,21 +20,22 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ktstr import __version__
 from ktstr.disk import Disk
 from ktstr.distributed import require
-from ktstr.distributed.landing import land
+from ktstr.distributed.landing import checked, land
 from ktstr.distributed.resources import describe, fits, host_resources, variant_request
+from ktstr.distributed.security import Tls
+from ktstr.distributed.shipping import bundle, needed
 from ktstr.distributed.task import (
     DONE,
+    ERROR,
     EVENT_TOPIC,
     INFRASTRUCTURE,
     REFUSED,
     Task,
-    content_hash,
     disk_specs,
     execute,
     scheduler_spec,
@@ -57,6 +58,7 @@ class DaskExecutor:
     connect_timeout_s: float = 15.0
     worker_wait_s: float = 60.0
     retries: int = RETRIES
+    tls: Tls | None = None  # a tls:// scheduler's CA, and this client's certificate
 
     def local_workers(self) -> int | None:
         """N for ``local:N`` (2 for ``local``), None for a scheduler address."""
@@ -85,7 +87,10 @@ def connect(executor: DaskExecutor) -> Iterator[Any]:
     if workers is None:
         try:
             client = distributed.Client(
-                executor.address, timeout=executor.connect_timeout_s, set_as_default=False
+                executor.address,
+                timeout=executor.connect_timeout_s,
+                set_as_default=False,
+                security=executor.tls.security("client") if executor.tls else None,
             )
         except (OSError, TimeoutError, ValueError) as err:
             raise EnvironmentProblem(
@@ -174,14 +179,6 @@ def accel_hint(accel: str | None) -> str:
         return "kvm"
 
 
-def shipped_binary(scheduler: Scheduler) -> dict[str, bytes]:
-    """A scheduler named by path is shipped to the workers (by name; the hash goes with
-    the task); one named by name is found or built by each worker."""
-    if scheduler.is_eevdf or "/" not in (scheduler.binary or ""):
-        return {}
-    return {Path(scheduler.binary).name: scheduler.resolve_binary().read_bytes()}  # type: ignore[arg-type]
-
-
 def _started(client: Any, key: str) -> list[dict]:
     """Every start of this attempt, as the workers announced it (a lost worker's too)."""
     return [msg for _, msg in client.get_events(EVENT_TOPIC) if msg.get("key") == key]
@@ -197,29 +194,23 @@ def run(
     executor: DaskExecutor,
     on_start: Callable[[str, Variant], None] | None = None,
     disks: tuple[Disk, ...] | None = None,
+    include: tuple[str, ...] = (),
 ) -> list[Any]:
-    """Run every cell on the cluster; land each record as it ends; results in cell order."""
+    """Run every cell on the cluster; land each record as it ends; results in cell order.
+
+    The host files the variants name travel with them (see ``shipping``).
+    """
     from ktstr.gauntlet import Cell
     from ktstr.results.terminal import bug_summary
+    from ktstr.userfile import scenario as load
     from ktstr.vm.qemu import tcg_thread_mode
 
     distributed = require()
-    files = sorted({name for name, _ in cells if "::" in name})
-    if files:
-        raise ConfigError(
-            f"scenario {files[0]} comes from a file on this host, which is not shipped to Dask "
-            "workers yet",
-            "run it without --dask, or use a catalog scenario (ktstr scenarios)",
-        )
-    if disks and any(d.backing for d in disks):
-        raise ConfigError(
-            "a --disk backing file stays on this host, and distributed variants run elsewhere",
-            "drop backing= or run without --dask",
-        )
+    loaded = {ref: load(ref) for ref, _ in cells}
+    index, shipments = bundle(needed([*loaded, *loaded.values()], scheduler, include, disks))
     hint = accel_hint(accel)
     tcg_mode = tcg_thread_mode() if hint == "tcg" else None
     requests = [variant_request(Topology.parse(v.topology), hint, tcg_mode) for _, v in cells]
-    blobs = shipped_binary(scheduler)
     spec = scheduler_spec(scheduler)
     payloads = [
         Task(
@@ -232,7 +223,8 @@ def run(
             kernel,
             accel,
             disk_specs(disks),
-            {name: content_hash(data) for name, data in blobs.items()},
+            index,
+            list(include),
         ).to_wire()
         for scenario, v in cells
     ]
@@ -248,7 +240,7 @@ def run(
             ) from None
         check_versions(client)
         check_admission(cells, requests, offers(client))
-        shipped = client.scatter([blobs], hash=False)[0] if blobs else None
+        shipped = client.scatter([shipments], hash=False)[0] if shipments else None
         run_id = uuid.uuid4().hex[:8]
         attempts: dict[int, list[dict]] = {i: [] for i in range(len(cells))}
         owner: dict[str, int] = {}
@@ -277,12 +269,15 @@ def run(
                 index = owner.pop(future.key)
                 scenario, variant = cells[index]
                 try:
-                    outcome = future.result()
+                    outcome = checked(future.result())
                 except distributed.KilledWorker:
                     outcome = {
                         "outcome": INFRASTRUCTURE,
                         "error": "every worker it ran on was lost",
                     }
+                except Exception as err:  # noqa: BLE001 - whatever a worker sent: one sentence
+                    text = str(err).splitlines()[0][:300] if str(err) else ""
+                    outcome = {"outcome": ERROR, "error": f"{type(err).__name__} {text}".strip()}
                 starts = _started(client, future.key)
                 finished_on = outcome.get("worker")
                 for start in starts[:-1] if finished_on else starts:
@@ -313,7 +308,10 @@ def run(
                 if outcome["outcome"] != DONE:
                     raise KtstrError(f"{label} on {outcome.get('host')}: {outcome['error']}")
                 record, run_dir = land(
-                    outcome, scenario, Topology.parse(variant.topology).name, attempts[index]
+                    outcome,
+                    loaded[scenario].name,
+                    Topology.parse(variant.topology).name,
+                    attempts[index],
                 )
                 results[index] = Cell(
                     scenario, variant, record["verdict"], str(run_dir), bug_summary(record)

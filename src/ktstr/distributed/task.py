@@ -1,17 +1,16 @@
 """One variant as a unit of distributed work: its wire form, and the function a worker runs.
 
 The client sends a wire-encoded spec (scenario name, topology, scheduler,
-profile, duration, kernel, accelerator, disks) plus any shipped files;
-the worker runs it with ``run_scenario`` in scratch space, returns the
-record with its run directory's files, and removes the scratch.  Every
+profile, duration, kernel, accelerator, disks, includes) plus the host
+files it names (see ``shipping``); the worker fetches the kernel if it
+lacks it, runs the variant with ``run_scenario`` in scratch space, returns
+the record with its run directory's files, and removes the scratch.  Every
 outcome is data, never an exception, so the client tells infrastructure
 failures (retried) from everything else (reported).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import platform
 import shutil
 import tempfile
@@ -20,13 +19,13 @@ from pathlib import Path
 
 from ktstr import __version__, paths, wire
 from ktstr.disk import Disk, Throttle
-from ktstr.errors import KtstrError, QemuStartError
+from ktstr.distributed.outcome import ERROR, INFRASTRUCTURE, classify, oom_kills
+from ktstr.distributed.shipping import Localized, Shipment, unpack
 from ktstr.scheduler import Flag, Scheduler
 
-# Outcomes a worker returns.
+# Outcomes a worker returns (and ERROR, INFRASTRUCTURE: see outcome).
+__all__ = ["DONE", "ERROR", "INFRASTRUCTURE", "REFUSED", "Task", "execute"]
 DONE = "done"  # a record: whatever its verdict, never run again
-INFRASTRUCTURE = "infrastructure"  # QEMU did not start, the worker was lost: run it elsewhere
-ERROR = "error"  # the variant cannot run (missing kernel, bad input): one sentence
 REFUSED = "refused"  # the worker runs another ktstr version
 # A run directory's files travel back up to this size each (disk images stay behind).
 MAX_FILE_BYTES = 64 * 2**20
@@ -46,7 +45,8 @@ class Task:
     kernel: str | None
     accel: str | None
     disks: list[dict] | None = None
-    shipped: dict[str, str] = field(default_factory=dict)  # binary name -> sha256
+    shipped: dict[str, str] = field(default_factory=dict)  # a client's path -> its digest
+    include: list[str] = field(default_factory=list)
     version: str = __version__
 
     def to_wire(self) -> str:
@@ -70,16 +70,14 @@ def scheduler_spec(scheduler: Scheduler) -> dict:
     return data
 
 
-def scheduler_from(spec: dict, binary: str | None = None) -> Scheduler:
-    """The Scheduler of :func:`scheduler_spec`; ``binary`` replaces a shipped one's path."""
+def scheduler_from(spec: dict) -> Scheduler:
+    """The Scheduler of :func:`scheduler_spec`."""
     data = dict(spec)
     data["flags"] = {
         name: Flag(**{k: tuple(v) for k, v in f.items()}) for name, f in spec["flags"].items()
     }
     data["args"], data["kernel_args"] = tuple(spec["args"]), tuple(spec["kernel_args"])
     data["watchdog_args"] = tuple(spec["watchdog_args"])
-    if binary is not None:
-        data["binary"] = binary
     return Scheduler(**data)
 
 
@@ -93,24 +91,6 @@ def disks_from(specs: list[dict] | None) -> tuple[Disk, ...] | None:
     if specs is None:
         return None
     return tuple(Disk(**{**s, "throttle": Throttle(**s["throttle"])}) for s in specs)
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def unpack_shipped(name: str, digest: str, data: bytes) -> Path:
-    """A shipped file in this host's cache, by content hash: written once, then reused."""
-    if content_hash(data) != digest:
-        raise QemuStartError(f"the shipped {name} arrived damaged (hash mismatch)")
-    path = paths.cache_dir() / "shipped" / digest / Path(name).name
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        tmp.chmod(0o755)
-        tmp.replace(path)
-    return path
 
 
 def run_files(run_dir: Path) -> dict[str, bytes]:
@@ -150,10 +130,10 @@ def _announce(key: str, host: str, address: str | None) -> None:
         pass
 
 
-def execute(payload: str, key: str, shipped: dict[str, bytes] | None = None) -> dict:
+def execute(payload: str, key: str, shipped: dict[str, Shipment] | None = None) -> dict:
     """Run one variant on this worker; the outcome as plain data (see the module doc)."""
     from ktstr import runner
-    from ktstr.scenario.catalog import get
+    from ktstr.distributed.kernel import ensure
     from ktstr.topology import Topology
 
     host, address, local = _where()
@@ -168,28 +148,27 @@ def execute(payload: str, key: str, shipped: dict[str, bytes] | None = None) -> 
         }
     _announce(key, host, address)
     scratch = Path(tempfile.mkdtemp(prefix="ktstr-variant-", dir=local))
+    oom_before = oom_kills()
     try:
-        binary = None
-        for name, digest in task.shipped.items():
-            binary = str(unpack_shipped(name, digest, (shipped or {})[name]))
+        shipments = shipped or {}
+        here = Localized({n: unpack(d, shipments[d]) for n, d in task.shipped.items()}, scratch)
+        ensure(task.kernel)
         with paths.runs_under(scratch):
             record, run_dir = runner.run_scenario(
-                get(task.scenario),
+                here.scenario(task.scenario),
                 Topology.parse(task.topology),
                 task.kernel,
                 task.accel,
                 task.duration_s,
-                scheduler=scheduler_from(task.scheduler, binary),
+                scheduler=here.scheduler(scheduler_from(task.scheduler)),
                 profile=task.profile,
-                disks=disks_from(task.disks),
+                disks=here.disks(disks_from(task.disks)),
+                include=tuple(map(here.path, task.include)),
             )
             files = run_files(run_dir)
-    except QemuStartError as err:
-        return {**base, "outcome": INFRASTRUCTURE, "error": str(err)}
-    except KtstrError as err:
-        return {**base, "outcome": ERROR, "error": str(err)}
-    except MemoryError:
-        return {**base, "outcome": INFRASTRUCTURE, "error": "the host ran out of memory"}
+    except Exception as err:  # noqa: BLE001 - every failure goes back as data, in one sentence
+        outcome, error = classify(err, oom_before, oom_kills())
+        return {**base, "outcome": outcome, "error": error}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {**base, "outcome": DONE, "record": dict(record), "files": files}

@@ -16,14 +16,18 @@ import tempfile
 
 from ktstr.distributed import require
 from ktstr.distributed.resources import describe, host_resources
+from ktstr.distributed.security import Tls
 from ktstr.errors import EnvironmentProblem
 
 # How long a worker tries to reach its scheduler before it gives up.
 DEATH_TIMEOUT_S = 60.0
 
 
-def serve(address: str, nthreads: int | None = None, name: str | None = None) -> int:
-    """Serve variants from the scheduler at ``address`` until it goes away or Ctrl-C."""
+def serve(
+    address: str, nthreads: int | None = None, name: str | None = None, tls: Tls | None = None
+) -> int:
+    """Serve variants from the scheduler at ``address`` until it goes away or Ctrl-C;
+    ``tls``: encrypted, with this worker's certificate."""
     distributed = require()
     resources = host_resources()
     threads = nthreads or os.cpu_count() or 1
@@ -58,6 +62,7 @@ def serve(address: str, nthreads: int | None = None, name: str | None = None) ->
             local_directory=scratch,
             death_timeout=DEATH_TIMEOUT_S,
             dashboard=False,
+            security=tls.security("worker") if tls else None,
         ) as worker:
             await worker.finished()
 
