@@ -115,3 +115,9 @@ def test_cpus_a_quota_leaves_idle_are_not_waste_but_idling_beyond_it_is():
     # a quota of three CPUs explains one waiting worker, not three
     (bad,) = work_conservation(quota_alone(3.0, 3.0))
     assert bad.status == "fail" and bad.value == 2.0
+
+
+def test_running_over_the_quota_is_the_kernels_slack_not_a_siblings_loss():
+    # the kernel hands bandwidth out in per-CPU slices: a throttled cgroup overshoots
+    # (1.27 CPUs for a quota of 1 here), and the free sibling is judged on what it left
+    assert not fairness(limited(a_cpu_s=1.9, b_cpu_s=4.1), "fail")

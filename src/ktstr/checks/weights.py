@@ -110,6 +110,28 @@ def _by_sharing(
     )
 
 
+def _share(
+    p: str, group: list[str], expected: dict, measured: dict, caps: dict
+) -> tuple[str, float, float, float]:
+    """(cgroup, share of the group's CPU time got, share expected, how far off in %).
+
+    A cgroup its quota holds at its cap is judged only for getting less than the quota
+    allows (a scheduler that starves it): the kernel hands bandwidth out in slices per
+    CPU and checks it at ticks, so a throttled cgroup overshoots its quota (0.62 CPUs
+    for 0.5 under emulation), which is no sibling's doing.  The others are judged among
+    themselves, on what the held cgroups left.
+    """
+    held = {q for q in group if caps[q] is not None and expected[q] >= caps[q] - 1e-9}
+    among = [q for q in group if q not in held] if p not in held else group
+
+    def of(values: dict, within: list[str]) -> float:
+        return values[p] / (sum(values[q] for q in within) or 1.0)
+
+    want, got = of(expected, among), of(measured, among)
+    off = 0.0 if not want else (1 - got / want) if p in held else abs(got / want - 1)
+    return p, of(measured, group), of(expected, group), max(0.0, off) * 100
+
+
 def _cap_text(cpus: float | None) -> str:
     return "" if cpus is None else f", cpu.max {cpus:g} CPUs"
 
@@ -182,17 +204,12 @@ def weights(record: dict, th: dict) -> list[Finding]:
             continue  # not contended: weights do not matter
         expected = _water_fill(capacity, {p: declared[p] for p in group}, demand)
         measured = {p: sum(w.get("cpu_time_ns", 0) for w in by_path[p]) / 1e9 for p in group}
-        total_m, total_e = sum(measured.values()), sum(expected.values())
-        if total_m <= 0:
+        if sum(measured.values()) <= 0:
             out.append(
                 Finding("fairness", INCONCLUSIVE, "bad_data", "weighted cgroups used no CPU time")
             )
             continue
-        shares = []
-        for p in group:
-            want = expected[p] / total_e
-            got = measured[p] / total_m
-            shares.append((p, got, want, abs(got / want - 1) * 100 if want else 0.0))
+        shares = [_share(p, group, expected, measured, caps) for p in group]
         mismatched = [share for share in shares if share[3] > tol]
         quotas = held & set(group)
         sharing = _by_sharing(group, by_path, declared, th) if mismatched and not quotas else None
@@ -231,7 +248,10 @@ def weights(record: dict, th: dict) -> list[Finding]:
                 + " of the CPU time, expected "
                 + ":".join(f"{want:.0%}" for _, _, want, _ in shares)
                 + (f" (by placement; {sharing[1]})" if sharing else "")
-                + "".join(f"; {p} held to {caps[p]:g} CPUs by cpu.max" for p in sorted(quotas)),
+                + "".join(
+                    f"; {p} held to {caps[p]:g} CPUs by cpu.max (above it is the kernel's slack)"
+                    for p in sorted(quotas)
+                ),
                 value=round(max(dev for *_, dev in shares), 1),
                 limit=tol,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ktstr.disk import Disk, Throttle
 from ktstr.errors import ConfigError
+from ktstr.scenario.controls import MemPolicy
 from ktstr.scenario.cpuset import CpusetSpec as C
 from ktstr.scenario.model import CgroupDef, HoldSpec, Op, Requires, Scenario, Step
 from ktstr.scenario.work import (
@@ -246,6 +247,48 @@ def _build() -> dict[str, Scenario]:
                 )
             ],
             disks=(Disk("16MiB", throttle=Throttle(iops=100)),),
+        ),
+        Scenario(
+            "throttled",
+            "two cgroups of spinners, one per CPU each; cpu.max holds one to half a CPU, "
+            "so the other gets what it leaves",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(
+                            CgroupDef(
+                                "limited", workers=0, workers_pct=1.0, cpu_max=(50_000, 100_000)
+                            )
+                        ),
+                        Op.add_cgroup(CgroupDef("free", workers=0, workers_pct=1.0)),
+                    ]
+                )
+            ],
+        ),
+        Scenario(
+            "numa_bind",
+            "one cgroup per node of the first two NUMA nodes: its CPUs, its memory "
+            "(cpuset.mems) and its workers' memory policy (bind) on that node, each worker "
+            "sweeping a 1 MiB working set",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(
+                            CgroupDef(
+                                f"node_{i}",
+                                workers=0,
+                                workers_pct=1.0,
+                                work=cache_pressure(1024, 64),
+                                cpuset=C.numa(i),
+                                mems=(i,),
+                                mempolicy=MemPolicy("bind", (i,)),
+                            )
+                        )
+                        for i in range(2)
+                    ]
+                )
+            ],
+            requires=Requires(min_numa_nodes=2),
         ),
     ]
     return {s.name: s for s in scenarios}
