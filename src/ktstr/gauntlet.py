@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ktstr.disk import Disk, check_shareable
 from ktstr.errors import ConfigError
 from ktstr.host import mem_available_mib
+from ktstr.monitor.settings import MonitorSettings
 from ktstr.presets import DEFAULT_MAX_CPUS, Variant, select, shard
 from ktstr.runner import run_scenario
 from ktstr.scheduler import Scheduler
@@ -169,6 +170,7 @@ def run(
     disks: tuple[Disk, ...] | None = None,
     executor: DaskExecutor | None = None,
     include: tuple[str, ...] = (),
+    monitor: MonitorSettings | None = None,
 ) -> list[Cell]:
     """Run every cell, as many at once as the budget allows; results in cell order.
 
@@ -180,6 +182,11 @@ def run(
     if executor is not None:  # Dask: each worker's host guards its own CPUs and memory
         from ktstr.distributed.executor import run as run_dask
 
+        if monitor is not None and monitor != MonitorSettings():
+            raise ConfigError(
+                "the monitor options are not shipped to Dask workers yet",
+                "run without --monitor-period and --monitor-enforce, or without --dask",
+            )
         return run_dask(
             cells, scheduler, duration_s, kernel, accel, on_done, executor, on_start, disks, include
         )
@@ -209,6 +216,7 @@ def run(
             profile=variant.profile,
             disks=disks,
             include=include,
+            monitor=monitor,
         )
         return Cell(scenario, variant, record["verdict"], str(run_dir), bug_summary(record))
 

@@ -22,6 +22,7 @@ import pytest
 
 from ktstr.disk import Disk, check_disks, check_shareable
 from ktstr.errors import ConfigError, KtstrError
+from ktstr.monitor.settings import MonitorSettings, check_period
 from ktstr.presets import (  # Constraints is re-exported: user code imports it from here
     DEFAULT_MAX_CPUS,
     Constraints,
@@ -50,6 +51,7 @@ class KtstrContext:
     records: list = field(default_factory=list)
     disks: tuple[Disk, ...] = ()  # when given, they replace a scenario's own disks
     include_files: tuple[str, ...] = ()  # added to a scenario's own
+    monitor: MonitorSettings | None = None  # the host-side monitor (None: its default)
 
     def run(self, scenario: Scenario) -> dict:
         from ktstr.runner import run_scenario
@@ -63,6 +65,7 @@ class KtstrContext:
             expect=self.expect,
             disks=self.disks or None,
             include=self.include_files,
+            monitor=self.monitor,
         )
         record["_run_dir"] = str(run_dir)
         self.records.append(record)
@@ -105,15 +108,22 @@ def ktstr_test(
     expect_fail: bool = False,
     disks: Sequence[Disk] = (),
     include_files: Sequence[str] = (),
+    monitor_period_s: float | None = None,
+    monitor_enforce: bool = False,
     **constraints: object,
 ) -> Callable:
     """Declare a VM test; the function gets a KtstrContext and returns a run record.
 
     ``disks`` attaches virtio disks to every run of the test (I/O work
     names them by index); ``include_files`` are host files or directories
-    the guest gets under /include-files/.
+    the guest gets under /include-files/.  ``monitor_period_s`` sets the
+    host-side monitor's period (0 off, None its default) and
+    ``monitor_enforce`` lets its checks fail the test.
     """
     limits = Constraints(**constraints)  # type: ignore[arg-type]
+    if monitor_period_s is not None:
+        check_period(float(monitor_period_s), "monitor_period_s")
+    monitor = MonitorSettings(monitor_period_s, monitor_enforce)
     declared_disks = check_disks(disks)
     included = tuple(map(str, [include_files] if isinstance(include_files, str) else include_files))
     if expect_error:
@@ -141,6 +151,7 @@ def ktstr_test(
                 expect,
                 disks=declared_disks,
                 include_files=included,
+                monitor=monitor,
             )
             error = None
             try:

@@ -22,6 +22,7 @@ from ktstr.initramfs.include import pack as pack_includes
 from ktstr.kernel.image import KernelInfo
 from ktstr.kernel.store import resolve
 from ktstr.monitor import sampler
+from ktstr.monitor import settings as monitor_settings
 from ktstr.record import RunRecord, builder, stored
 from ktstr.results import store
 from ktstr.scenario.model import Scenario
@@ -103,11 +104,13 @@ def run_scenario(
     expect: dict | None = None,
     disks: tuple[Disk, ...] | None = None,
     include: tuple[str, ...] = (),
+    monitor: monitor_settings.MonitorSettings | None = None,
 ) -> tuple[RunRecord, Path]:
     """Boot, run, judge; the record is saved in the run directory and returned.
 
     ``disks`` replaces the scenario's own disks when given; ``include`` adds
-    host files to the scenario's ``include_files``.
+    host files to the scenario's ``include_files``; ``monitor`` sets the
+    host-side monitor (default: see ``monitor.settings``).
     """
     duration = float(scenario.duration_s if duration_s is None else duration_s)
     if not math.isfinite(duration) or duration <= 0:
@@ -151,7 +154,8 @@ def run_scenario(
         + plan.get("exit_patience_s", 0.0)
     )
     started = time.monotonic()
-    monitor = sampler.for_run(run_dir, topology, info)  # None unless KTSTR_MONITOR asks
+    monitor_plan = monitor_settings.resolve(monitor, info)
+    sampling = sampler.for_run(run_dir, topology, info, monitor_plan)
     try:
         done = boot(
             topology,
@@ -161,14 +165,15 @@ def run_scenario(
             plan,
             timeout,
             strict=False,
-            on_message=monitor.on_message if monitor else None,
+            on_message=sampling.on_message if sampling else None,
             files=files,
             cmdline=list(scheduler.kernel_args),
             disks=disks,
+            on_qmp=sampling.on_qmp if sampling else None,
         )
     finally:
-        if monitor:
-            monitor.stop()
+        if sampling:
+            sampling.stop()
     result = done.result
     # QEMU that never ran, or an agent that failed, leave nothing to judge: one sentence.
     # A panic or a flood is judged: the record says what happened before it.
@@ -180,8 +185,8 @@ def run_scenario(
         check_end(result)
     record_cost(topology.cpus, duration, time.monotonic() - started)
     record = builder.build(scenario, topology, plan, result, info, chosen, duration, done.disks)
-    if monitor:
-        record["monitor"] = monitor.summary()  # type: ignore[typeddict-unknown-key]
+    summary = sampling.summary() if sampling else sampler.off_summary(monitor_plan)
+    record["monitor"] = summary  # type: ignore[typeddict-unknown-key]
     builder.with_verdict(record, judge(record))
     save(record, run_dir)
     return record, run_dir

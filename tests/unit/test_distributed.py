@@ -283,6 +283,13 @@ def test_an_unreachable_scheduler_is_one_sentence():
         run(steady_cells(["tiny-2llc"]), DaskExecutor("tcp://127.0.0.1:9", connect_timeout_s=1))
 
 
+def test_the_cli_says_an_unreachable_scheduler_in_one_sentence(runs):
+    from tests.helpers import assert_one_sentence, ktstr
+
+    proc = ktstr("gauntlet", "steady", "--presets", "tiny-2llc", "--dask", "tcp://127.0.0.1:9")
+    assert_one_sentence(proc, "cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+
+
 def test_a_malformed_local_cluster_is_refused():
     with pytest.raises(ConfigError, match="local:N"):
         DaskExecutor("local:0").local_workers()

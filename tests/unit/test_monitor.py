@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from ktstr.errors import ConfigError, VmError
-from ktstr.monitor import sampler, vmcoreinfo
+from ktstr.monitor import sampler, settings, vmcoreinfo
 from ktstr.monitor.memory import (
     FOUR_GIB,
     GIB,
@@ -179,11 +179,15 @@ def test_guest_memory_refuses_sizes_that_do_not_match(memfds):
 
 
 def test_monitor_period_from_the_environment(monkeypatch):
-    monkeypatch.delenv(sampler.ENV, raising=False)
-    assert sampler.period_from_env() is None
-    for raw, want in (("0", None), ("off", None), ("1", 0.1), ("0.25", 0.25), ("junk", 0.1)):
-        monkeypatch.setenv(sampler.ENV, raw)
-        assert sampler.period_from_env() == want
+    monkeypatch.delenv(settings.ENV, raising=False)
+    assert settings.from_env().period_s is None
+    for raw, want in (("0", 0.0), ("off", 0.0), ("1", 0.1), ("0.25", 0.25)):
+        monkeypatch.setenv(settings.ENV, raw)
+        assert settings.from_env().period_s == want
+    for raw in ("junk", "0.001", "nan", "-1"):
+        monkeypatch.setenv(settings.ENV, raw)
+        with pytest.raises(ConfigError, match=settings.ENV):
+            settings.from_env()
 
 
 def test_sampler_without_debug_info_says_why_and_never_raises(tmp_path, monkeypatch):

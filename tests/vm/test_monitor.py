@@ -154,11 +154,11 @@ def test_attach_reads_the_guests_kernel_and_refuses_a_wrong_description(running,
 
 
 def test_a_run_with_the_monitor_on_streams_samples_and_summarizes_them(debug, monkeypatch):
-    from ktstr.monitor import sampler
+    from ktstr.monitor import sampler, settings
     from ktstr.runner import run_scenario
     from ktstr.scenario.catalog import get
 
-    monkeypatch.setenv(sampler.ENV, "0.1")
+    monkeypatch.setenv(settings.ENV, "0.1")
     record, run_dir = run_scenario(get("steady"), Topology.parse("1n1l2c1t"), duration_s=4)
     monitor = record["monitor"]
     assert "unavailable" not in monitor, monitor
@@ -173,12 +173,12 @@ def test_a_run_with_the_monitor_on_streams_samples_and_summarizes_them(debug, mo
 
 
 def test_the_monitor_sees_a_sched_ext_scheduler_run_the_workers(debug, monkeypatch):
-    from ktstr.monitor import sampler
+    from ktstr.monitor import sampler, settings
     from ktstr.runner import run_scenario
     from ktstr.scenario.catalog import get
     from ktstr.scheduler import from_cli
 
-    monkeypatch.setenv(sampler.ENV, "0.1")
+    monkeypatch.setenv(settings.ENV, "0.1")
     record, run_dir = run_scenario(
         get("steady"), Topology.parse("1n2l2c1t"), duration_s=6, scheduler=from_cli("scx_simple")
     )

@@ -19,6 +19,7 @@ from ktstr.checks.isolation import isolation
 from ktstr.checks.kernel_health import kernel_health
 from ktstr.checks.limits import worker_limits
 from ktstr.checks.model import SKIP, Finding, Verdict
+from ktstr.checks.monitor import monitor
 from ktstr.checks.not_stuck import not_stuck
 from ktstr.checks.scheduler import scheduler
 from ktstr.checks.thresholds import merged, validate
@@ -47,6 +48,7 @@ CHECKS: tuple[Check, ...] = (
     Check("kernel_health", kernel_health, switchable=True),
     Check("disk_errors", disk_errors, switchable=True),
     Check("scheduler", scheduler),
+    Check("monitor", monitor),
     Check("coverage", coverage, judges_workload=True),
     Check("vm", vm_end),
     Check("worker_limits", worker_limits),

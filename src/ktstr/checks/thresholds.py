@@ -53,6 +53,17 @@ DEFAULTS: dict[str, float] = {
     # Off (0) until records place it: a VM alone on this 2-core host waited 0.3-0.7 %, two
     # VMs with other jobs beside them 18-26 %, when 16-vCPU runs under EEVDF failed falsely.
     "emulator.max_wait_share": 0.0,
+    # monitor: conditions the host-side monitor saw in the guest kernel, each judged only
+    # when it lasts this many samples in a row (0.5 s at the default 0.1 s period).
+    # Report-only unless monitor.enforce is 1 (or the run's --monitor-enforce); 0 turns a
+    # condition off.  See docs/monitor.md for what EEVDF and scx_simple reach.
+    "monitor.sustain_samples": 5.0,
+    "monitor.enforce": 0.0,
+    "monitor.max_imbalance_ratio": 4.0,  # most / fewest runnable tasks on a CPU
+    "monitor.max_local_dsq": 50.0,  # tasks on one CPU's local DSQ
+    "monitor.check_clock": 1.0,  # a CPU with runnable tasks whose rq clock stands still
+    "monitor.max_fallback_rate": 200.0,  # SCX_EV_SELECT_CPU_FALLBACK per second
+    "monitor.max_keep_last_rate": 100.0,  # SCX_EV_DISPATCH_KEEP_LAST per second
     # disk_errors: I/O errors allowed per disk (QEMU's failed requests + guest-side refusals).
     "disk_errors.max_errors": 0.0,
     # optional checks; 0 disables them.

@@ -15,7 +15,18 @@ import os
 import sys
 
 from ktstr import __version__, paths
-from ktstr.cli import doctor, gauntlet, kernels, qemus, results, runs, schedulers, vms, worker
+from ktstr.cli import (
+    doctor,
+    dumps,
+    gauntlet,
+    kernels,
+    qemus,
+    results,
+    runs,
+    schedulers,
+    vms,
+    worker,
+)
 from ktstr.cli.common import ACCEL_CHOICES
 from ktstr.cli.kernels import FLAVOURS
 from ktstr.errors import EnvironmentProblem, KtstrError
@@ -34,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"ktstr {__version__}")
     top.add_argument("-v", "--verbose", action="store_true", help="debug output")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (kernels, qemus, vms, runs, schedulers, gauntlet, worker, results, doctor):
+    for group in (kernels, qemus, vms, runs, schedulers, gauntlet, worker, results, dumps, doctor):
         group.register(sub)
     return top
 

@@ -74,6 +74,32 @@ def include_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def monitor_options(p: argparse.ArgumentParser) -> None:
+    from ktstr.monitor.settings import parse_period
+
+    p.add_argument(
+        "--monitor-period",
+        type=parse_period,
+        default=None,
+        metavar="S",
+        help="read the guest kernel's scheduler state from the host every S seconds "
+        "(0 turns it off; default 0.1 when the kernel's debug info is cached, else off; "
+        "given, it fetches missing debug info first)",
+    )
+    p.add_argument(
+        "--monitor-enforce",
+        action="store_true",
+        help="let the monitor checks fail the run (by default they only report)",
+    )
+
+
+def monitor_from_args(args: argparse.Namespace):
+    """The run's monitor settings from ``--monitor-period`` and ``--monitor-enforce``."""
+    from ktstr.monitor.settings import MonitorSettings
+
+    return MonitorSettings(args.monitor_period, args.monitor_enforce)
+
+
 def vm_options(p: argparse.ArgumentParser, timeout: float | None = None) -> None:
     disk_option(p)
     p.add_argument(

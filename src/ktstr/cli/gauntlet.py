@@ -14,6 +14,8 @@ from ktstr.cli.common import (
     EXIT_FOR_VERDICT,
     disk_option,
     include_option,
+    monitor_from_args,
+    monitor_options,
     positive,
 )
 from ktstr.cli.worker import tls_options
@@ -102,6 +104,7 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
             disks=tuple(args.disk) or None,
             executor=executor,
             include=tuple(args.include),
+            monitor=monitor_from_args(args),
         )
     print()
     print(gauntlet.matrix(done))
@@ -201,6 +204,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     gaunt.add_argument("--duration", type=positive("--duration"), default=None, metavar="S")
     disk_option(gaunt)
     include_option(gaunt)
+    monitor_options(gaunt)
     gaunt.add_argument("--kernel", "-k", default=None)
     gaunt.add_argument("--accel", choices=ACCEL_CHOICES, default=None)
     gaunt.add_argument(

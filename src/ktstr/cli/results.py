@@ -144,9 +144,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ktstr.results import baselines, report, store
 
     try:
-        records = [load(store.run_path(args.what))[0]]
+        record, run_dir = load(store.run_path(args.what))
+        records = [record]
     except KtstrError:
         records = baselines.records(args.what)
+    else:
+        from ktstr.results import dump_text
+
+        if (run_dir / dump_text.FILE).is_file():  # the monitor's failure dump, as text
+            record["_failure_dump"] = dump_text.render(dump_text.load(run_dir))  # type: ignore[typeddict-unknown-key]
     out = Path(args.output or ("report.md" if args.format == "md" else "report.html"))
     if args.format == "md":
         report.markdown_report(records, out)

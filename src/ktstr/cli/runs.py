@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from ktstr.cli.common import EXIT_FOR_VERDICT, include_option, positive, print_run, vm_options
+from ktstr.cli.common import (
+    EXIT_FOR_VERDICT,
+    include_option,
+    monitor_from_args,
+    monitor_options,
+    positive,
+    print_run,
+    vm_options,
+)
 from ktstr.topology import Topology
 
 
@@ -43,6 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             expect=expect,
             disks=tuple(args.disk) or None,
             include=tuple(args.include),
+            monitor=monitor_from_args(args),
         )
         if args.json:
             with open(args.json, "w") as f:
@@ -79,6 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     vm_options(run)
     include_option(run)
+    monitor_options(run)
     run.add_argument(
         "--duration",
         type=positive("--duration"),

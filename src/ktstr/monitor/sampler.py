@@ -4,12 +4,14 @@ A thread that attaches once the guest agent has said hello (the kernel
 is up by then), reads every CPU's run queue and sched_ext's global state
 each period, and appends one JSON line per sample to
 ``<run dir>/monitor.jsonl`` as it goes (with the scheduler's user DSQs
-and their depths).  The run never depends on it:
-any failure (no debug info, attach refused, a read fault) stops the
-sampler with one sentence kept for the record, and the run goes on.
+and their depths).  It also watches for a developing stall (a runnable
+task waiting longer than half the watchdog timeout) and for the
+scheduler's error exit, and takes the failure dump (``dump.py``) at the
+first of them.  The run never depends on it: any failure (no debug info,
+attach refused, a read fault) stops the sampler with one sentence kept
+for the record, and the run goes on.
 
-Opt-in for now: ``KTSTR_MONITOR=<period in seconds>`` (e.g. ``0.1``)
-turns it on for scenario runs.
+Whether a run is sampled, and how often, is decided in ``settings.py``.
 """
 
 from __future__ import annotations
@@ -26,39 +28,24 @@ from typing import TYPE_CHECKING, Any
 
 from ktstr import wire
 from ktstr.errors import KtstrError
-from ktstr.kernel import debuginfo
+from ktstr.monitor import settings
 
 if TYPE_CHECKING:  # drgn is imported only when a sampler runs
     from ktstr.kernel.image import KernelInfo
     from ktstr.monitor.program import Attached
     from ktstr.topology import Topology
+    from ktstr.vm.qmp import Monitor
 
 log = logging.getLogger(__name__)
 
-ENV = "KTSTR_MONITOR"
-DEFAULT_PERIOD_S = 0.1
+DEFAULT_PERIOD_S = settings.DEFAULT_PERIOD_S
 ATTACH_WAIT_S = 600.0  # the longest the sampler waits for the agent's hello
 FILE = "monitor.jsonl"
 NICE = 10  # the sampler thread's nice value: below QEMU's vCPU threads
 MAX_FAILED_READS = 50  # samples in a row that fail to read before the sampler gives up
-
-
-def period_from_env() -> float | None:
-    """The sampling period ``KTSTR_MONITOR`` asks for, None when the monitor is off."""
-    raw = os.environ.get(ENV, "").strip().lower()
-    if raw in ("", "0", "off", "no"):
-        return None
-    if raw in ("1", "on", "yes"):
-        return DEFAULT_PERIOD_S
-    try:
-        period = float(raw)
-    except ValueError:
-        period = 0.0
-    if not 0.01 <= period <= 60:
-        log.warning("%s=%r is not a period in seconds (0.01-60); using %s s", ENV, raw,
-                    DEFAULT_PERIOD_S)  # fmt: skip
-        return DEFAULT_PERIOD_S
-    return period
+MAX_SERIES = 6000  # samples kept in the record's series (10 minutes at 0.1 s)
+TRACKED_EVENTS = ("SCX_EV_SELECT_CPU_FALLBACK", "SCX_EV_DISPATCH_KEEP_LAST")
+ERROR_EXIT = "SCX_EXIT_ERROR"  # exit kinds from SCX_EXIT_ERROR on are failures
 
 
 def qemu_pid(run_dir: Path, parent: int | None = None) -> int | None:
@@ -94,10 +81,20 @@ class Sampler(threading.Thread):
         topology: Topology,
         kernel: KernelInfo,
         period_s: float = DEFAULT_PERIOD_S,
+        debug: Path | None = None,
+        enforce: bool = False,
     ) -> None:
         super().__init__(name="ktstr-monitor", daemon=True)
         self.run_dir, self.topology, self.kernel = run_dir, topology, kernel
         self.period_s = period_s
+        self.debug = debug
+        self.enforce = enforce
+        self.qmp: Monitor | None = None
+        self.dump: dict[str, Any] | None = None  # what the record says of the failure dump
+        self.stall: dict[str, Any] | None = None  # the longest runnable wait seen
+        self.series: dict[str, list] = {"t": [], "nr_running": [], "scx_nr_running": [],
+                                         "local_dsq": [], "clock": [], "events": [],
+                                         "dsqs": []}  # fmt: skip
         self._hello = threading.Event()
         self._halt = threading.Event()
         self.unavailable: str | None = None
@@ -109,10 +106,24 @@ class Sampler(threading.Thread):
         self.per_cpu: dict[int, dict[str, Any]] = {}
         self.events_last: dict[str, int] | None = None
         self.dsq_max: dict[str, int] = {}  # user DSQ id -> deepest seen
+        self.series_truncated = False
+        self.watch_error: str | None = None
 
     def on_message(self, msg: dict[str, Any]) -> None:
         if msg.get("kind") == wire.HELLO:
             self._hello.set()
+
+    def on_qmp(self, monitor: Monitor) -> None:
+        """The VM's QMP monitor: the failure dump pauses the VM through it."""
+        self.qmp = monitor
+
+    def _pause(self):
+        """Stop the VM's vCPUs; returns the function that lets them go on."""
+        qmp = self.qmp
+        if qmp is None:
+            raise RuntimeError("the VM has no QMP monitor")
+        qmp.command("stop")
+        return lambda: qmp.command("cont")
 
     def stop(self) -> None:
         """End sampling (the VM is gone or going) and wait for the thread."""
@@ -137,9 +148,10 @@ class Sampler(threading.Thread):
             log.warning("monitor: %s", self.unavailable)
 
     def _run(self) -> None:
+        from ktstr.kernel import debuginfo
         from ktstr.monitor import program
 
-        debug = debuginfo.find(self.kernel.release, Path(self.kernel.boot_path))
+        debug = self.debug or debuginfo.find(self.kernel.release, Path(self.kernel.boot_path)).path
         self._hello.wait(ATTACH_WAIT_S)
         if self._halt.is_set():
             return
@@ -147,7 +159,7 @@ class Sampler(threading.Thread):
         if pid is None:
             self.unavailable = "the VM's QEMU process was gone before the monitor attached"
             return
-        attached = program.attach(pid, self.topology, debug.path, self.kernel.release)
+        attached = program.attach(pid, self.topology, debug, self.kernel.release)
         self.attach_timings = attached.timings
         try:
             self._sample(attached)
@@ -157,11 +169,12 @@ class Sampler(threading.Thread):
     def _sample(self, attached: Attached) -> None:
         import drgn
 
-        from ktstr.monitor import rq, scx
+        from ktstr.monitor import dsq, rq, scx
 
         prog = attached.prog
         cpus = rq.possible_cpus(prog)
         has_scx = rq.has_scx(prog)
+        tick_hz = dsq.hz(prog, getattr(self.kernel, "config_path", None)) if has_scx else None
         started = time.monotonic()
         last = None
         failed = 0
@@ -173,6 +186,9 @@ class Sampler(threading.Thread):
                     state = scx.state(prog) if has_scx else {}
                     events = scx.events(prog) if has_scx else None
                     dsqs = scx.user_dsqs(prog) if has_scx else None
+                    wait = (
+                        self._guarded_watch(prog, cpus, tick_hz, t0 - started) if has_scx else None
+                    )
                     failed = 0
                 except (drgn.FaultError, LookupError, ValueError) as err:
                     # The guest changes what the host reads (a task exits, a scheduler
@@ -189,18 +205,117 @@ class Sampler(threading.Thread):
                     line["events"] = events
                 if dsqs is not None:
                     line["dsqs"] = dsqs
-                    for dsq in dsqs:
-                        key = str(dsq["id"])
-                        self.dsq_max[key] = max(self.dsq_max.get(key, 0), dsq["nr"])
+                    for d in dsqs:
+                        key = str(d["id"])
+                        self.dsq_max[key] = max(self.dsq_max.get(key, 0), d["nr"])
+                if wait is not None:
+                    line["longest_wait"] = wait
                 out.write(json.dumps(line) + "\n")
                 out.flush()
                 self._account(per_cpu, events, read_s, t0, last)
+                self._keep(line)
                 last = t0
                 # A fixed period from the start: a slow read shortens the next wait.
                 next_at = started + (int((time.monotonic() - started) / self.period_s) + 1) * (
                     self.period_s
                 )
                 self._halt.wait(max(0.0, next_at - time.monotonic()))
+
+    def _guarded_watch(
+        self, prog: Any, cpus: list[int], tick_hz: int | None, at_s: float
+    ) -> dict[str, Any] | None:
+        """``_watch``, where a host bug ends only the watching: sampling goes on."""
+        import drgn
+
+        if self.watch_error is not None:
+            return None
+        try:
+            return self._watch(prog, cpus, tick_hz, at_s)
+        except (drgn.FaultError, LookupError, ValueError):
+            raise  # a racing read: the sample is skipped and counted
+        except Exception as err:  # noqa: BLE001 - never lose the samples over the dump
+            self.watch_error = f"the stall watch stopped: {type(err).__name__}: {err}"
+            log.warning("monitor: %s", self.watch_error)
+            return None
+
+    def _watch(
+        self, prog: Any, cpus: list[int], tick_hz: int | None, at_s: float
+    ) -> dict[str, Any] | None:
+        """The longest runnable wait now; takes the failure dump when a stall is developing
+        or the scheduler exits with an error (once per run)."""
+        from ktstr.monitor import dsq, dump, scx
+
+        oldest = dsq.oldest_wait(prog, cpus)
+        wait = None
+        timeout = scx.watchdog_timeout(prog)
+        if oldest is not None:
+            waited, cpu, comm, pid = oldest
+            wait = {"cpu": cpu, "pid": pid, "comm": comm, "jiffies": waited}
+            if tick_hz:
+                wait["ms"] = round(waited * 1000 / tick_hz, 1)
+            if self.stall is None or waited > self.stall["jiffies"]:
+                self.stall = {**wait, "at_s": round(at_s, 3)}
+        kind = scx.exit_kind(prog)
+        trigger = None
+        if kind and kind.startswith(ERROR_EXIT):
+            trigger = {"reason": f"the scheduler is exiting ({kind})"}
+        elif wait and timeout and 2 * wait["jiffies"] > timeout:
+            trigger = {
+                "reason": "a stall is developing: a runnable task waited longer than half "
+                "the watchdog timeout",
+                **wait,
+                "watchdog_timeout_jiffies": timeout,
+            }
+        if trigger is None:
+            return wait
+        if self.dump is None:
+            trigger["at_s"] = round(at_s, 3)
+            pause = self._pause if self.qmp is not None else None
+            body = dump.take(prog, cpus, tick_hz, trigger, self.run_dir, pause)
+            self.dump = {
+                "file": dump.FILE,
+                "trigger": trigger,
+                "took_s": body["took_s"],
+                "paused": body["paused"],
+                "has_exit": isinstance(body.get("exit"), dict) and "kind" in body["exit"],
+            }
+            log.info("monitor: failure dump written (%s)", trigger["reason"])
+        elif kind and not self.dump["has_exit"]:
+            self._add_exit(prog)
+        return wait
+
+    def _add_exit(self, prog: Any) -> None:
+        """A dump taken while a stall developed gets the scheduler's exit record when it
+        comes: the reason the kernel gives, and its own debug dump."""
+        from ktstr.monitor import dump, scx
+
+        info = scx.exit_info(prog)
+        if info is None or self.dump is None:
+            return
+        path = self.run_dir / dump.FILE
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        body["exit"] = info
+        dump.write(self.run_dir, body)
+        self.dump["has_exit"] = True
+
+    def _keep(self, line: dict[str, Any]) -> None:
+        """The per-sample numbers the monitor checks and the report's plots use."""
+        series = self.series
+        if len(series["t"]) >= MAX_SERIES:
+            self.series_truncated = True
+            return
+        cpus = line["cpus"]
+        series["t"].append(line["t"])
+        series["nr_running"].append([c["nr_running"] for c in cpus])
+        series["scx_nr_running"].append([c.get("scx_nr_running") for c in cpus])
+        series["local_dsq"].append([c.get("local_dsq_nr") for c in cpus])
+        series["clock"].append([c.get("clock") for c in cpus])
+        events = line.get("events") or {}
+        series["events"].append({k: v for k, v in events.items() if k in TRACKED_EVENTS})
+        series["dsqs"].append({str(d["id"]): d["nr"] for d in line.get("dsqs") or []})
 
     def _account(
         self,
@@ -227,7 +342,11 @@ class Sampler(threading.Thread):
     def summary(self) -> dict[str, Any]:
         """What the record keeps: the period asked and achieved, per-CPU aggregates, and the
         scheduler's event counters as last read (or why there is nothing)."""
-        out: dict[str, Any] = {"period_s": self.period_s, "samples": self.samples}
+        out: dict[str, Any] = {
+            "period_s": self.period_s,
+            "samples": self.samples,
+            "enforce": self.enforce,
+        }
         if self.unavailable:  # why there are no samples, or why they end early
             out["unavailable" if not self.samples else "stopped"] = self.unavailable
         if self.read_errors:
@@ -252,6 +371,16 @@ class Sampler(threading.Thread):
             # The counters belong to the attached scheduler and start at zero with it:
             # the last values read are its totals up to then.
             out["events"] = dict(self.events_last)
+        if self.stall is not None:
+            out["longest_wait"] = dict(self.stall)
+        if self.dump is not None:
+            out["dump"] = dict(self.dump)
+        if self.watch_error:
+            out["watch_error"] = self.watch_error
+        if self.samples:
+            out["series"] = {k: list(v) for k, v in self.series.items()}
+            if self.series_truncated:
+                out["series_truncated"] = MAX_SERIES
         return out
 
 
@@ -261,11 +390,17 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(ordered), 4), "p99": round(p99, 4)}
 
 
-def for_run(run_dir: Path, topology: Topology, kernel: KernelInfo) -> Sampler | None:
-    """A started sampler when ``KTSTR_MONITOR`` asks for one, else None."""
-    period = period_from_env()
-    if period is None:
+def for_run(
+    run_dir: Path, topology: Topology, kernel: KernelInfo, plan: settings.Plan
+) -> Sampler | None:
+    """A started sampler when the plan has the monitor on, else None."""
+    if plan.period_s is None:
         return None
-    sampler = Sampler(run_dir, topology, kernel, period)
+    sampler = Sampler(run_dir, topology, kernel, plan.period_s, plan.debug, plan.enforce)
     sampler.start()
     return sampler
+
+
+def off_summary(plan: settings.Plan) -> dict[str, Any]:
+    """The record's ``monitor`` entry for a run the monitor did not watch: why not."""
+    return {"period_s": None, "samples": 0, "enforce": plan.enforce, "unavailable": plan.off}

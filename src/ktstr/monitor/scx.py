@@ -121,6 +121,16 @@ def user_dsqs(prog: drgn.Program) -> list[dict[str, int]] | None:
     Kernels with a per-scheduler ``scx_root->dsq_hash`` and those with the
     older global ``dsq_hash`` are both read.
     """
+    dsqs = user_dsq_objects(prog)
+    if dsqs is None:
+        return None
+    return sorted(({"id": int(d.id.value_()), "nr": int(d.nr.value_())} for d in dsqs),
+                  key=lambda d: d["id"])  # fmt: skip
+
+
+def user_dsq_objects(prog: drgn.Program) -> list[drgn.Object] | None:
+    """The scheduler's own ``struct scx_dispatch_q`` objects (at most ``MAX_DSQS``); None
+    when no scheduler is attached or the kernel keeps them elsewhere."""
     sch = root(prog)
     if sch is None:
         return None
@@ -130,14 +140,88 @@ def user_dsqs(prog: drgn.Program) -> list[dict[str, int]] | None:
         table = _variable(prog, "dsq_hash")
         if table is None:
             return None
-    dsqs = _rhashtable_entries(table, "struct scx_dispatch_q", "hash_node")
-    return sorted(({"id": int(d.id.value_()), "nr": int(d.nr.value_())} for d in dsqs),
-                  key=lambda d: d["id"])  # fmt: skip
+    return _rhashtable_entries(table, "struct scx_dispatch_q", "hash_node")
+
+
+def watchdog_timeout(prog: drgn.Program) -> int | None:
+    """The attached scheduler's watchdog timeout in jiffies (a runnable task waiting longer
+    ejects the scheduler); None without a scheduler or the field."""
+    sch = root(prog)
+    if sch is not None and _has_member(sch.type_.type, "watchdog_timeout"):
+        return int(sch.watchdog_timeout.value_())
+    var = _variable(prog, "scx_watchdog_timeout")
+    return int(var.value_()) if var is not None else None
+
+
+def exit_kind(prog: drgn.Program) -> str | None:
+    """``SCX_EXIT_ERROR_STALL`` and the like once the scheduler is exiting; None while it
+    runs normally (``SCX_EXIT_NONE``) or when none is attached."""
+    sch = root(prog)
+    if sch is None or not _has_member(sch.type_.type, "exit_kind"):
+        return None
+    value = _int(sch.exit_kind)
+    if value == 0:
+        return None
+    return _enum_name(prog, "enum scx_exit_kind", value)
+
+
+MAX_EXIT_TEXT = 64 * 1024  # the exit's message and debug dump, each
+
+
+def exit_info(prog: drgn.Program) -> dict[str, Any] | None:
+    """The scheduler's exit record (kind, reason, message, the kernel's debug dump) once it
+    is exiting; None before."""
+    sch = root(prog)
+    if sch is None or not _has_member(sch.type_.type, "exit_info"):
+        return None
+    info = sch.exit_info
+    if not info.value_():
+        return None
+    kind = int(info.kind.value_())
+    if kind == 0:
+        return None
+    out: dict[str, Any] = {
+        "kind": _enum_name(prog, "enum scx_exit_kind", kind),
+        "exit_code": int(info.exit_code.value_()),
+    }
+    if _has_member(info.type_.type, "exit_cpu"):
+        out["exit_cpu"] = int(info.exit_cpu.value_())
+    for name in ("reason", "msg", "dump"):
+        ptr = getattr(info, name)
+        if ptr.value_():
+            limit = MAX_EXIT_TEXT if name == "dump" else 4096
+            out[name] = _cstring(ptr, limit).decode(errors="replace")
+    return out
+
+
+def _cstring(ptr: drgn.Object, limit: int = 4096) -> bytes:
+    """A NUL-terminated string from guest memory, at most ``limit`` bytes."""
+    prog = ptr.prog_
+    address = ptr.value_()
+    out = b""
+    while len(out) < limit:
+        chunk = prog.read(address + len(out), 256 - (address + len(out)) % 256)
+        end = chunk.find(b"\0")
+        if end >= 0:
+            return out + chunk[:end]
+        out += chunk
+    return out
+
+
+def _enum_name(prog: drgn.Program, enum: str, value: int) -> str:
+    try:
+        names = {v: n for n, v in (prog.type(enum).enumerators or ())}
+    except LookupError:
+        return str(value)
+    return names.get(value, str(value))
 
 
 def _int(obj: drgn.Object) -> int:
     """An integer, bool or ``atomic_t`` field as an int (kernels changed some field types)."""
-    if obj.type_.kind == drgn.TypeKind.STRUCT and _has_member(obj.type_, "counter"):
+    real = obj.type_
+    while real.kind == drgn.TypeKind.TYPEDEF:  # atomic_t is a typedef of a struct
+        real = real.type
+    if real.kind == drgn.TypeKind.STRUCT and _has_member(real, "counter"):
         obj = obj.counter
     return int(obj.value_())
 

@@ -173,6 +173,82 @@ PLOTS = {
 }
 
 
+def _monitor_series(record: dict) -> dict | None:
+    series = (record.get("monitor") or {}).get("series")
+    return series if series and series.get("t") else None
+
+
+def monitor_runnable_heatmap(record: dict) -> bytes | None:
+    """Runnable tasks per CPU as the host-side monitor read them, sample by sample."""
+    series = _monitor_series(record)
+    if series is None:
+        return None
+    rows = series["nr_running"]
+    ncpus = max(len(r) for r in rows)
+    grid = [[r[c] if c < len(r) else 0 for r in rows] for c in range(ncpus)]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * ncpus + 1.5))
+    t = series["t"]
+    image = ax.imshow(grid, aspect="auto", cmap="magma", extent=(t[0], t[-1], ncpus - 0.5, -0.5),
+                      interpolation="nearest")  # fmt: skip
+    ax.set_yticks(range(ncpus), [f"cpu {c}" for c in range(ncpus)])
+    ax.set_xlabel("seconds into sampling")
+    ax.set_title("runnable tasks per CPU (host-side monitor)")
+    fig.colorbar(image, ax=ax, label="nr_running")
+    return _png(fig)
+
+
+def monitor_dsq_depths(record: dict) -> bytes | None:
+    """Each user DSQ's depth, and the deepest local DSQ, over time."""
+    series = _monitor_series(record)
+    if series is None:
+        return None
+    t = series["t"]
+    ids = sorted({k for d in series.get("dsqs") or [] for k in d}, key=lambda k: int(k))
+    local = [max((n or 0 for n in row), default=0) for row in series.get("local_dsq") or []]
+    if not ids and not any(local):
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for key in ids[:12]:
+        ax.plot(t, [d.get(key, 0) for d in series["dsqs"]], label=f"dsq {key}")
+    if local:
+        ax.plot(t[: len(local)], local, "--", label="deepest local DSQ")
+    ax.set_xlabel("seconds into sampling")
+    ax.set_ylabel("tasks queued")
+    ax.set_title("dispatch queue depths")
+    ax.legend(fontsize="small")
+    return _png(fig)
+
+
+def monitor_event_rates(record: dict) -> bytes | None:
+    """sched_ext event counters as rates per second between samples."""
+    series = _monitor_series(record)
+    events = (series or {}).get("events") or []
+    names = sorted({k for e in events for k in e})
+    if series is None or not names:
+        return None
+    t = series["t"]
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for name in names:
+        rates = [0.0]
+        for i in range(1, min(len(t), len(events))):
+            before, now, dt = events[i - 1].get(name), events[i].get(name), t[i] - t[i - 1]
+            ok = before is not None and now is not None and now >= before and dt > 0
+            rates.append((now - before) / dt if ok else 0.0)
+        ax.plot(t[: len(rates)], rates, label=name.removeprefix("SCX_EV_").lower())
+    ax.set_xlabel("seconds into sampling")
+    ax.set_ylabel("events per second")
+    ax.set_title("sched_ext event rates")
+    ax.legend(fontsize="small")
+    return _png(fig)
+
+
+PLOTS.update(
+    monitor_runnable=monitor_runnable_heatmap,
+    monitor_dsqs=monitor_dsq_depths,
+    monitor_events=monitor_event_rates,
+)
+
+
 def plots(record: dict) -> dict[str, bytes]:
     out = {}
     for name, fn in PLOTS.items():
@@ -218,6 +294,8 @@ def run_section(record: dict, images: dict[str, str]) -> str:
     if disks:
         parts.append(f"<pre>{html.escape(disks)}</pre>")
     parts += [f"<p><img alt='{name}' src='{src}'></p>" for name, src in images.items()]
+    if record.get("_failure_dump"):
+        parts.append(f"<h3>failure dump</h3><pre>{html.escape(record['_failure_dump'])}</pre>")
     return "\n".join(parts)
 
 

@@ -23,6 +23,7 @@ from ktstr.topology import Topology
 from ktstr.vm import drives, lifecycle
 from ktstr.vm.accel import Accel
 from ktstr.vm.qemu import VmConfig
+from ktstr.vm.qmp import Monitor
 from ktstr.vm.slots import vm_slot
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def boot(
     files: dict[str, bytes] | None = None,
     cmdline: list[str] | None = None,
     disks: Sequence[Disk] = (),
+    on_qmp: Callable[[Monitor], None] | None = None,
 ) -> Boot:
     """Run the agent with ``spec`` in a fresh VM.
 
@@ -90,7 +92,7 @@ def boot(
         limits = lifecycle.StreamLimits.for_run(timeout, planned_workers(spec))
         try:
             with vm_slot():  # host-wide: xdist workers and parallel runs share the budget
-                result = lifecycle.run_vm(cfg, run_dir, timeout, on_message, limits)
+                result = lifecycle.run_vm(cfg, run_dir, timeout, on_message, limits, on_qmp)
         finally:
             initrd.unlink(missing_ok=True)
     finally:

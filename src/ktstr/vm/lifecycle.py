@@ -444,8 +444,12 @@ def run_vm(
     timeout_s: float,
     on_message: Callable[[dict[str, Any]], None] | None = None,
     limits: StreamLimits | None = None,
+    on_qmp: Callable[[Monitor], None] | None = None,
 ) -> VmResult:
     """Boot, stream, and wait for the VM to end; never leaves QEMU running.
+
+    ``on_qmp`` gets the VM's QMP monitor once QEMU runs (the host-side
+    monitor pauses the VM through it); asking for it gives every VM one.
 
     ``limits`` defaults to ``StreamLimits.for_run(timeout_s)``.  A guest
     that sends more than a stream's total cap is stopped at once: the
@@ -455,7 +459,7 @@ def run_vm(
     host_end, guest_end = socket.socketpair()
     cfg.channel_fd = guest_end.fileno()
     qmp_host = qmp_guest = None
-    if cfg.drive_args:  # disks: QMP reads their counters when the guest powers off
+    if cfg.drive_args or on_qmp:  # disks: QMP reads their counters at power-off
         qmp_host, qmp_guest = socket.socketpair()
         cfg.monitor_fd = qmp_guest.fileno()
     argv = build_argv(cfg)
@@ -479,6 +483,8 @@ def run_vm(
         qmp_guest.close()
         monitor = Monitor(qmp_host)
         monitor.start()
+        if on_qmp:
+            on_qmp(monitor)
     flood = threading.Event()  # set by a reader that stopped at its total cap
     console = None
     if not cfg.interactive:

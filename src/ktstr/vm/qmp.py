@@ -66,6 +66,9 @@ class Monitor(threading.Thread):
         self.shutdown_reason: str | None = None
         self.error: str | None = None
         self.quit_sent = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+        self._connected = threading.Event()
 
     @property
     def abandoned(self) -> bool:
@@ -94,6 +97,8 @@ class Monitor(threading.Thread):
                 raise QmpError(
                     f"QEMU closed the monitor before the guest powered off: {err!r}"
                 ) from None
+            self._loop, self._client = asyncio.get_running_loop(), client
+            self._connected.set()
             event = await _shutdown_event(client)
             self.shutdown_reason = (event.get("data") or {}).get("reason")
             try:
@@ -106,10 +111,23 @@ class Monitor(threading.Thread):
                     pass  # QEMU closed the monitor as it quit, before its reply
                 self.quit_sent = True
         finally:
+            self._client = None
             try:
                 await client.disconnect()
             except Exception as err:  # what ended the connection; an EOF after quit is normal
                 log.debug("QMP connection ended: %s: %s", type(err).__name__, err)
+
+    def command(self, name: str, timeout_s: float = 5.0) -> Any:
+        """Run one QMP command from another thread (the host monitor pauses the VM with
+        ``stop`` and ``cont``) while this thread waits for the guest's power-off."""
+        if not self._connected.wait(timeout_s) or self._client is None or self._loop is None:
+            raise QmpError(f"QEMU's monitor is not connected, so {name} was not sent")
+        future = asyncio.run_coroutine_threadsafe(_execute(self._client, name), self._loop)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise QmpError(f"QEMU did not answer {name} in {timeout_s:.0f} s") from None
 
 
 async def _execute(client: Any, name: str) -> Any:
