@@ -121,3 +121,32 @@ def test_running_over_the_quota_is_the_kernels_slack_not_a_siblings_loss():
     # the kernel hands bandwidth out in per-CPU slices: a throttled cgroup overshoots
     # (1.27 CPUs for a quota of 1 here), and the free sibling is judged on what it left
     assert not fairness(limited(a_cpu_s=1.9, b_cpu_s=4.1), "fail")
+
+
+def gapped(ran_s: float, enforced: bool = True) -> dict:
+    """Cgroup a's four workers under a quota of one CPU (a quarter each); worker 0 has a
+    3 s gap from +2 s in which it ran ``ran_s``."""
+    rec = limited(enforced=enforced)
+    w = rec["workers"][0]
+    w["gaps"] = [[3.0, 2.0, 0]]
+    w["progress"] = [
+        [0.0, 0, 0, 0],
+        [2.0, 10, 0, int(0.5e9)],
+        [5.0, 11, 0, int((0.5 + ran_s) * 1e9)],
+    ]
+    return rec
+
+
+def not_stuck(rec: dict) -> list:
+    return [f for f in judge(rec).findings if f.check == "not_stuck" and f.status == "fail"]
+
+
+def test_a_gap_the_quota_explains_is_not_stuck_but_a_starved_worker_still_is():
+    # at a quarter of a CPU, 0.7 s of CPU takes 2.8 s: 0.2 s of the 3 s gap is waiting
+    assert not not_stuck(gapped(0.7))
+    # the same gap without a quota that bit: 2.3 s of waiting in one go
+    (free,) = not_stuck(gapped(0.7, enforced=False))
+    assert free.worker == 0 and free.value == 2300.0
+    # no quota explains a worker that got nothing
+    (starved,) = not_stuck(gapped(0.0))
+    assert starved.worker == 0 and starved.value == 3000.0

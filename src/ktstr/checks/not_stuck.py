@@ -20,6 +20,7 @@ Reads: ``workers[].units, gaps, progress, released_cpu_ns, start_s, end_s, error
 
 from __future__ import annotations
 
+from ktstr.checks import quota
 from ktstr.checks import timeline as tl
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, Finding
 from ktstr.checks.workers import label
@@ -59,6 +60,7 @@ def not_stuck(record: dict, th: dict) -> list[Finding]:
         return [Finding("not_stuck", INCONCLUSIVE, "no_workers", "the run recorded no workers")]
     duration = record.get("duration_s", 0.0)
     frozen = tl.windows(record, "freeze", "unfreeze", duration)
+    lim = quota.limits(record)
     stopped = tl.stopped_at(record)
     released = tl.released_at(record)
     out, worst, longest_gap = [], 0.0, 0.0
@@ -102,8 +104,15 @@ def not_stuck(record: dict, th: dict) -> list[Finding]:
         tail = end - w.get("end_s", end)
         if tail > 0:
             gaps.append((tail, w["end_s"], None, "tail"))
+        # under an enforced cpu.max quota a worker waits on purpose for the part of the
+        # gap its share does not give it: its CPU time is counted at its share (quota.py)
         judged = [
-            (_wait(w, gap, at, kind), gap, at, cpu)
+            (
+                _wait(quota.scaled(w, quota.share(record, w, at, at + gap, lim)), gap, at, kind),
+                gap,
+                at,
+                cpu,
+            )
             for gap, at, cpu, kind in gaps
             if not any(at < b and at + gap > a for a, b in freeze)  # frozen on purpose
         ]

@@ -118,3 +118,22 @@ def changed(record: dict, path: str, lim: Limits | None = None) -> bool:
         for node, changes in lim.items()
         if path == node or path.startswith(f"{node}/")
     )
+
+
+def scaled(worker: dict, share_of_cpu: float) -> dict:
+    """The worker with its CPU time counted as the wall time its quota share needed to
+    give it that much (CPU time over the share): a gap less that is waiting the quota
+    does not explain.  A starved worker ran nothing, so its whole gap still counts."""
+    if share_of_cpu >= 1.0 or share_of_cpu <= 0.0:
+        return worker
+
+    def stretch(ns: object) -> object:
+        return ns / share_of_cpu if tl.finite(ns) else ns
+
+    out = dict(worker)
+    out["progress"] = [
+        [*p[:3], stretch(p[3]), *p[4:]] if len(p) >= 4 else p for p in worker.get("progress") or []
+    ]
+    if "released_cpu_ns" in worker:
+        out["released_cpu_ns"] = stretch(worker["released_cpu_ns"])
+    return out
