@@ -71,7 +71,9 @@ def task(p: drgn.Object, now_jiffies: int | None = None, tick_hz: int | None = N
         "pid": int(p.pid.value_()),
         "comm": p.comm.string_().decode(errors="replace"),
         "class": rq_mod.class_name(prog, p.sched_class),
-        "cpu": int(p.thread_info.cpu.value_()) if _has(p, "thread_info") else None,
+        "cpu": int(p.thread_info.cpu.value_())
+        if scx.has_member(p.type_.type, "thread_info")
+        else None,
         "kthread": bool(int(p.flags.value_()) & 0x00200000),  # PF_KTHREAD
     }
     ext = p.scx
@@ -85,14 +87,6 @@ def task(p: drgn.Object, now_jiffies: int | None = None, tick_hz: int | None = N
         if tick_hz:
             out["runnable_for_ms"] = round(waited * 1000 / tick_hz, 1)
     return out
-
-
-def _has(obj: drgn.Object, member: str) -> bool:
-    try:
-        obj.member_(member)
-    except LookupError:
-        return False
-    return True
 
 
 def runnable(prog: drgn.Program, cpu: int, tick_hz: int | None = None) -> list[dict]:
@@ -153,8 +147,9 @@ def all_dsqs(prog: drgn.Program, cpus: list[int], tick_hz: int | None = None) ->
     sch = scx.root(prog)
     if sch is None:
         return out
-    if _has(sch, "pnode"):
-        nodes = int(prog["nr_node_ids"].value_()) if _has_var(prog, "nr_node_ids") else 1
+    if scx.has_member(sch.type_.type, "pnode"):
+        nr_nodes = scx.variable(prog, "nr_node_ids")
+        nodes = int(nr_nodes.value_()) if nr_nodes is not None else 1
         for node in range(min(nodes, 64)):
             pnode = sch.pnode[node]
             if pnode.value_():
@@ -162,11 +157,3 @@ def all_dsqs(prog: drgn.Program, cpus: list[int], tick_hz: int | None = None) ->
     for dsq in scx.user_dsq_objects(prog) or []:
         out.append({"kind": "user", **queued(dsq, tick_hz)})
     return out
-
-
-def _has_var(prog: drgn.Program, name: str) -> bool:
-    try:
-        prog[name]
-    except KeyError:
-        return False
-    return True

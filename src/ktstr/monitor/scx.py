@@ -18,7 +18,8 @@ from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 
 
-def _variable(prog: drgn.Program, name: str) -> drgn.Object | None:
+def variable(prog: drgn.Program, name: str) -> drgn.Object | None:
+    """A kernel variable, or None when this kernel has none of that name."""
     try:
         return prog[name]
     except KeyError:
@@ -28,7 +29,7 @@ def _variable(prog: drgn.Program, name: str) -> drgn.Object | None:
 def enable_state(prog: drgn.Program) -> str | None:
     """``SCX_ENABLED``, ``SCX_DISABLED``, ... from ``scx_enable_state_var``; None without
     sched_ext."""
-    var = _variable(prog, "scx_enable_state_var")
+    var = variable(prog, "scx_enable_state_var")
     if var is None:
         return None
     value = int(var.counter.value_())
@@ -42,7 +43,7 @@ def enable_state(prog: drgn.Program) -> str | None:
 
 def root(prog: drgn.Program) -> drgn.Object | None:
     """The root ``struct scx_sched *`` while a BPF scheduler is attached, else None."""
-    sch = _variable(prog, "scx_root")
+    sch = variable(prog, "scx_root")
     if sch is None or not sch.value_():
         return None
     return sch
@@ -73,9 +74,9 @@ def events(prog: drgn.Program) -> dict[str, int] | None:
     cpus = list(for_each_possible_cpu(prog))
     sch = root(prog)
     per_cpu_stats: list[drgn.Object]
-    if sch is not None and _has_member(sch.type_.type, "pcpu"):
+    if sch is not None and has_member(sch.type_.type, "pcpu"):
         per_cpu_stats = [per_cpu_ptr(sch.pcpu, cpu).event_stats for cpu in cpus]
-    elif sch is not None and _variable(prog, "scx_event_stats_cpu") is not None:
+    elif sch is not None and variable(prog, "scx_event_stats_cpu") is not None:
         var = prog["scx_event_stats_cpu"]
         per_cpu_stats = [per_cpu(var, cpu) for cpu in cpus]
     else:
@@ -134,10 +135,10 @@ def user_dsq_objects(prog: drgn.Program) -> list[drgn.Object] | None:
     sch = root(prog)
     if sch is None:
         return None
-    if _has_member(sch.type_.type, "dsq_hash"):
+    if has_member(sch.type_.type, "dsq_hash"):
         table = sch.dsq_hash
     else:
-        table = _variable(prog, "dsq_hash")
+        table = variable(prog, "dsq_hash")
         if table is None:
             return None
     return _rhashtable_entries(table, "struct scx_dispatch_q", "hash_node")
@@ -147,9 +148,9 @@ def watchdog_timeout(prog: drgn.Program) -> int | None:
     """The attached scheduler's watchdog timeout in jiffies (a runnable task waiting longer
     ejects the scheduler); None without a scheduler or the field."""
     sch = root(prog)
-    if sch is not None and _has_member(sch.type_.type, "watchdog_timeout"):
+    if sch is not None and has_member(sch.type_.type, "watchdog_timeout"):
         return int(sch.watchdog_timeout.value_())
-    var = _variable(prog, "scx_watchdog_timeout")
+    var = variable(prog, "scx_watchdog_timeout")
     return int(var.value_()) if var is not None else None
 
 
@@ -157,7 +158,7 @@ def exit_kind(prog: drgn.Program) -> str | None:
     """``SCX_EXIT_ERROR_STALL`` and the like once the scheduler is exiting; None while it
     runs normally (``SCX_EXIT_NONE``) or when none is attached."""
     sch = root(prog)
-    if sch is None or not _has_member(sch.type_.type, "exit_kind"):
+    if sch is None or not has_member(sch.type_.type, "exit_kind"):
         return None
     value = _int(sch.exit_kind)
     if value == 0:
@@ -172,7 +173,7 @@ def exit_info(prog: drgn.Program) -> dict[str, Any] | None:
     """The scheduler's exit record (kind, reason, message, the kernel's debug dump) once it
     is exiting; None before."""
     sch = root(prog)
-    if sch is None or not _has_member(sch.type_.type, "exit_info"):
+    if sch is None or not has_member(sch.type_.type, "exit_info"):
         return None
     info = sch.exit_info
     if not info.value_():
@@ -184,7 +185,7 @@ def exit_info(prog: drgn.Program) -> dict[str, Any] | None:
         "kind": _enum_name(prog, "enum scx_exit_kind", kind),
         "exit_code": int(info.exit_code.value_()),
     }
-    if _has_member(info.type_.type, "exit_cpu"):
+    if has_member(info.type_.type, "exit_cpu"):
         out["exit_cpu"] = int(info.exit_cpu.value_())
     for name in ("reason", "msg", "dump"):
         ptr = getattr(info, name)
@@ -221,12 +222,13 @@ def _int(obj: drgn.Object) -> int:
     real = obj.type_
     while real.kind == drgn.TypeKind.TYPEDEF:  # atomic_t is a typedef of a struct
         real = real.type
-    if real.kind == drgn.TypeKind.STRUCT and _has_member(real, "counter"):
+    if real.kind == drgn.TypeKind.STRUCT and has_member(real, "counter"):
         obj = obj.counter
     return int(obj.value_())
 
 
-def _has_member(type_: drgn.Type, name: str) -> bool:
+def has_member(type_: drgn.Type, name: str) -> bool:
+    """Whether a struct type has the member: kernels add and drop the fields read here."""
     try:
         type_.member(name)
     except LookupError:
@@ -238,12 +240,12 @@ def state(prog: drgn.Program) -> dict[str, Any]:
     """The global sched_ext state as plain values: what scx_show_state.py shows first."""
     out: dict[str, Any] = {"enable_state": enable_state(prog), "ops": ops_name(prog)}
     for name in ("scx_nr_rejected", "scx_enable_seq"):
-        var = _variable(prog, name)
+        var = variable(prog, name)
         if var is not None:
             out[name.removeprefix("scx_")] = int(var.counter.value_())
     sch = root(prog)
     if sch is not None:
         for name in ("aborting", "bypass_depth"):
-            if _has_member(sch.type_.type, name):
+            if has_member(sch.type_.type, name):
                 out[name] = _int(getattr(sch, name))
     return out

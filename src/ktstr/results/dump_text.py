@@ -64,6 +64,15 @@ def _unreadable(part: object) -> str | None:
     return None
 
 
+def _items(lines: list[str], title: str, part: object) -> list:
+    """Add a section's title (and why it was not read, when it was not); its items."""
+    lines.append(title)
+    note = _unreadable(part)
+    if note:
+        lines.append(note)
+    return part if isinstance(part, list) else []
+
+
 def render(body: dict[str, Any]) -> str:
     """The dump as indented text."""
     lines: list[str] = []
@@ -81,10 +90,7 @@ def render(body: dict[str, Any]) -> str:
     scx = body.get("scx")
     if isinstance(scx, dict) and "unreadable" not in scx:
         lines.append("sched_ext: " + ", ".join(f"{k}={escape(str(v))}" for k, v in scx.items()))
-    lines.append("CPUs:")
-    cpus = body.get("cpus")
-    lines.append(_unreadable(cpus) or "")
-    for c in cpus if isinstance(cpus, list) else []:
+    for c in _items(lines, "CPUs:", body.get("cpus")):
         lines.append(
             f"  CPU {c.get('cpu')}: nr_running {c.get('nr_running')} scx {c.get('scx_nr_running')}"
             f" local_dsq {c.get('local_dsq_nr')} curr {c.get('curr_pid')} "
@@ -100,22 +106,16 @@ def render(body: dict[str, Any]) -> str:
                 continue
             lines.append(f"  CPU {cpu}: {len(tasks)} task(s)")
             lines.extend(f"    {_task(t)}" for t in tasks)
-    dsqs = body.get("dsqs")
-    if dsqs is not None:
-        lines.append("dispatch queues:")
-        lines.append(_unreadable(dsqs) or "")
-        for d in dsqs if isinstance(dsqs, list) else []:
+    if body.get("dsqs") is not None:
+        for d in _items(lines, "dispatch queues:", body["dsqs"]):
             where = {"local": f" CPU {d.get('cpu')}", "global": f" node {d.get('node')}"}.get(
                 d.get("kind"), ""
             )
             lines.append(f"  {d.get('kind')}{where} dsq {_dsq_id(d.get('id'))}: {d.get('nr')} "
                          "queued")  # fmt: skip
             lines.extend(f"    {_task(t)}" for t in d.get("tasks") or [])
-    maps = body.get("maps")
-    if maps is not None:
-        lines.append("BPF maps of the scheduler:")
-        lines.append(_unreadable(maps) or "")
-        for m in maps if isinstance(maps, list) else []:
+    if body.get("maps") is not None:
+        for m in _items(lines, "BPF maps of the scheduler:", body["maps"]):
             lines.append(
                 f"  {escape(str(m.get('name')))} (id {m.get('id')}, {m.get('type')}, key "
                 f"{m.get('key_size')} B, value {m.get('value_size')} B, max "
