@@ -202,3 +202,41 @@ def test_the_report_plots_the_monitor_series_and_shows_the_dump():
     record["_failure_dump"] = dump_text.render(DUMP)
     page = report.run_section(record, {})
     assert "<h3>failure dump</h3>" in page and "scx_qmap.bss" in page
+
+
+def test_the_dump_pauses_and_resumes_the_vm_over_qmp_while_the_monitor_waits():
+    import socket
+    import threading
+
+    from ktstr.vm.qmp import Monitor, QmpError
+    from tests.helpers import HANG_GUARD_S, qmp_commands
+
+    seen: list[str] = []
+
+    def qemu(sock):
+        sock.sendall(b'{"QMP": {"version": {"qemu": {"major": 7}}, "capabilities": []}}\r\n')
+        for cmd in qmp_commands(sock):
+            seen.append(cmd["execute"])
+            reply = {"return": [] if cmd["execute"] == "query-blockstats" else {}}
+            if "id" in cmd:
+                reply["id"] = cmd["id"]
+            sock.sendall(json.dumps(reply).encode() + b"\r\n")
+            if cmd["execute"] == "cont":  # the guest then powers off
+                sock.sendall(b'{"event": "SHUTDOWN", "data": {"reason": "guest-shutdown"}}\r\n')
+            if cmd["execute"] == "quit":
+                break
+        sock.close()
+
+    ours, theirs = socket.socketpair()
+    fake = threading.Thread(target=qemu, args=(theirs,))
+    fake.start()
+    monitor = Monitor(ours)
+    monitor.start()
+    monitor.command("stop")
+    monitor.command("cont")
+    monitor.join(HANG_GUARD_S)
+    fake.join(HANG_GUARD_S)
+    assert seen == ["qmp_capabilities", "stop", "cont", "query-blockstats", "quit"]
+    assert monitor.quit_sent and monitor.error is None
+    with pytest.raises(QmpError, match="not connected"):
+        monitor.command("stop", timeout_s=0.1)  # QEMU is gone: one sentence, no hang
