@@ -1,6 +1,7 @@
 """ktstr: test Linux process schedulers in QEMU VMs with declared CPU topologies."""
 
 from ktstr.disk import Disk, Throttle
+from ktstr.payloads.model import Metric, Payload
 from ktstr.scenario.controls import MemPolicy
 from ktstr.scenario.cpuset import CpusetSpec
 from ktstr.scenario.model import (
@@ -54,7 +55,9 @@ __all__ = [
     "Flag",
     "HoldSpec",
     "MemPolicy",
+    "Metric",
     "Op",
+    "Payload",
     "Policy",
     "Requires",
     "Scenario",

@@ -23,6 +23,7 @@ from ktstr.kernel.image import KernelInfo
 from ktstr.kernel.store import resolve
 from ktstr.monitor import sampler
 from ktstr.monitor import settings as monitor_settings
+from ktstr.payloads.pack import archive as pack_payloads
 from ktstr.record import RunRecord, builder, stored
 from ktstr.results import store
 from ktstr.scenario.model import Scenario
@@ -125,6 +126,10 @@ def run_scenario(
         return record, run_dir
     disks = tuple(scenario.disks if disks is None else disks)
     plan = compile_plan(scenario, topology, duration, disks)
+    # A payload program missing on this host is one sentence, before anything boots.
+    payload_archive, payload_libs = pack_payloads(plan.get("payloads", []))
+    if payload_libs:
+        plan["payload_lib_path"] = payload_libs
     info = resolve(kernel)
     files: dict[str, bytes] = {}
     if not scheduler.is_eevdf:
@@ -170,6 +175,7 @@ def run_scenario(
             cmdline=list(scheduler.kernel_args),
             disks=disks,
             on_qmp=sampling.on_qmp if sampling else None,
+            archives=[payload_archive] if payload_archive else [],
         )
     finally:
         if sampling:

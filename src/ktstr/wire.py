@@ -45,6 +45,9 @@ DISK_STATS = "disk_stats"  # each disk's /sys/block counters at the end
 # ``ktstr shell --exec``.
 EXEC_OUTPUT = "exec_out"  # a chunk of the command's stdout or stderr, as it comes
 EXEC_END = "exec_end"  # the command's exit status, or that it ran out of time
+# Payloads (programs run in a scenario's cgroups).
+PAYLOAD_OUTPUT = "payload_out"  # a chunk of a payload's stdout or stderr, as it comes
+PAYLOAD_END = "payload_end"  # how a payload ended: exit code or signal, who stopped it
 
 KINDS = frozenset(
     {
@@ -65,6 +68,8 @@ KINDS = frozenset(
         DISK_STATS,
         EXEC_OUTPUT,
         EXEC_END,
+        PAYLOAD_OUTPUT,
+        PAYLOAD_END,
     }
 )
 

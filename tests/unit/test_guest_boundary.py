@@ -183,6 +183,8 @@ WRONG = [
     ({"kind": "disk_stats", "disks": [{"serial": "s", "stat_end": {"x": 1.5}}]}, "expected an int"),
     ({"kind": "exec_out", "stream": "stdout", "data": 7}, "data: expected a string"),
     ({"kind": "exec_end", "timed_out": False, "elapsed_s": 1.0, "code": 300}, "code: 300 is"),
+    ({"kind": "payload_out", "id": 0, "stream": "stdout"}, "data: missing"),
+    ({"kind": "payload_end", "id": 0, "at_s": 1.0, "elapsed_s": 1.0, "code": -1}, "code: -1 is"),
 ]
 
 

@@ -101,6 +101,7 @@ def wait_state(pid: int, want: str) -> str:
 
 def every_op_the_compiler_emits() -> set[str]:
     from ktstr import CgroupDef, CpusetSpec, Disk, HoldSpec, Op, Scenario, Step, Topology
+    from ktstr.payloads.catalog import HACKBENCH
     from ktstr.scenario.plan import compile_plan
 
     setup = [
@@ -123,6 +124,10 @@ def every_op_the_compiler_emits() -> set[str]:
         Op.move_tasks("b", "a"),
         Op.remove_cgroup("b"),
         Op.fixture_knob("pile", 0),
+        Op.run_payload("a", HACKBENCH),
+        Op.wait_payload("hackbench"),
+        Op.run_payload("a", HACKBENCH, name="again"),
+        Op.kill_payload("again", "a"),
     ]
     scenario = Scenario(
         "all_ops",

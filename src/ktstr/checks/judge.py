@@ -21,6 +21,7 @@ from ktstr.checks.limits import worker_limits
 from ktstr.checks.model import SKIP, Finding, Verdict
 from ktstr.checks.monitor import monitor
 from ktstr.checks.not_stuck import not_stuck
+from ktstr.checks.payloads import payloads
 from ktstr.checks.scheduler import scheduler
 from ktstr.checks.thresholds import merged, validate
 from ktstr.checks.work_conservation import work_conservation
@@ -53,6 +54,7 @@ CHECKS: tuple[Check, ...] = (
     Check("vm", vm_end),
     Check("worker_limits", worker_limits),
     Check("io_throughput", io_throughput),
+    Check("payloads", payloads, judges_workload=True),
 )
 SWITCHABLE = tuple(c.name for c in CHECKS if c.switchable)
 

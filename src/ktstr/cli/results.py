@@ -73,9 +73,8 @@ def cmd_baseline_save(args: argparse.Namespace) -> int:
 
 def _scheduler_vs(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """Run the scenario under --against (A) and --scheduler (B), --runs times each."""
+    from ktstr import userfile
     from ktstr.runner import run_scenario
-    from ktstr.scenario.catalog import get
-    from ktstr.scheduler import from_cli
 
     if not args.scenario:
         raise KtstrError(
@@ -83,16 +82,18 @@ def _scheduler_vs(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
             "e.g. ktstr compare --scheduler scx_simple --against eevdf steady",
         )
     topology = Topology.parse(args.topology)
+    scenario = userfile.scenario(args.scenario)  # a catalog name or file.py::NAME
+    schedulers = [userfile.scheduler(name) for name in (args.against, args.scheduler)]
     sides: tuple[list[dict], list[dict]] = ([], [])
     for i in range(args.runs):
         for side, name in enumerate((args.against, args.scheduler)):
             record, run_dir = run_scenario(
-                get(args.scenario),
+                scenario,
                 topology,
                 args.kernel,
                 None,
                 args.duration,
-                scheduler=from_cli(name),
+                scheduler=schedulers[side],
             )
             print(
                 f"run {i + 1}/{args.runs} {name}: {record['verdict']} ({run_dir})",

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from ktstr import wire
 from ktstr.guest import cgroups, faults, spawn
 from ktstr.guest.channel import Channel
+from ktstr.guest.payloads import Payloads
 from ktstr.guest.pool import Pool
 
 
@@ -26,6 +27,8 @@ class Context:
         self.pool = pool
         self.disks = {d["index"]: d for d in disks or []}  # as ktstr.guest.disks describes them
         self.faults = faults.Faults()
+        self.payloads = Payloads(channel)
+        self.waiting_for: list[int] = []  # payload ids a wait_payload op holds the plan for
         self.t0 = 0.0  # scenario time 0 (monotonic); 0.0 until the plan starts
         self.deadline = 0.0
         self.gate_w = -1  # the start gate's write end while the first step spawns
@@ -88,6 +91,7 @@ def spawn_workers(ctx: Context, op: dict, gate_fd: int) -> None:
 
 
 def remove_cgroup(ctx: Context, op: dict, gate_fd: int) -> None:
+    ctx.payloads.kill(ctx.payloads.in_cgroup(op["path"]), "remove_cgroup", signal.SIGKILL)
     ids = ctx.pool.subtree(op["path"])
     ctx.pool.signal(ids, signal.SIGTERM)
     ctx.pool.wait_for(ids, 5.0)
@@ -167,6 +171,22 @@ def fixture_knob(ctx: Context, op: dict, gate_fd: int) -> None:
     ctx.event(op, line=op["line"])
 
 
+def run_payload(ctx: Context, op: dict, gate_fd: int) -> None:
+    pid = ctx.payloads.start(op)
+    ctx.event(op, payload=op["id"], pid=pid)
+
+
+def wait_payload(ctx: Context, op: dict, gate_fd: int) -> None:
+    """Hold every later op until these payloads end (the run loop keeps sampling)."""
+    ctx.waiting_for = list(op["ids"])
+    ctx.event(op, ids=op["ids"])
+
+
+def kill_payload(ctx: Context, op: dict, gate_fd: int) -> None:
+    ctx.payloads.kill(op["ids"], "kill_payload")
+    ctx.event(op, ids=op["ids"])
+
+
 OPS: dict[str, Callable[[Context, dict, int], None]] = {
     "fixture_knob": fixture_knob,
     "add_cgroup": add_cgroup,
@@ -184,4 +204,7 @@ OPS: dict[str, Callable[[Context, dict, int], None]] = {
     "debug_freeze_fs": debug_freeze_fs,
     "debug_kernel_crash": debug_kernel_crash,
     "debug_escape_cpuset": debug_escape_cpuset,
+    "run_payload": run_payload,
+    "wait_payload": wait_payload,
+    "kill_payload": kill_payload,
 }

@@ -63,6 +63,7 @@ class Runner(Context):
         self.sched = SchedulerProcess(channel, spec) if spec else None
         super().__init__(channel, Pool(self.sched), disks)
         self.plan = plan
+        self.payloads.lib_path = plan.get("payload_lib_path", "")
 
     def run(self) -> None:
         try:
@@ -94,8 +95,9 @@ class Runner(Context):
         self.t0 = time.monotonic() + START_DELAY_S
         self.deadline = self.t0 + plan["duration_s"]
         steps = plan["steps"]
-        for op in steps[0]["ops"] if steps and steps[0]["start_s"] == 0 else []:
-            self.apply(op, gate_r)
+        self.payloads.t0 = self.t0
+        first = steps[0]["ops"] if steps and steps[0]["start_s"] == 0 else []
+        pending = self.apply_ops(first, gate_r)  # ops a wait_payload holds back
         os.close(gate_r)
         while time.monotonic() < self.t0:
             time.sleep(0.005)
@@ -114,33 +116,52 @@ class Runner(Context):
             if now >= self.deadline:
                 break
             self.faults.run_due(now)
-            when = min(rounds[next_round][0], next_sample)
+            held = self.payloads.is_running(self.waiting_for)
+            if pending and not held:
+                pending = self.apply_ops(pending)
+                continue
+            due = float("inf") if held or pending else rounds[next_round][0]
+            when = min(due, next_sample)
             if now < when:
                 wake = min([when, self.deadline] + self.faults.due_times())
                 self.wait(max(0.0, wake - now))
                 self.pool.reap()
                 continue
-            if rounds[next_round][0] <= now:
-                for op in rounds[next_round][1]:
-                    self.apply(op)
+            if due <= now:
+                pending = self.apply_ops(rounds[next_round][1])
                 next_round += 1
             else:
                 last_sample = self.sample(last_sample)
                 next_sample += interval
         self.finish()
 
+    def apply_ops(self, ops: list[dict], gate_fd: int = -1) -> list[dict]:
+        """Apply ops in order up to a wait_payload whose payloads still run; the rest."""
+        for i, op in enumerate(ops):
+            self.apply(op, gate_fd)
+            if op["op"] == "wait_payload" and self.payloads.is_running(self.waiting_for):
+                return ops[i + 1 :]
+        return []
+
     def wait(self, seconds: float) -> None:
-        """Sleep, but wake for the scheduler's output and kernel messages as they come."""
-        if not self.sched:
+        """Sleep, but wake for the scheduler's and payloads' output as it comes."""
+        payloads = self.payloads.running
+        if not self.sched and not payloads:
             time.sleep(seconds)
             return
-        fds = self.sched.fds()
-        timeout = min(seconds, 0.1)  # sysfs state changes cannot be waited on: poll them
+        fds = (self.sched.fds() if self.sched else []) + self.payloads.fds()
+        # sysfs state changes and a payload's exit cannot be waited on here: poll them
+        timeout = min(seconds, 0.1)
+        ready: list[int] = []
         if fds:
-            select.select(fds, [], [], timeout)
+            ready = select.select(fds, [], [], timeout)[0]
         else:
             time.sleep(timeout)
-        self.sched.poll()
+        if payloads:
+            self.payloads.drain(ready)
+            self.payloads.reap()
+        if self.sched:
+            self.sched.poll()
 
     def finish(self) -> None:
         """End the faults, thaw, let workers finish (then kill), send their results."""
@@ -151,6 +172,7 @@ class Runner(Context):
                 cgroups.set_frozen(path, False)
             except OSError:
                 pass  # removed, or never frozen
+        self.payloads.stop_all(self.plan.get("stop_grace_s", STOP_GRACE_S))
         pool.wait_for(
             pool.live(),
             self.plan.get("stop_grace_s", STOP_GRACE_S),

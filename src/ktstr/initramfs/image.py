@@ -19,6 +19,7 @@ import stat
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ echo "ktstr-init: agent exited with status $?; powering off"
 """
 
 
-def _strip(data: bytes) -> bytes:
+def strip_symbols(data: bytes) -> bytes:
     """Drop symbols from a shared library when binutils' strip is there."""
     tool = shutil.which("strip")
     if not tool:
@@ -116,7 +117,7 @@ def _strip(data: bytes) -> bytes:
 
 def _add_binary(archive: Archive, guest_path: str, host_path: str, strip: bool = False) -> None:
     data = Path(host_path).read_bytes()
-    archive.add_file(guest_path, _strip(data) if strip else data, 0o755)
+    archive.add_file(guest_path, strip_symbols(data) if strip else data, 0o755)
 
 
 def build_base(runtime: PythonRuntime, busybox: str) -> Archive:
@@ -220,11 +221,17 @@ def run_archive(spec: dict[str, Any], files: dict[str, bytes] | None = None) -> 
 
 
 def write_initrd(
-    dest: Path, base: BaseImage, spec: dict[str, Any], files: dict[str, bytes] | None = None
+    dest: Path,
+    base: BaseImage,
+    spec: dict[str, Any],
+    files: dict[str, bytes] | None = None,
+    archives: Sequence[Path] = (),
 ) -> Path:
-    """Concatenate base and per-run archives into one file for ``-initrd``."""
-    with open(dest, "wb") as out, open(base.path, "rb") as src:
-        shutil.copyfileobj(src, out, 1 << 20)
+    """Concatenate base, cached extra (payload programs) and per-run archives for ``-initrd``."""
+    with open(dest, "wb") as out:
+        for part in (base.path, *archives):
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
         out.write(run_archive(spec, files))
     os.chmod(dest, stat.S_IRUSR | stat.S_IWUSR)
     return dest

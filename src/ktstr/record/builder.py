@@ -17,6 +17,7 @@ from typing import Any
 from ktstr import __version__, wire
 from ktstr.checks.model import Verdict
 from ktstr.record.disks import disk_records
+from ktstr.record.payloads import payload_records
 from ktstr.record.schema import MAX_CONSOLE_LINES, SCHEMA, Channel, RunRecord
 from ktstr.results import store
 from ktstr.scenario.model import Scenario
@@ -172,6 +173,8 @@ def build(
         "kmsg": by_kind.get(wire.KMSG, [])[-MAX_CONSOLE_LINES:],
     }
     write_scheduler_logs(record["scheduler"], result.run_dir)
+    if plan.get("payloads"):
+        record["payloads"] = payload_records(plan, result.messages, result.run_dir)
     end = first(wire.SCENARIO_END)
     if end.get("skipped"):
         record["workload_skipped"] = end["skipped"]

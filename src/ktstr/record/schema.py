@@ -111,5 +111,6 @@ class RunRecord(TypedDict, total=False):
     emulator: Emulator  # how long QEMU waited for a host CPU: a busy host stretches timings
     workload_skipped: str  # the guest never ran the workload, and why
     monitor: dict[str, Any]  # the host-side monitor's summary (docs/monitor.md), when it ran
+    payloads: list[dict[str, Any]]  # each payload run: how it ended, its metrics (docs/payloads.md)
     verdict: str
     findings: list[dict[str, Any]]

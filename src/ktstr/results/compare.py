@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ktstr.errors import ConfigError
-from ktstr.results.metrics import METRICS, values
+from ktstr.results.metrics import METRICS, Metric, definition, values
 
 ALPHA = 0.05
 EXACT_LIMIT = 16  # samples in all, up to which the Mann-Whitney p-value is exact
@@ -64,6 +64,7 @@ class Row:
     rel: float | None
     p: float
     verdict: str  # ok | better | worse | regression | n.s.
+    higher_is_better: bool = True  # the metric's polarity
 
 
 def load_policy(path: str | None) -> dict[str, dict]:
@@ -86,9 +87,15 @@ def load_policy(path: str | None) -> dict[str, dict]:
 
 
 def compare_samples(
-    group: str, name: str, a: list[float], b: list[float], policy: dict | None = None
+    group: str,
+    name: str,
+    a: list[float],
+    b: list[float],
+    policy: dict | None = None,
+    metric: Metric | None = None,
 ) -> Row:
-    metric = METRICS[name]
+    """One metric of one group; ``metric`` defines a payload's (else a built-in one)."""
+    metric = metric or METRICS[name]
     override = (policy or {}).get(name, {})
     abs_t = float(override.get("abs", metric.abs_threshold))
     rel_t = float(override.get("rel", metric.rel_threshold))
@@ -105,7 +112,20 @@ def compare_samples(
         verdict = "n.s."
     else:
         verdict = "regression" if worse else "better"
-    return Row(group, name, metric.unit, am, ci95(a), bm, ci95(b), delta, rel, p, verdict)
+    return Row(
+        group,
+        name,
+        metric.unit,
+        am,
+        ci95(a),
+        bm,
+        ci95(b),
+        delta,
+        rel,
+        p,
+        verdict,
+        metric.higher_is_better,
+    )
 
 
 def group_key(record: dict) -> str:
@@ -128,11 +148,13 @@ def compare(a_records: list[dict], b_records: list[dict], policy: dict | None = 
     ga, gb = grouped(a_records), grouped(b_records)
     rows = []
     for group in sorted(set(ga) & set(gb)):
-        for name in METRICS:
+        payload_names = sorted({n for v in ga[group] + gb[group] for n in v} - set(METRICS))
+        for name in [*METRICS, *payload_names]:
             a = [v[name] for v in ga[group] if name in v]
             b = [v[name] for v in gb[group] if name in v]
-            if a and b:
-                rows.append(compare_samples(group, name, a, b, policy))
+            metric = definition(name, a_records + b_records)
+            if a and b and metric:
+                rows.append(compare_samples(group, name, a, b, policy, metric))
     return rows
 
 
@@ -144,13 +166,14 @@ def render(rows: list[Row], a_label: str, b_label: str, color: bool) -> str:
     marks = {"regression": "\033[31m", "better": "\033[32m", "n.s.": "\033[33m"}
     from ktstr.results.terminal import table
 
-    out = [("group", "metric", a_label, b_label, "delta", "p", "verdict")]
+    out = [("group", "metric", "better", a_label, b_label, "delta", "p", "verdict")]
     for r in rows:
         rel = f" ({r.rel:+.0%})" if r.rel is not None else ""
         out.append(
             (
                 r.group,
                 r.metric + (f" [{r.unit}]" if r.unit else ""),
+                "higher" if r.higher_is_better else "lower",
                 f"{r.a_mean:.4g} ±{r.a_ci:.2g}",
                 f"{r.b_mean:.4g} ±{r.b_ci:.2g}",
                 f"{r.delta:+.4g}{rel}",

@@ -231,9 +231,48 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def values(record: dict) -> dict[str, float]:
-    """Every metric the record supports (finite values only)."""
+# A payload's metric is named "<cgroup>/<payload>.<metric>"; its unit and polarity come
+# from the payload's declaration in the record.  A change must pass both thresholds.
+PAYLOAD_ABS_THRESHOLD = 0.0
+PAYLOAD_REL_THRESHOLD = 0.05
+
+
+def payload_metrics(record: dict) -> dict[str, tuple[Metric, float]]:
+    """Each payload metric of a record: its definition and its value."""
     out = {}
+    for p in record.get("payloads") or []:
+        for key, m in (p.get("metrics") or {}).items():
+            name = f"{p['cgroup']}/{p['name']}.{key}"
+            value = m.get("value")
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            metric = Metric(
+                name,
+                str(m.get("unit", "")),
+                bool(m.get("higher_is_better", True)),
+                PAYLOAD_ABS_THRESHOLD,
+                PAYLOAD_REL_THRESHOLD,
+                f"{p['payload']}'s {key}, in cgroup {p['cgroup']}",
+                lambda r, v=value: v,
+            )
+            out[name] = (metric, float(value))
+    return out
+
+
+def definition(name: str, records: list[dict]) -> Metric | None:
+    """A built-in metric, or a payload metric as the first record holding it declares it."""
+    if name in METRICS:
+        return METRICS[name]
+    for r in records:
+        found = payload_metrics(r).get(name)
+        if found:
+            return found[0]
+    return None
+
+
+def values(record: dict) -> dict[str, float]:
+    """Every metric the record supports (finite values only), payload metrics included."""
+    out = {name: value for name, (_, value) in payload_metrics(record).items()}
     for name, metric in METRICS.items():
         try:
             value = metric.fn(record)

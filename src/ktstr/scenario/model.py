@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ktstr.checks.thresholds import validate
 from ktstr.disk import Disk, check_disks
 from ktstr.errors import ConfigError
+from ktstr.payloads.model import Payload
 from ktstr.scenario import controls
 from ktstr.scenario.controls import MemPolicy
 from ktstr.scenario.cpuset import CpusetSpec
@@ -104,6 +105,8 @@ class CgroupDef:
     io_weight: int | None = None
     mems: tuple[int, ...] | None = None  # cpuset.mems: the NUMA nodes its memory may use
     mempolicy: MemPolicy | None = None  # every worker's set_mempolicy
+    # Programs started in the cgroup when it is added (ktstr.payloads), next to its workers.
+    payload: Payload | Sequence[Payload] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -136,6 +139,18 @@ class CgroupDef:
                 "move its workers into a child cgroup",
             )
         object.__setattr__(self, "children", tuple(self.children))
+        payloads = () if self.payload is None else self.payload
+        payloads = (payloads,) if isinstance(payloads, Payload) else tuple(payloads)
+        if not all(isinstance(p, Payload) for p in payloads):
+            raise ConfigError(
+                f"cgroup {self.name}: payload is not a Payload", "give a Payload or a list of them"
+            )
+        if payloads and self.children:
+            raise ConfigError(
+                f"cgroup {self.name} has children, so it cannot run a payload itself",
+                "run the payload in a child cgroup",
+            )
+        object.__setattr__(self, "payload", payloads)
         given = {name: getattr(self, name) for name in controls.FILES}
         for name, value in controls.validate(self.name, given).items():
             object.__setattr__(self, name, value)
@@ -195,6 +210,23 @@ class Op:
     def set_cpu_max(name: str, quota_us: int, period_us: int = controls.DEFAULT_PERIOD_US) -> Op:
         """Limit the cgroup to ``quota_us`` of CPU time every ``period_us`` (cpu.max)."""
         return Op.set_controls(name, cpu_max=(quota_us, period_us))
+
+    @staticmethod
+    def run_payload(cgroup: str, payload: Payload, name: str | None = None) -> Op:
+        """Start ``payload`` in the cgroup; ``name`` tells two runs of one payload apart."""
+        if not isinstance(payload, Payload):
+            raise ConfigError(f"run_payload on {cgroup}: {payload!r} is not a Payload")
+        return Op("run_payload", cgroup, (payload, name))
+
+    @staticmethod
+    def wait_payload(name: str, cgroup: str = "") -> Op:
+        """Hold every later op until the payload ``name`` (in ``cgroup``) ends."""
+        return Op("wait_payload", cgroup, (name,))
+
+    @staticmethod
+    def kill_payload(name: str, cgroup: str = "") -> Op:
+        """Stop the payload ``name`` (in ``cgroup``) with SIGTERM to everything it started."""
+        return Op("kill_payload", cgroup, (name,))
 
     @staticmethod
     def spawn_workers(name: str, n: int, work: WorkSpec | None = None) -> Op:

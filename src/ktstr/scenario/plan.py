@@ -16,6 +16,8 @@ from ktstr.disk import Disk
 from ktstr.errors import ConfigError
 from ktstr.scenario import controls
 from ktstr.scenario.model import CgroupDef, Op, Scenario
+from ktstr.scenario.payload_plan import OPS as PAYLOAD_OPS
+from ktstr.scenario.payload_plan import PayloadPlanner
 from ktstr.scenario.work import WorkSpec
 from ktstr.topology import Topology
 
@@ -49,6 +51,7 @@ class _Compiler:
         self.defs: dict[str, CgroupDef] = {}
         self.workers: dict[int, dict] = {}
         self.next_id = 0
+        self.payloads = PayloadPlanner(0.0)
 
     def usable(self, path: str) -> list[int]:
         """The CPUs a cgroup at ``path`` may use (nearest ancestor with a cpuset)."""
@@ -219,6 +222,8 @@ class _Compiler:
             count = math.ceil(count / size) * size
         if count:
             ops.append(self.spawn(path, count, cg))
+        for payload in cg.payload:
+            ops.append(self.payloads.run(path, payload, None, len(self.usable(path))))
         for child in cg.children:
             ops += self.add(child, path)
         return ops
@@ -242,8 +247,12 @@ class _Compiler:
                     "declare Disk(fs='ext4') at that index",
                 )
             return [{"op": k, "disk": disk, "ms": ms, "hung_task_timeout_s": hung}]
+        if k in PAYLOAD_OPS:
+            cpus_of = lambda p: len(self.usable(p))  # noqa: E731
+            return [self.payloads.op(k, op.target, op.args, self.find, cpus_of)]
         path = self.find(op.target)
         if k == "remove_cgroup":
+            self.payloads.removed(path)
             for p in [p for p in self.cgroups if p == path or p.startswith(path + "/")]:
                 del self.cgroups[p]
             return [{"op": k, "path": path}]
@@ -361,6 +370,7 @@ def compile_plan(
     layout = topology.layout()
     duration = float(duration_s or scenario.duration_s)
     compiler = _Compiler(layout, tuple(scenario.disks if disks is None else disks))
+    compiler.payloads.duration_s = duration
     steps, t, total_rounds = [], 0.0, 0
     frozen_until: dict[int, float] = {}  # disk -> when its filesystem thaws
     for index, step in enumerate(scenario.steps):
@@ -373,6 +383,7 @@ def compile_plan(
             )
         rounds = []
         for offset in _round_offsets(hold, step.hold.loop_interval_s):
+            compiler.payloads.now = t + offset
             ops = [o for op in step.ops for o in compiler.op(op)]
             where = f"scenario {scenario.name}: step {index}"
             _note_freezes(ops, bool(step.hold.loop_interval_s), t, frozen_until, where)
@@ -405,4 +416,5 @@ def compile_plan(
         "exit_patience_s": EXIT_PATIENCE_S,
         "steps": steps,
         "workers": [compiler.workers[i] for i in sorted(compiler.workers)],
+        **({"payloads": compiler.payloads.entries} if compiler.payloads.entries else {}),
     }

@@ -60,6 +60,7 @@ def boot(
     cmdline: list[str] | None = None,
     disks: Sequence[Disk] = (),
     on_qmp: Callable[[Monitor], None] | None = None,
+    archives: Sequence[Path] = (),
 ) -> Boot:
     """Run the agent with ``spec`` in a fresh VM.
 
@@ -78,7 +79,7 @@ def boot(
     prepared = drives.prepare(disks, run_dir)
     try:
         spec["disks"] = [p.guest_spec() for p in prepared]
-        initrd = write_initrd(run_dir / "initrd.cpio", base, spec, files)
+        initrd = write_initrd(run_dir / "initrd.cpio", base, spec, files, archives)
         cfg = VmConfig(
             kernel=kernel.boot_path,
             initrd=str(initrd),

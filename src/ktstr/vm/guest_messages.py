@@ -375,6 +375,18 @@ SCHEMAS: dict[str, Check] = {
         {"timed_out": boolean, "elapsed_s": UPTIME},
         {"code": integer(0, 255), "signal": integer(1, 1024), "skipped": string(TEXT)},
     ),
+    wire.PAYLOAD_OUTPUT: obj(
+        {"id": ID, "stream": string(16), "data": string(MAX_STRING)},
+    ),
+    wire.PAYLOAD_END: obj(
+        {"id": ID, "at_s": SECONDS, "elapsed_s": SECONDS},
+        {
+            "code": integer(0, 255),
+            "signal": integer(1, 1024),
+            "stopped_by": nullable(string(64)),
+            "dropped": dict_of(COUNT, 4),
+        },
+    ),
 }
 
 # Fields some ops or events must carry because the checks index them.

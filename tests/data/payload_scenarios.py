@@ -1,0 +1,46 @@
+"""Payloads next to spin workers, as a user declares them (``ktstr run FILE::NAME``)."""
+
+from ktstr import CgroupDef, HoldSpec, Op, Scenario, Step
+from ktstr.payloads.catalog import HACKBENCH, STRESS_NG
+from ktstr.scenario.work import spin
+
+# Small enough to finish in a few seconds of an emulated 2-CPU guest.
+SMALL_HACKBENCH = HACKBENCH.with_args("-g", "1", "-f", "2", "-l", "50")
+CPU_STRESS = STRESS_NG.with_args(
+    "--cpu", "1", "--timeout", "{seconds}s", "--metrics-brief", "--yaml", "/proc/self/fd/1"
+)
+
+payloads_and_spinners = Scenario(
+    "payloads_and_spinners",
+    "hackbench and stress-ng in cgroups of their own next to two spinners",
+    [
+        Step(
+            [
+                Op.add_cgroup(CgroupDef("spin", workers=2, work=spin())),
+                Op.add_cgroup(CgroupDef("hb", workers=0, payload=SMALL_HACKBENCH)),
+                Op.add_cgroup(CgroupDef("sng", workers=0)),
+                Op.run_payload("sng", CPU_STRESS),
+            ],
+            HoldSpec(frac=0.5),
+        ),
+        Step([Op.wait_payload("hackbench")], HoldSpec(frac=0.5)),
+    ],
+    duration_s=6,
+)
+
+# A payload that fails and one whose output cannot be read: the bad input, in one VM.
+FAILS = HACKBENCH.with_args("--no-such-option", name="failing")
+UNREADABLE = STRESS_NG.with_args("--version", name="unreadable")
+
+bad_payloads = Scenario(
+    "bad_payloads",
+    "a payload that exits non-zero and one whose output the parser cannot read",
+    [
+        Step(
+            [
+                Op.add_cgroup(CgroupDef("a", workers=1, payload=[FAILS, UNREADABLE])),
+            ]
+        )
+    ],
+    duration_s=3,
+)

@@ -1,0 +1,61 @@
+"""Payloads in real VMs: real programs next to spin workers, judged and compared.
+
+Two short VMs for the comparison, one for bad payloads.
+"""
+
+import json
+import os
+from pathlib import Path
+
+from tests.helpers import ktstr
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+USER = DATA / "payload_scenarios.py"
+TOPO = "1n1l2c1t"
+
+
+def _runs(scheduler: str) -> list[dict]:
+    listing = ktstr(
+        "results",
+        "list",
+        "--json",
+        "--filter",
+        f"scenario=payloads_and_spinners,scheduler={scheduler}",
+    )
+    return json.loads(listing.stdout)
+
+
+def test_hackbench_and_stress_ng_next_to_spinners_compared_with_polarity():
+    proc = ktstr(
+        "compare", "--scheduler", "scx_simple", "--against", "eevdf",
+        f"{USER}::payloads_and_spinners", "--runs", "1", "--topology", TOPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {line.split()[1]: line for line in proc.stdout.splitlines()[2:] if line.strip()}
+    assert "lower" in rows["hb/hackbench.time"], proc.stdout
+    assert "higher" in rows["sng/stress-ng.bogo_ops"], proc.stdout
+    for scheduler in ("eevdf", "scx_simple"):
+        (run,) = _runs(scheduler)[-1:]
+        run_dir = Path(os.environ["KTSTR_RUNS_DIR"]) / run["run"]
+        record = json.loads((run_dir / "record.json").read_text())
+        assert record["verdict"] == "pass", record["findings"]
+        hb, sng = record["payloads"]
+        assert hb["code"] == 0 and hb["metrics"]["time"]["value"] > 0
+        assert sng["metrics"]["bogo_ops"]["value"] > 0
+        assert (run_dir / hb["stdout_file"]).read_text().startswith("Running")
+        assert any(w["cgroup_path"] == "spin" and w["units"] > 0 for w in record["workers"])
+        judged = [f for f in record["findings"] if f["check"] == "payloads"]
+        assert [f["status"] for f in judged] == ["pass", "pass"], judged
+
+
+def test_a_failing_payload_fails_and_unreadable_output_is_kept(tmp_path):
+    out = tmp_path / "record.json"
+    proc = ktstr("run", f"{USER}::bad_payloads", "--topology", "1n1l1c1t", "--json", str(out))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "payload failing in a exited 1, expected exit 0" in proc.stdout
+    record = json.loads(out.read_text())
+    failing, unreadable = record["payloads"]
+    assert failing["code"] == 1
+    assert unreadable["head"][0].startswith("stress-ng, version")
+    kinds = {f["kind"]: f["status"] for f in record["findings"] if f["check"] == "payloads"}
+    assert kinds == {"exit_status": "fail", "unparsed": "inconclusive"}
