@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Guest and VM runtime, then the toolchain that builds the kernel's example schedulers.
-RUNTIME_PKGS   := qemu-system-x86 busybox-static cpio python3-venv binutils e2fsprogs chromium
+RUNTIME_PKGS   := qemu-system-x86 busybox-static cpio python3-venv binutils e2fsprogs chromium \
+                  stress-ng rt-tests fio sysbench linux-perf
 TOOLCHAIN_PKGS := clang-19 llvm-19 lld-19 clang-22 llvm-22 lld-22 libelf-dev zlib1g-dev make pkg-config
 DEMO_TOPOLOGY  ?= 2n4l2c1t
 

@@ -112,6 +112,7 @@ def checks() -> list[Check]:
             required=False,
         )
     )
+    out.append(payload_check())
     cache = paths.cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     free_gib = shutil.disk_usage(cache).free / 2**30
@@ -133,6 +134,18 @@ def checks() -> list[Check]:
         )
     )
     return out
+
+
+def payload_check() -> Check:
+    """The shipped payloads' programs: which are missing, and the packages that provide them."""
+    from ktstr.payloads.catalog import PAYLOADS
+
+    missing = sorted(
+        {p.package or p.program for p in PAYLOADS.values() if not shutil.which(p.program)}
+    )
+    programs = sorted({p.program for p in PAYLOADS.values()})
+    detail = f"{', '.join(programs)}" + (f"; missing from {', '.join(missing)}" if missing else "")
+    return Check("payloads", not missing, detail, f"{APT} {' '.join(missing)}", required=False)
 
 
 def render(results: list[Check]) -> str:

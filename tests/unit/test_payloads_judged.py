@@ -112,3 +112,13 @@ def test_compare_shows_payload_metrics_with_their_polarity():
     assert row.unit == "s" and row.higher_is_better is False and row.delta == 1.0
     table = render(rows, "eevdf", "scx_simple", color=False)
     assert "hb/hackbench.time [s]" in table and "lower" in table
+
+
+def test_the_run_summary_lists_each_payload_metric_with_its_polarity(tmp_path):
+    from ktstr.results.terminal import payload_table
+
+    (rec,) = payload_records(_plan(), [_out("Time: 0.5\n"), _end(code=0)], tmp_path)
+    lines = payload_table({"payloads": [rec]}).splitlines()
+    assert lines[0].split() == ["payload", "cgroup", "end", "metric", "value", "better"]
+    assert lines[2].split() == ["hackbench", "hb", "exit", "0", "time", "0.5", "s", "lower"]
+    assert payload_table({}) == ""

@@ -148,3 +148,13 @@ def test_the_cli_names_the_package_before_boot(tmp_path):
         if env_kernel is not None:
             os.environ["KTSTR_KERNEL"] = env_kernel
     assert_one_sentence(proc, "ktstr-no-such-program", "apt-get install some-package")
+
+
+def test_doctor_names_the_package_of_a_missing_payload_program(monkeypatch):
+    from ktstr import doctor
+
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda n: None if n == "hackbench" else real(n))
+    check = doctor.payload_check()
+    assert not check.ok and not check.required
+    assert check.fix.endswith("rt-tests") and "missing from rt-tests" in check.detail

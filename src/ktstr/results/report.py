@@ -15,7 +15,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-from ktstr.results.terminal import bug_summary, cgroup_table, disk_table  # noqa: E402
+from ktstr.results.terminal import (  # noqa: E402
+    bug_summary,
+    cgroup_table,
+    disk_table,
+    payload_table,
+)
 
 
 def _png(fig) -> bytes:
@@ -290,9 +295,9 @@ def run_section(record: dict, images: dict[str, str]) -> str:
         _findings_table(record),
         f"<pre>{html.escape(cgroup_table(record))}</pre>",
     ]
-    disks = disk_table(record)
-    if disks:
-        parts.append(f"<pre>{html.escape(disks)}</pre>")
+    for extra in (disk_table(record), payload_table(record)):
+        if extra:
+            parts.append(f"<pre>{html.escape(extra)}</pre>")
     parts += [f"<p><img alt='{name}' src='{src}'></p>" for name, src in images.items()]
     if record.get("_failure_dump"):
         parts.append(f"<h3>failure dump</h3><pre>{html.escape(record['_failure_dump'])}</pre>")
@@ -333,8 +338,9 @@ def markdown_report(records: list[dict], out: Path) -> Path:
             for f in record.get("findings", [])
         ]
         lines += ["", "```", cgroup_table(record), "```", ""]
-        if disk_table(record):
-            lines += ["```", disk_table(record), "```", ""]
+        for extra in (disk_table(record), payload_table(record)):
+            if extra:
+                lines += ["```", extra, "```", ""]
         for name, data in plots(record).items():
             image = out.with_name(f"{out.stem}-{index}-{name}.png")
             image.write_bytes(data)

@@ -142,10 +142,32 @@ def disk_table(record: dict) -> str:
     return "\n".join(table(rows))
 
 
+def payload_table(record: dict) -> str:
+    """Per payload: how it ended and each metric with its unit and polarity."""
+    payloads = record.get("payloads") or []
+    if not payloads:
+        return ""
+    rows = [("payload", "cgroup", "end", "metric", "value", "better")]
+    for p in payloads:
+        if not p.get("ended"):
+            end = "no end"
+        elif p.get("stopped_by"):
+            end = f"stopped ({p['stopped_by']})"
+        else:
+            end = f"signal {p['signal']}" if "signal" in p else f"exit {p.get('code')}"
+        metrics = sorted((p.get("metrics") or {}).items()) or [("-", None)]
+        for i, (name, m) in enumerate(metrics):
+            value = f"{m['value']:.4g} {m.get('unit', '')}".strip() if m else "-"
+            better = ("higher" if m.get("higher_is_better", True) else "lower") if m else "-"
+            first = (p["name"], p["cgroup"], end) if i == 0 else ("", "", "")
+            rows.append((*first, name, value, better))
+    return "\n".join(table(rows))
+
+
 def run_summary(record: dict, run_dir: str) -> str:
     cal = record.get("calibration", {})
     parts = [verdict_table(record)]
-    for extra in (cgroup_table(record), disk_table(record)):
+    for extra in (cgroup_table(record), disk_table(record), payload_table(record)):
         if extra:
             parts.append(extra)
     info = [
