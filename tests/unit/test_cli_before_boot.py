@@ -16,7 +16,10 @@ def test_every_catalog_scenario_is_tested_in_a_vm():
     io_scenarios = {"io_wakeup", "io_convoy"}  # tests/vm/test_disks.py runs them
     disk_tests = (VM_TESTS / "test_disks.py").read_text()
     assert all(f'"run", "{name}"' in disk_tests for name in io_scenarios)
-    assert set(CATALOG) == set(CPU_SCENARIOS) | io_scenarios
+    control_scenarios = {"throttled", "numa_bind"}  # tests/vm/test_cgroup_controls.py
+    control_tests = (VM_TESTS / "test_cgroup_controls.py").read_text()
+    assert all(f'catalog.get("{name}")' in control_tests for name in control_scenarios)
+    assert set(CATALOG) == set(CPU_SCENARIOS) | io_scenarios | control_scenarios
 
 
 def test_skip_on_a_topology_the_scenario_cannot_use():
