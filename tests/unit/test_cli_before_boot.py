@@ -19,7 +19,10 @@ def test_every_catalog_scenario_is_tested_in_a_vm():
     control_scenarios = {"throttled", "numa_bind"}  # tests/vm/test_cgroup_controls.py
     control_tests = (VM_TESTS / "test_cgroup_controls.py").read_text()
     assert all(f'catalog.get("{name}")' in control_tests for name in control_scenarios)
-    assert set(CATALOG) == set(CPU_SCENARIOS) | io_scenarios | control_scenarios
+    payload_scenarios = {"stress"}  # tests/vm/test_payloads.py
+    payload_tests = (VM_TESTS / "test_payloads.py").read_text()
+    assert all(f'"run", "{name}"' in payload_tests for name in payload_scenarios)
+    assert set(CATALOG) == set(CPU_SCENARIOS) | io_scenarios | control_scenarios | payload_scenarios
 
 
 def test_skip_on_a_topology_the_scenario_cannot_use():

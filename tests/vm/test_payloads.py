@@ -1,6 +1,6 @@
 """Payloads in real VMs: real programs next to spin workers, judged and compared.
 
-Two short VMs for the comparison, one for bad payloads.
+Two short VMs for the comparison, one for the stress tier, one for bad payloads.
 """
 
 import json
@@ -46,6 +46,16 @@ def test_hackbench_and_stress_ng_next_to_spinners_compared_with_polarity():
         assert any(w["cgroup_path"] == "spin" and w["units"] > 0 for w in record["workers"])
         judged = [f for f in record["findings"] if f["check"] == "payloads"]
         assert [f["status"] for f in judged] == ["pass", "pass"], judged
+
+
+def test_the_stress_scenario_judges_stress_ng_by_exit_status_and_bogo_ops(tmp_path):
+    out = tmp_path / "record.json"
+    proc = ktstr("run", "stress", "--topology", TOPO, "--duration", "10", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (payload,) = json.loads(out.read_text())["payloads"]
+    assert payload["code"] == 0
+    for stressor in ("cpu", "fork", "affinity", "switch"):
+        assert payload["metrics"][f"{stressor}_bogo_ops"]["value"] >= 1
 
 
 def test_a_failing_payload_fails_and_unreadable_output_is_kept(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ktstr.disk import Disk, Throttle
 from ktstr.errors import ConfigError
+from ktstr.payloads.catalog import STRESS_MIX
 from ktstr.scenario.controls import MemPolicy
 from ktstr.scenario.cpuset import CpusetSpec as C
 from ktstr.scenario.model import CgroupDef, HoldSpec, Op, Requires, Scenario, Step
@@ -289,6 +290,20 @@ def _build() -> dict[str, Scenario]:
                 )
             ],
             requires=Requires(min_numa_nodes=2),
+        ),
+        Scenario(
+            "stress",
+            "stress-ng's cpu, fork, affinity and context-switch stressors (one each per CPU) "
+            "next to one spinner per CPU; each stressor must make progress and stress-ng "
+            "must exit 0",
+            [
+                Step(
+                    [
+                        Op.add_cgroup(CgroupDef("spin", workers=0, workers_pct=1.0)),
+                        Op.add_cgroup(CgroupDef("stress", workers=0, payload=STRESS_MIX)),
+                    ]
+                )
+            ],
         ),
     ]
     return {s.name: s for s in scenarios}
