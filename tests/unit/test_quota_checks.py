@@ -150,3 +150,11 @@ def test_a_gap_the_quota_explains_is_not_stuck_but_a_starved_worker_still_is():
     # no quota explains a worker that got nothing
     (starved,) = not_stuck(gapped(0.0))
     assert starved.worker == 0 and starved.value == 3000.0
+
+
+def test_a_cpu_idle_cgroup_is_not_weighed_against_its_siblings():
+    # a cgroup with cpu.idle runs at the lowest weight: 25%:75% is what the kernel does
+    rec = limited(enforced=False)
+    rec["plan"]["steps"][0]["ops"][0]["controls"] = {"cpu.idle": "1"}
+    assert quota.idle(rec) == {"a"}
+    assert not [f for f in fairness(rec) if f.kind in ("weights_ok", "weight_mismatch")]

@@ -18,6 +18,8 @@ A cgroup held back by an enforced cpu.max quota (quota.py) is contended when its
 workers outnumber the CPUs its quota allows, and its workers are compared with each
 other only: they are throttled together, so among themselves they still share equally,
 while a free sibling's co-runner runs on while they wait on purpose.
+Workers of a ``cpu.idle`` cgroup run at the lowest weight, so they are no fair
+co-runners of another cgroup's either.
 
 Reads: ``workers[].work, cgroup_path, start_s, end_s, cpu_time_ns, killed, error``,
 ``duration_s``; colocated.py and weights.py read more.
@@ -74,7 +76,7 @@ def _peers(record: dict, members: list[dict], everyone: list[dict]) -> tuple[lis
     Without them, members whose co-runners are mostly another cgroup's (two cgroups of
     spinners, two per CPU) would hardly ever be compared."""
     declared, untouched = cgroup_weights(record)
-    held = quota.limited(record)
+    held = quota.limited(record) | quota.idle(record)
     untouched = {p for p in untouched if p not in held}
     path = members[0].get("cgroup_path")
     if path not in untouched or path not in declared:

@@ -36,6 +36,17 @@ def _rounds(record: dict) -> list[tuple[float, list[dict]]]:
     return sorted(out, key=lambda r: r[0])
 
 
+def idle(record: dict) -> set[str]:
+    """Cgroups the scenario set ``cpu.idle`` on at some time: the kernel runs them at the
+    lowest weight, like SCHED_IDLE tasks, so cpu.weight does not govern them."""
+    return {
+        op.get("path")
+        for _, ops in _rounds(record)
+        for op in ops
+        if (op.get("controls") or {}).get("cpu.idle") == "1"
+    }
+
+
 def enforced(record: dict) -> set[str]:
     """Cgroups whose quota throttled them at least once, as their workers saw it."""
     out = set()

@@ -16,7 +16,8 @@ CPUs than its quota allows: that caps it in the water-filling like its worker co
 its siblings get what it leaves, and its workers are not compared on shared CPUs (a
 throttled task's co-runners run while it waits on purpose).  A quota that changed
 during the run leaves whole-run shares that mix two limits, so such siblings are not
-weighed.
+weighed; nor are siblings of a ``cpu.idle`` cgroup (it runs at the lowest weight, as
+SCHED_IDLE workers do).
 
 Reads: ``events`` (add_cgroup with cpus and weight, set_weight), ``plan.steps`` (declared
 weights), ``workers[].cgroup_path, work, cpu_time_ns``, ``observed_topology.cpus``;
@@ -177,6 +178,7 @@ def weights(record: dict, th: dict) -> list[Finding]:
     out = []
     lim = quota.limits(record)
     held = quota.limited(record, lim)
+    idle = quota.idle(record)
     caps = {p: quota.cap(record, p, lim) for p in declared}
     by_path: dict[str, list[dict]] = defaultdict(list)
     for w in record.get("workers", []):
@@ -186,7 +188,9 @@ def weights(record: dict, th: dict) -> list[Finding]:
             continue
         if len({declared[p] for p in group}) < 2 and not set(group) <= untouched:
             continue
-        if not all(by_path[p] and all(_weighed(w) for w in by_path[p]) for p in group):
+        if not all(
+            by_path[p] and p not in idle and all(_weighed(w) for w in by_path[p]) for p in group
+        ):
             continue  # a worker that failed (not_stuck says so) has no CPU time to weigh
         if any(quota.changed(record, p, lim) for p in group):
             continue
