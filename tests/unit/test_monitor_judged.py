@@ -182,7 +182,7 @@ def test_ktstr_dump_prints_what_waited_where_the_maps_and_the_exit(tmp_path):
     out = proc.stdout
     assert "a stall is developing" in out and "\x1b" not in out  # guest text is escaped
     assert "131 ktstr-worker [ext] on no DSQ (held by the BPF scheduler) runnable 2600 ms" in out
-    assert "local CPU 1 dsq 0x8000000000000002: 0 queued" in out
+    assert "local CPU 1 dsq LOCAL: 0 queued" in out
     assert "scx_qmap.bss (id 7, ARRAY" in out and '"nr_enqueued": 12' in out
     assert "scheduler exit: SCX_EXIT_ERROR_STALL (runnable task stall)" in out
     assert "line two" in out

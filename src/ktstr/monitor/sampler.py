@@ -46,6 +46,7 @@ MAX_FAILED_READS = 50  # samples in a row that fail to read before the sampler g
 MAX_SERIES = 6000  # samples kept in the record's series (10 minutes at 0.1 s)
 TRACKED_EVENTS = ("SCX_EV_SELECT_CPU_FALLBACK", "SCX_EV_DISPATCH_KEEP_LAST")
 ERROR_EXIT = "SCX_EXIT_ERROR"  # exit kinds from SCX_EXIT_ERROR on are failures
+EXIT_POLL_S = 0.01  # between samples, how often the scheduler's exit is looked for
 
 
 def qemu_pid(run_dir: Path, parent: int | None = None) -> int | None:
@@ -219,7 +220,38 @@ class Sampler(threading.Thread):
                 next_at = started + (int((time.monotonic() - started) / self.period_s) + 1) * (
                     self.period_s
                 )
-                self._halt.wait(max(0.0, next_at - time.monotonic()))
+                self._wait(next_at, prog, cpus, tick_hz, started, has_scx)
+
+    def _wait(
+        self,
+        next_at: float,
+        prog: Any,
+        cpus: list[int],
+        tick_hz: int | None,
+        started: float,
+        has_scx: bool,
+    ) -> None:
+        """Sleep until the next sample.  Under sched_ext, look every ``EXIT_POLL_S`` for the
+        scheduler's error exit (one read): the kernel tears the scheduler down, its maps
+        and exit record with it, well within a sampling period."""
+        import drgn
+
+        while not self._halt.is_set():
+            left = next_at - time.monotonic()
+            if left <= 0:
+                return
+            watching = self.dump is None or not self.dump["has_exit"]
+            if not has_scx or self.watch_error is not None or not watching:
+                self._halt.wait(left)
+                return
+            self._halt.wait(min(left, EXIT_POLL_S))
+            try:
+                self._on_exit(prog, cpus, tick_hz, time.monotonic() - started)
+            except (drgn.FaultError, LookupError, ValueError):
+                continue  # a racing read: look again
+            except Exception as err:  # noqa: BLE001 - never lose the samples over the dump
+                self.watch_error = f"the exit watch stopped: {type(err).__name__}: {err}"
+                log.warning("monitor: %s", self.watch_error)
 
     def _guarded_watch(
         self, prog: Any, cpus: list[int], tick_hz: int | None, at_s: float
@@ -243,7 +275,7 @@ class Sampler(threading.Thread):
     ) -> dict[str, Any] | None:
         """The longest runnable wait now; takes the failure dump when a stall is developing
         or the scheduler exits with an error (once per run)."""
-        from ktstr.monitor import dsq, dump, scx
+        from ktstr.monitor import dsq, scx
 
         oldest = dsq.oldest_wait(prog, cpus)
         wait = None
@@ -256,33 +288,55 @@ class Sampler(threading.Thread):
             if self.stall is None or waited > self.stall["jiffies"]:
                 self.stall = {**wait, "at_s": round(at_s, 3)}
         kind = scx.exit_kind(prog)
-        trigger = None
         if kind and kind.startswith(ERROR_EXIT):
-            trigger = {"reason": f"the scheduler is exiting ({kind})"}
-        elif wait and timeout and 2 * wait["jiffies"] > timeout:
+            self._on_exit(prog, cpus, tick_hz, at_s, kind)
+        elif wait and timeout and 2 * wait["jiffies"] > timeout and self.dump is None:
             trigger = {
                 "reason": "a stall is developing: a runnable task waited longer than half "
                 "the watchdog timeout",
                 **wait,
                 "watchdog_timeout_jiffies": timeout,
             }
-        if trigger is None:
-            return wait
-        if self.dump is None:
-            trigger["at_s"] = round(at_s, 3)
-            pause = self._pause if self.qmp is not None else None
-            body = dump.take(prog, cpus, tick_hz, trigger, self.run_dir, pause)
-            self.dump = {
-                "file": dump.FILE,
-                "trigger": trigger,
-                "took_s": body["took_s"],
-                "paused": body["paused"],
-                "has_exit": isinstance(body.get("exit"), dict) and "kind" in body["exit"],
-            }
-            log.info("monitor: failure dump written (%s)", trigger["reason"])
-        elif kind and not self.dump["has_exit"]:
-            self._add_exit(prog)
+            self._take_dump(prog, cpus, tick_hz, trigger, at_s)
         return wait
+
+    def _on_exit(
+        self, prog: Any, cpus: list[int], tick_hz: int | None, at_s: float, kind: str | None = None
+    ) -> None:
+        """When the scheduler exits with an error: the dump, or its exit record added to the
+        dump a developing stall already took."""
+        from ktstr.monitor import scx
+
+        kind = kind or scx.exit_kind(prog)
+        if not kind or not kind.startswith(ERROR_EXIT):
+            return
+        if self.dump is None:
+            self._take_dump(prog, cpus, tick_hz, {"reason": f"the scheduler is exiting ({kind})"},
+                            at_s)  # fmt: skip
+        elif not self.dump["has_exit"]:
+            self._add_exit(prog)
+
+    def _take_dump(
+        self,
+        prog: Any,
+        cpus: list[int],
+        tick_hz: int | None,
+        trigger: dict[str, Any],
+        at_s: float,
+    ) -> None:
+        from ktstr.monitor import dump
+
+        trigger["at_s"] = round(at_s, 3)
+        pause = self._pause if self.qmp is not None else None
+        body = dump.take(prog, cpus, tick_hz, trigger, self.run_dir, pause)
+        self.dump = {
+            "file": dump.FILE,
+            "trigger": trigger,
+            "took_s": body["took_s"],
+            "paused": body["paused"],
+            "has_exit": isinstance(body.get("exit"), dict) and "kind" in body["exit"],
+        }
+        log.info("monitor: failure dump written (%s)", trigger["reason"])
 
     def _add_exit(self, prog: Any) -> None:
         """A dump taken while a stall developed gets the scheduler's exit record when it

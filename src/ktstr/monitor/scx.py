@@ -156,14 +156,25 @@ def watchdog_timeout(prog: drgn.Program) -> int | None:
 
 def exit_kind(prog: drgn.Program) -> str | None:
     """``SCX_EXIT_ERROR_STALL`` and the like once the scheduler is exiting; None while it
-    runs normally (``SCX_EXIT_NONE``) or when none is attached."""
+    runs normally (``SCX_EXIT_NONE``) or when none is attached.
+
+    The kernel claims the exit in ``sch->exit_kind`` and, once its disable work runs,
+    moves the kind to ``exit_info->kind`` and leaves ``SCX_EXIT_DONE`` behind: both
+    places are read.
+    """
     sch = root(prog)
-    if sch is None or not has_member(sch.type_.type, "exit_kind"):
+    if sch is None:
         return None
-    value = _int(sch.exit_kind)
-    if value == 0:
-        return None
-    return _enum_name(prog, "enum scx_exit_kind", value)
+    values = []
+    if has_member(sch.type_.type, "exit_info") and sch.exit_info.value_():
+        values.append(int(sch.exit_info.kind.value_()))
+    if has_member(sch.type_.type, "exit_kind"):
+        values.append(_int(sch.exit_kind))
+    for value in values:
+        name = _enum_name(prog, "enum scx_exit_kind", value) if value else None
+        if name and name not in ("SCX_EXIT_NONE", "SCX_EXIT_DONE"):
+            return name
+    return None
 
 
 MAX_EXIT_TEXT = 64 * 1024  # the exit's message and debug dump, each

@@ -51,11 +51,19 @@ def _task(t: dict[str, Any]) -> str:
     )
 
 
+BUILTIN = 1 << 63
+LOCAL_ON = 1 << 62
+BUILTIN_NAMES = {0: "INVALID", 1: "GLOBAL", 2: "LOCAL", 3: "BYPASS"}  # the kernel's ABI
+
+
 def _dsq_id(value: object) -> str:
-    """Builtin DSQ ids have the top bit set: print them in hex, user ids in decimal."""
-    if isinstance(value, int) and value >= 1 << 63:
-        return hex(value)
-    return str(value)
+    """A user DSQ's id in decimal; a builtin one (top bit set) by its name."""
+    if not isinstance(value, int) or not value & BUILTIN:
+        return str(value)
+    if value & LOCAL_ON:
+        return f"LOCAL_ON|{value & 0xFFFFFFFF}"
+    name = BUILTIN_NAMES.get(value & ~BUILTIN)
+    return name if name else hex(value)
 
 
 def _unreadable(part: object) -> str | None:
