@@ -18,6 +18,7 @@ from ktstr.disk import Disk
 from ktstr.errors import ConfigError, KernelError
 from ktstr.fixture_sched import NAME as FIXTURE
 from ktstr.initramfs import elfdeps
+from ktstr.initramfs.include import archive as include_archive
 from ktstr.initramfs.include import pack as pack_includes
 from ktstr.kernel.image import KernelInfo
 from ktstr.kernel.store import resolve
@@ -146,7 +147,6 @@ def run_scenario(
             chosen_profile.args + tuple(extra_args) + scheduler.config_args(),
             info.release,
         )
-    files.update(included)
     check_plan_needs(plan, scheduler, info)
     plan["expect"] = expect or {}
     chosen = accel_mod.choose(accel, info.boot_path)
@@ -175,7 +175,7 @@ def run_scenario(
             cmdline=list(scheduler.kernel_args),
             disks=disks,
             on_qmp=sampling.on_qmp if sampling else None,
-            archives=[payload_archive] if payload_archive else [],
+            archives=[a for a in (payload_archive, include_archive(included)) if a],
         )
     finally:
         if sampling:
@@ -191,6 +191,8 @@ def run_scenario(
         check_end(result)
     record_cost(topology.cpus, duration, time.monotonic() - started)
     record = builder.build(scenario, topology, plan, result, info, chosen, duration, done.disks)
+    if included:
+        record["include_files"] = sorted(included)
     summary = sampling.summary() if sampling else sampler.off_summary(monitor_plan)
     record["monitor"] = summary  # type: ignore[typeddict-unknown-key]
     builder.with_verdict(record, judge(record))

@@ -1,6 +1,8 @@
 """Payloads next to spin workers, as a user declares them (``ktstr run FILE::NAME``)."""
 
-from ktstr import CgroupDef, HoldSpec, Op, Scenario, Step
+from pathlib import Path
+
+from ktstr import CgroupDef, HoldSpec, Op, Payload, Scenario, Step
 from ktstr.payloads.catalog import HACKBENCH, STRESS_NG
 from ktstr.scenario.work import spin
 
@@ -28,9 +30,11 @@ payloads_and_spinners = Scenario(
     duration_s=6,
 )
 
-# A payload that fails and one whose output cannot be read: the bad input, in one VM.
+# A payload that fails and one whose output cannot be read: the bad input, in one VM;
+# and a program of the user's own that reads an included file (judged by its exit only).
 FAILS = HACKBENCH.with_args("--no-such-option", name="failing")
 UNREADABLE = STRESS_NG.with_args("--version", name="unreadable")
+READER = Payload("reader", "cat", ("/include-files/user_include.txt",), package="coreutils")
 
 bad_payloads = Scenario(
     "bad_payloads",
@@ -38,9 +42,10 @@ bad_payloads = Scenario(
     [
         Step(
             [
-                Op.add_cgroup(CgroupDef("a", workers=1, payload=[FAILS, UNREADABLE])),
+                Op.add_cgroup(CgroupDef("a", workers=1, payload=[FAILS, UNREADABLE, READER])),
             ]
         )
     ],
     duration_s=3,
+    include_files=[str(Path(__file__).resolve().parent / "user_include.txt")],
 )

@@ -158,3 +158,19 @@ def test_doctor_names_the_package_of_a_missing_payload_program(monkeypatch):
     check = doctor.payload_check()
     assert not check.ok and not check.required
     assert check.fix.endswith("rt-tests") and "missing from rt-tests" in check.detail
+
+
+def test_included_files_are_an_archive_cached_by_content(tmp_path, monkeypatch):
+    from ktstr.initramfs import include
+
+    monkeypatch.setenv("KTSTR_CACHE_DIR", str(tmp_path))
+    conf = tmp_path / "bench.conf"
+    conf.write_text("x=1\n")
+    path = include.archive(include.pack([conf]))
+    entries = {e.path: e.data for e in cpio.read(path.read_bytes())}
+    assert entries["include-files/bench.conf"] == b"x=1\n"
+    built = path.stat().st_mtime_ns
+    assert include.archive(include.pack([conf])).stat().st_mtime_ns == built
+    conf.write_text("x=2\n")
+    assert include.archive(include.pack([conf])) != path
+    assert include.archive({}) is None

@@ -64,8 +64,12 @@ def test_a_failing_payload_fails_and_unreadable_output_is_kept(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "payload failing in a exited 1, expected exit 0" in proc.stdout
     record = json.loads(out.read_text())
-    failing, unreadable = record["payloads"]
+    failing, unreadable, reader = record["payloads"]
     assert failing["code"] == 1
     assert unreadable["head"][0].startswith("stress-ng, version")
     kinds = {f["kind"]: f["status"] for f in record["findings"] if f["check"] == "payloads"}
-    assert kinds == {"exit_status": "fail", "unparsed": "inconclusive"}
+    assert kinds == {"exit_status": "fail", "unparsed": "inconclusive", "ok": "pass"}
+    # The included file, from the archive cached by content, read by a program of the user's
+    assert record["include_files"] == ["/include-files/user_include.txt"]
+    run_dir = Path(proc.stdout.rsplit("run dir: ", 1)[1].strip())
+    assert (run_dir / reader["stdout_file"]).read_text() == "hello from the host\n"

@@ -27,6 +27,17 @@ DRAIN_AFTER_EXIT_S = 1.0
 ENV = {"PATH": "/bin:/sbin:/usr/bin:/usr/sbin", "HOME": "/root", "TERM": "dumb"}
 
 
+def child_session(out_w: int, err_w: int, cwd: str) -> None:
+    """In a forked child: a session of its own (so a kill reaches all it starts), stdin
+    from /dev/null, stdout and stderr into the pipes, ``cwd`` as working directory."""
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.chdir(cwd)
+
+
 def _spawn(command: str) -> tuple[int, dict[int, str]]:
     """Fork ``sh -c command`` with stdin from /dev/null; its pid and {read fd: stream}."""
     out_r, out_w = os.pipe()
@@ -34,12 +45,7 @@ def _spawn(command: str) -> tuple[int, dict[int, str]]:
     pid = os.fork()
     if pid == 0:
         try:
-            os.setsid()
-            null = os.open("/dev/null", os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            os.chdir("/")
+            child_session(out_w, err_w, "/")
             env = dict(os.environ, **ENV)
             os.execve("/bin/sh", ["sh", "-c", command], env)
         finally:

@@ -17,6 +17,7 @@ import time
 
 from ktstr import wire
 from ktstr.guest import cgroups
+from ktstr.guest.execmode import child_session
 
 CHUNK = 4096
 MAX_STREAM = 256 * 1024  # bytes sent per stream and payload
@@ -38,14 +39,9 @@ class _Running:
 
 
 def _exec(op: dict, lib_path: str, out_w: int, err_w: int) -> None:
-    """In the child: a session of its own, the cgroup, the pipes, then the program."""
-    os.setsid()
+    """In the child: a session of its own, the pipes, the cgroup, then the program."""
+    child_session(out_w, err_w, "/tmp")
     cgroups.enter(op["path"], 0)
-    null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(out_w, 1)
-    os.dup2(err_w, 2)
-    os.chdir("/tmp")
     env = dict(os.environ, **ENV)
     if lib_path:
         env["LD_LIBRARY_PATH"] = f"{lib_path}:{env.get('LD_LIBRARY_PATH', '')}"

@@ -1,9 +1,9 @@
 """Host files and directories a test takes into the guest, under ``/include-files/<name>``.
 
-They go in the per-run archive (the base image stays shared); a run that
-includes nothing reads nothing.  Every path is checked before anything
-boots: a missing one, or two that would land on the same guest path, is
-one sentence.
+They go in an archive of their own, cached by content, after the base
+image (which stays shared); a run that includes nothing reads nothing.
+Every path is checked before anything boots: a missing one, or two that
+would land on the same guest path, is one sentence.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ktstr.errors import ConfigError
+from ktstr.initramfs import cached
 
 GUEST_ROOT = "/include-files"
 
@@ -66,6 +67,14 @@ def pack(paths: Iterable[str | os.PathLike[str]]) -> dict[str, bytes]:
                 if path.is_file():  # sockets, fifos and dangling links carry no content
                     files[f"{guest}/{path.relative_to(host).as_posix()}"] = _read(path)
     return files
+
+
+def archive(files: dict[str, bytes]) -> Path | None:
+    """Packed includes as an archive cached by content: a run that includes the same
+    bytes again reuses it.  None when there are none."""
+    if not files:
+        return None
+    return cached.archive("include", {guest: (data, 0o755) for guest, data in files.items()})
 
 
 def _read(path: Path) -> bytes:

@@ -112,5 +112,6 @@ class RunRecord(TypedDict, total=False):
     workload_skipped: str  # the guest never ran the workload, and why
     monitor: dict[str, Any]  # the host-side monitor's summary (docs/monitor.md), when it ran
     payloads: list[dict[str, Any]]  # each payload run: how it ended, its metrics (docs/payloads.md)
+    include_files: list[str]  # the guest paths of the files packed under /include-files
     verdict: str
     findings: list[dict[str, Any]]
