@@ -122,3 +122,15 @@ def test_the_run_summary_lists_each_payload_metric_with_its_polarity(tmp_path):
     assert lines[0].split() == ["payload", "cgroup", "end", "metric", "value", "better"]
     assert lines[2].split() == ["hackbench", "hb", "exit", "0", "time", "0.5", "s", "lower"]
     assert payload_table({}) == ""
+
+
+def test_a_policy_may_set_thresholds_of_payload_metrics(tmp_path):
+    from ktstr.results.compare import load_policy
+
+    policy = tmp_path / "p.json"
+    policy.write_text('{"hb/hackbench.time": {"abs": 5, "rel": 0.5}}')
+    rows = compare(
+        [_record("eevdf", 1.0)] * 3, [_record("scx_simple", 2.0)] * 3, load_policy(str(policy))
+    )
+    (row,) = [r for r in rows if r.metric == "hb/hackbench.time"]
+    assert row.verdict == "ok"  # a 1 s change is under the 5 s threshold

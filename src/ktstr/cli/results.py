@@ -45,7 +45,7 @@ def cmd_results_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from ktstr.results.metrics import METRICS
+    from ktstr.results.metrics import METRICS, PAYLOAD_ABS_THRESHOLD, PAYLOAD_REL_THRESHOLD
 
     rows = [("metric", "unit", "better", "abs threshold", "rel threshold", "meaning")]
     for m in METRICS.values():
@@ -59,6 +59,16 @@ def cmd_metrics(args: argparse.Namespace) -> int:
                 m.description,
             )
         )
+    rows.append(
+        (
+            "<cgroup>/<payload>.<metric>",
+            "declared",
+            "declared",
+            f"{PAYLOAD_ABS_THRESHOLD:g}",
+            f"{PAYLOAD_REL_THRESHOLD:.0%}",
+            "each metric of a payload run (docs/payloads.md)",
+        )
+    )
     print("\n".join(table(rows)))
     return 0
 
