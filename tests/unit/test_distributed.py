@@ -290,6 +290,27 @@ def test_the_cli_says_an_unreachable_scheduler_in_one_sentence(runs):
     assert_one_sentence(proc, "cannot reach the Dask scheduler at tcp://127.0.0.1:9")
 
 
+def ignores_sigint() -> bool:
+    import signal
+
+    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def test_a_local_clusters_worker_processes_leave_ctrl_c_to_the_client():
+    """A terminal's Ctrl-C reaches them too: they ignore it, and the client stops them."""
+    import signal
+
+    # As in a terminal (a background job would start with SIGINT ignored, hiding the point).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with dask_executor.connect(DaskExecutor("local:1")) as client:
+            client.wait_for_workers(1)
+            ignoring = client.run(ignores_sigint)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert list(ignoring.values()) == [True]
+
+
 def test_a_malformed_local_cluster_is_refused():
     with pytest.raises(ConfigError, match="local:N"):
         DaskExecutor("local:0").local_workers()
@@ -412,13 +433,15 @@ def recorded(monkeypatch) -> list[dict]:
 
 
 USER_SCENARIO = """
+from pathlib import Path
+
 from ktstr import CgroupDef, Disk, Op, Scenario, Step
 
 mine = Scenario(
     "mine",
     "a user's scenario with files of its own",
     [Step([Op.add_cgroup(CgroupDef("cg", 1))])],
-    include_files=["{conf}"],
+    include_files=[Path(__file__).parent / "conf.txt"],  # beside the file, wherever it is
     disks=[Disk("1MiB", backing="{image}")],
 )
 """
@@ -435,7 +458,7 @@ def test_include_files_scenario_files_and_disk_images_travel_with_the_variant(
     (extra / "sub").mkdir(parents=True)
     (extra / "sub" / "data").write_text("in a directory")
     user = tmp_path / "user.py"
-    user.write_text(USER_SCENARIO.format(conf=conf, image=image))
+    user.write_text(USER_SCENARIO.format(image=image))
     seen = recorded(monkeypatch)
     cells = gauntlet.plan([f"{user}::mine"], EEVDF, ["tiny-2llc"], None)
     ro = tmp_path / "ro.img"

@@ -28,7 +28,7 @@ from ktstr.distributed import require
 from ktstr.distributed.landing import checked, land
 from ktstr.distributed.resources import describe, fits, host_resources, variant_request
 from ktstr.distributed.security import Tls
-from ktstr.distributed.shipping import bundle, needed
+from ktstr.distributed.shipping import bundle, needed, origin
 from ktstr.distributed.task import (
     DONE,
     ERROR,
@@ -106,6 +106,7 @@ def connect(executor: DaskExecutor) -> Iterator[Any]:
     config = {
         "distributed.scheduler.allowed-failures": executor.retries,
         "temporary-directory": scratch,
+        "distributed.worker.preload": ["ktstr.distributed.local_worker"],
     }
     try:
         with dask.config.set(config):
@@ -225,6 +226,7 @@ def run(
             disk_specs(disks),
             index,
             list(include),
+            origin(scenario),
         ).to_wire()
         for scenario, v in cells
     ]

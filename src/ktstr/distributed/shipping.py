@@ -200,16 +200,37 @@ class Localized:
             config_file=None if config is None else self.path(config),
         )
 
-    def scenario(self, ref: str) -> Scenario:
-        """The scenario a reference names: a user file from the cache, its files too."""
+    def scenario(self, ref: str, origin: str | None = None) -> Scenario:
+        """The scenario a reference names: a user file from the cache, its files too.
+
+        ``origin`` is the file's resolved path on the client: a path the file builds from
+        its own place (``Path(__file__).parent / "conf"``) points into the cache here, and
+        is looked up as the client built it.
+        """
         from ktstr.userfile import scenario as load
 
         name = scenario_file(ref)
         if name is not None:
             ref = self.path(name) + ref[len(name) :]
         scenario = load(ref)
+        cached = Path(self.path(name)).resolve().parent if name else None
+
+        def as_client(path: str | None) -> str | None:
+            if path is None or cached is None or origin is None:
+                return path
+            if not Path(path).is_relative_to(cached):
+                return path
+            return str(Path(origin).parent / Path(path).relative_to(cached))
+
+        disks = [replace(d, backing=as_client(d.backing)) for d in scenario.disks]
         return replace(
             scenario,
-            include_files=tuple(map(self.path, scenario.include_files)),
-            disks=self.disks(scenario.disks) or (),
+            include_files=tuple(self.path(str(as_client(p))) for p in scenario.include_files),
+            disks=self.disks(disks) or (),
         )
+
+
+def origin(ref: str) -> str | None:
+    """The resolved path of the user file a reference names, as this host sees it."""
+    name = scenario_file(ref)
+    return None if name is None else str(Path(name).expanduser().resolve())

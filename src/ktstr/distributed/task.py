@@ -47,6 +47,7 @@ class Task:
     disks: list[dict] | None = None
     shipped: dict[str, str] = field(default_factory=dict)  # a client's path -> its digest
     include: list[str] = field(default_factory=list)
+    origin: str | None = None  # a scenario file's resolved path on the client
     version: str = __version__
 
     def to_wire(self) -> str:
@@ -155,7 +156,7 @@ def execute(payload: str, key: str, shipped: dict[str, Shipment] | None = None) 
         ensure(task.kernel)
         with paths.runs_under(scratch):
             record, run_dir = runner.run_scenario(
-                here.scenario(task.scenario),
+                here.scenario(task.scenario, task.origin),
                 Topology.parse(task.topology),
                 task.kernel,
                 task.accel,
