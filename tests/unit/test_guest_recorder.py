@@ -25,6 +25,11 @@ class Script:
     def getcpu(self) -> int:
         return self.cpus.pop(0)
 
+    def ran_and_switches(self) -> tuple[float, int]:
+        """The thread's rusage: 2 ms of CPU and 3 departures more at each read."""
+        self.reads = getattr(self, "reads", -1) + 1
+        return self.reads * 0.002, self.reads * 3
+
     def thread_time_ns(self) -> int:
         """The worker's CPU time: 1 ms more at each read."""
         self.cpu_ns = getattr(self, "cpu_ns", 0) + 1_000_000
@@ -35,6 +40,7 @@ def recorder(monkeypatch, clock, cpus, t0=100.0, deadline=200.0) -> tuple[worker
     script = Script(clock, cpus)
     monkeypatch.setattr(workers, "time", script)
     monkeypatch.setattr(workers, "getcpu", script.getcpu)
+    monkeypatch.setattr(workers, "_ran_and_switches", script.ran_and_switches)
     return workers.Recorder(t0, deadline), script
 
 
@@ -58,9 +64,11 @@ def test_stamps_keep_the_longest_gaps_longest_first_with_when_and_where(monkeypa
     for _ in times:
         rec.stamp()
     assert len(rec.gaps) == workers.TOP_GAPS
-    assert [round(g, 6) for g, _, _ in rec.gaps] == [0.9, 0.5, 0.3, 0.2, 0.1]
+    assert [round(g[0], 6) for g in rec.gaps] == [0.9, 0.5, 0.3, 0.2, 0.1]
     # Each gap is dated by its start: the stamp before it.
-    assert [round(at, 6) for _, at, _ in rec.gaps] == [0.85, 0.1, 1.75, 0.6, 0.0]
+    assert [round(g[1], 6) for g in rec.gaps] == [0.85, 0.1, 1.75, 0.6, 0.0]
+    # ... and carries the CPU time and departures between its two stamps
+    assert {(round(g[3], 6), g[4]) for g in rec.gaps} == {(0.002, 3)}
     assert rec.units == len(times)
     assert rec.last == 102.06
 
@@ -74,7 +82,7 @@ def test_a_move_counts_a_migration_and_a_residency_entry(monkeypatch):
     assert rec.residency == [[0.0, 0], [0.2, 2], [0.4, 1]]
     assert rec.cpus == {0: 2, 2: 2, 1: 1}  # the start counts too
     # The gap before a move is charged to the CPU the worker resumed on.
-    assert [c for _, at, c in sorted(rec.gaps, key=lambda g: g[1])] == [0, 2, 2, 1]
+    assert [g[2] for g in sorted(rec.gaps, key=lambda g: g[1])] == [0, 2, 2, 1]
 
 
 def test_a_cpu_read_that_straddled_a_preemption_says_nothing_of_where(monkeypatch):

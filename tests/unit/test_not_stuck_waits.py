@@ -48,7 +48,7 @@ def not_stuck(rec: dict) -> list:
 
 def test_a_gap_the_worker_spent_mostly_on_a_cpu_is_not_a_stall():
     w = spinner(gap_at=2.0, gap=2.5, ran_in_gap=1.0)
-    assert waited(w, 2.5, 2.0) == 1.5
+    assert waited(w, 2.5, 2.0).longest == 1.5
     (f,) = not_stuck(record(w))
     assert f.status == "pass"
     assert (
@@ -72,7 +72,7 @@ def test_a_long_wait_inside_a_longer_gap_fails_and_says_what_ran():
 def test_points_without_cpu_time_leave_the_gap_whole():
     w = spinner(gap_at=2.0, gap=2.5, ran_in_gap=1.0)
     w["progress"] = [p[:3] for p in w["progress"]]  # a record from before CPU times
-    assert waited(w, 2.5, 2.0) == 2.5
+    assert waited(w, 2.5, 2.0).longest == 2.5
 
 
 def late_starter(released_cpu_ns: int | None) -> dict:
@@ -103,3 +103,35 @@ def test_a_guest_gap_equal_to_the_tail_does_not_crash_the_check():
     w["progress"] = [p for p in w["progress"] if p[0] < 2.9]  # nothing brackets it
     (f,) = not_stuck(record(w))
     assert f.status == "fail" and f.value == 3000.0
+
+
+def gap_with_turns(gap: float, ran: float, turns: int) -> dict:
+    """A spinner whose gap at 2 s carries the CPU time and departures between its stamps."""
+    w = spinner(gap_at=2.0, gap=gap, ran_in_gap=ran)
+    w["gaps"][0] += [ran, turns]
+    return w
+
+
+def test_time_off_a_cpu_spread_over_many_turns_is_not_a_stall():
+    # Under emulation one unit took 0.6 s of charged time: a fair share of a crowded
+    # CPU gave a 2.8 s gap holding 2.2 s off a CPU in 20 turns.
+    w = gap_with_turns(2.8, 0.6, 20)
+    how = waited(w, 2.8, 2.0)
+    assert (round(how.total, 3), how.turns, round(how.longest, 3)) == (2.2, 20, 0.11)
+    (f,) = not_stuck(record(w))
+    assert f.status == "pass"
+
+
+def test_one_departure_and_a_long_time_off_a_cpu_is_a_stall():
+    (f,) = not_stuck(record(gap_with_turns(2.8, 0.6, 1)))
+    assert f.status == "fail" and f.value == 2200.0
+
+
+def test_few_departures_still_prove_a_long_wait():
+    (f,) = not_stuck(record(gap_with_turns(3.5, 0.1, 1)))
+    assert f.status == "fail" and f.value == 3400.0
+    w = spinner(gap_at=1.0, gap=4.6, ran_in_gap=0.2)
+    w["gaps"][0] += [0.2, 2]
+    (f,) = not_stuck(record(w))
+    assert f.status == "fail" and f.value == 2200.0
+    assert "off a CPU 4400 ms in 2 turns" in f.message

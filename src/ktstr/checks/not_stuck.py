@@ -4,15 +4,19 @@ The time from a worker's release (the start gate, or its spawn in a later step) 
 first stamp counts as a gap too: a scheduler that starves a worker from the start must
 not pass because the worker never stamped.
 
-A gap between stamps is judged by how long the worker waited in it: the gap less the
-CPU time the kernel charged it meanwhile (from the progress points around the gap, which
-carry its CPU time).  Under emulation a task can be on a vCPU that the emulator is not
-running for a while: the guest charges it that time, and its next stamp comes late,
-but no scheduler kept it waiting.  On 16 vCPUs under single-threaded TCG, gaps of 2 s
-under EEVDF carried 0.4-1.0 s of CPU time.  A starved worker gets none, so its whole gap
-counts.  From its release to its first stamp, the CPU time it had when released
-(``released_cpu_ns``) stands in for a point.  Gaps nothing brackets (the tail, older
-records) count whole.
+A gap between stamps is judged by the longest time the worker was surely off a CPU at
+once in it.  Its time off a CPU is the gap less the CPU time the kernel charged it
+meanwhile.  Under emulation a task can be on a vCPU that the emulator is not running
+for a while: the guest charges it that time, and its next stamp comes late, but no
+scheduler kept it waiting (on 16 busy vCPUs, one short unit of work was charged
+0.4-1.0 s).  And time off a CPU is not one wait when the worker left and got back a
+CPU many times in the gap: each stretch off a CPU began with it leaving one, so with n
+departures the longest stretch was at least the total over n.  Each gap carries the
+CPU time and departures (the thread's rusage) between its two stamps.  A starved (or
+stopped) worker leaves its CPU once and gets no turn, so its whole gap counts.  From
+its release to its first stamp, the CPU time it had when released
+(``released_cpu_ns``) stands in for a stamp.  Gaps nothing brackets (the tail) count
+whole; older records' gaps are judged from the progress points around them.
 
 Reads: ``workers[].units, gaps, progress, released_cpu_ns, start_s, end_s, error``,
 ``events`` (freeze/unfreeze, stops), ``duration_s``.
@@ -20,37 +24,57 @@ Reads: ``workers[].units, gaps, progress, released_cpu_ns, start_s, end_s, error
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ktstr.checks import quota
 from ktstr.checks import timeline as tl
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, Finding
 from ktstr.checks.workers import label
 
 
-def waited(worker: dict, gap: float, at: float) -> float:
-    """The part of the gap at ``at`` the worker spent off a CPU (at most the gap).
+@dataclass(frozen=True)
+class Wait:
+    """How a worker was off a CPU in one gap: ``longest`` is what is judged."""
 
-    Taken over the progress points that enclose the gap, which may start a little
-    before it: the wait there is at least the wait in the gap, so this never excuses
-    more than the gap held.
-    """
+    longest: float  # seconds it was surely off a CPU at once
+    total: float  # seconds it was off a CPU in all
+    turns: int | None = None  # times it left a CPU in the gap, when known
+
+
+def waited(worker: dict, gap: float, at: float) -> Wait:
+    """How the worker was off a CPU in the gap at ``at`` (in all, at most the gap)."""
+    for entry in worker.get("gaps") or []:
+        if len(entry) >= 5 and entry[0] == gap and entry[1] == at and tl.finite(*entry[3:5]):
+            # measured between the gap's own two stamps: each stretch off a CPU began
+            # with the worker leaving it, so n departures leave one of at least total/n
+            total, turns = min(gap, max(0.0, gap - entry[3])), max(0, int(entry[4]))
+            return Wait(total / turns if turns > 1 else total, total, turns)
+    return _around(worker, gap, at)
+
+
+def _around(worker: dict, gap: float, at: float) -> Wait:
+    """Older records: from the progress points that enclose the gap, which may start a
+    little before it; the time off a CPU there is at least that in the gap, so this never
+    excuses more than the gap held."""
     points = [p for p in worker.get("progress") or [] if len(p) >= 4 and tl.finite(p[0], p[3])]
     before = [p for p in points if p[0] <= at + 1e-6]
     after = [p for p in points if p[0] >= at + gap - 1e-6]
     if not before or not after:
-        return gap
+        return Wait(gap, gap)
     first, last = before[-1], after[0]
-    ran = (last[3] - first[3]) / 1e9
-    return min(gap, max(0.0, last[0] - first[0] - ran))
+    off = min(gap, max(0.0, last[0] - first[0] - (last[3] - first[3]) / 1e9))
+    return Wait(off, off)
 
 
-def _wait(worker: dict, gap: float, at: float, kind: str) -> float:
+def _wait(worker: dict, gap: float, at: float, kind: str) -> Wait:
     if kind == "stamps":
         return waited(worker, gap, at)
     points = worker.get("progress") or []
     before = worker.get("released_cpu_ns")
     if kind == "release" and points and len(points[0]) >= 4 and tl.finite(before, points[0][3]):
-        return min(gap, max(0.0, gap - (points[0][3] - before) / 1e9))
-    return gap
+        off = min(gap, max(0.0, gap - (points[0][3] - before) / 1e9))
+        return Wait(off, off)
+    return Wait(gap, gap)
 
 
 def not_stuck(record: dict, th: dict) -> list[Finding]:
@@ -120,15 +144,18 @@ def not_stuck(record: dict, th: dict) -> list[Finding]:
             continue
         # by the wait alone: a tie would compare a CPU with None (a hostile guest can
         # send a gap equal to the tail's)
-        wait, gap, at, cpu = max(judged, key=lambda j: j[0])
+        how, gap, at, cpu = max(judged, key=lambda j: j[0].longest)
+        wait = how.longest
         worst, longest_gap = max(worst, wait * 1000), max(longest_gap, gap * 1000)
         if wait * 1000 > limit_ms:
             where = f" on cpu {cpu}" if cpu is not None else ""
             ran = (
-                f"; it ran {(gap - wait) * 1000:.0f} ms of a {gap * 1000:.0f} ms gap"
-                if (gap - wait) * 1000 >= 1
+                f"; it ran {(gap - how.total) * 1000:.0f} ms of a {gap * 1000:.0f} ms gap"
+                if (gap - how.total) * 1000 >= 1
                 else ""
             )
+            if how.turns and how.turns > 1:
+                ran += f", off a CPU {how.total * 1000:.0f} ms in {how.turns} turns"
             out.append(
                 Finding(
                     "not_stuck",

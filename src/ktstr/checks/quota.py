@@ -147,4 +147,7 @@ def scaled(worker: dict, share_of_cpu: float) -> dict:
     ]
     if "released_cpu_ns" in worker:
         out["released_cpu_ns"] = stretch(worker["released_cpu_ns"])
+    out["gaps"] = [  # [gap, at, cpu, CPU s in it, departures]
+        [*g[:3], stretch(g[3]), *g[4:]] if len(g) >= 5 else g for g in worker.get("gaps") or []
+    ]
     return out

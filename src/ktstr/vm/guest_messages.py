@@ -310,7 +310,17 @@ SCHEMAS: dict[str, Check] = {
             "units": COUNT,
             "start_s": SECONDS,
             "end_s": SECONDS,
-            "gaps": list_of(row(number(0, MAX_SECONDS), SECONDS, nullable(CPU)), 1000),
+            "gaps": list_of(
+                row(
+                    number(0, MAX_SECONDS),
+                    SECONDS,
+                    nullable(CPU),
+                    number(0, MAX_SECONDS),
+                    COUNT,
+                    min_len=3,
+                ),
+                1000,
+            ),
             "cpus": dict_of(COUNT, MAX_CPU_ID + 1, cpu_keys=True),
             "migrations": COUNT,
             "residency": list_of(row(SECONDS, CPU), MAX_ITEMS),
