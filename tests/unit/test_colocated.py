@@ -93,6 +93,25 @@ def test_a_spread_from_placement_alone_passes_and_says_so():
     assert "16.7 points by placement" in f.message and "ratio 1.00" in f.message
 
 
+def test_a_worker_alone_on_its_cpu_is_placement_and_the_rest_are_compared():
+    # three spinners share CPU 0 and two CPU 1 equally; one has CPU 2 to itself: it never
+    # shares, so it cannot be compared, and its luck is placement's
+    rec = record(
+        [spinner(i, 0, 1 / 3) for i in range(3)]
+        + [spinner(i, 1, 0.5) for i in (3, 4)]
+        + [spinner(5, 2, 1.0)],
+        3,
+    )
+    (f,) = fairness(rec)
+    assert f.status == "pass", f.message
+    assert "66.7 points by placement" in f.message
+    assert "worker 5 hardly shared a CPU with a comparable co-runner" in f.message
+    # ... but unequal sharing among the others still fails
+    rec["workers"][:2] = [spinner(0, 0, 0.5), spinner(1, 0, 0.2)]
+    (f,) = [f for f in fairness(rec) if f.status == "fail"]
+    assert "sharing a CPU" in f.message
+
+
 def test_unequal_sharing_on_a_cpu_fails_even_beside_placement():
     workers = [spinner(i, 0, 1 / 3) for i in range(3)] + [
         spinner(3, 1, 2 / 3),

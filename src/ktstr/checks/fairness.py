@@ -10,9 +10,12 @@ A spread of off-CPU shares beyond the limit can come from placement alone (one C
 with a spinner more than another, for seconds), so the workers are also compared while
 they shared a CPU (colocated.py): unequal sharing there fails, with or without a spread
 (two workers split 2:1 on a CPU that other tasks use too spread less than the limit).  Placement is
-imbalance's and work_conservation's to judge.  Workers that hardly ever stayed on one
-CPU long enough to compare (a scheduler with one global queue moves them every slice)
-leave the whole-run spread to decide: with a global queue, placement cannot explain it.
+imbalance's and work_conservation's to judge.  Workers that stayed on CPUs but hardly
+ever with a comparable co-runner (alone on a CPU, the lucky ones of an uneven
+placement) are placement's too, and the rest are compared.  Workers that hardly ever
+stayed on one CPU long enough to compare (a scheduler with one global queue moves them
+every slice) leave the whole-run spread to decide: with a global queue, placement
+cannot explain it.
 
 A cgroup held back by an enforced cpu.max quota (quota.py) is contended when its
 workers outnumber the CPUs its quota allows, and its workers are compared with each
@@ -102,21 +105,37 @@ def _sharing(record: dict, members: list[dict], everyone: list[dict], th: dict) 
     """Judge the group on shared CPUs, or None when some worker hardly shared one."""
     found = colocated.compare(members, *_peers(record, members, everyone))
     need = th["fairness.min_shared_s"]
-    if any(w["id"] not in found or found[w["id"]].shared_s < need for w in members):
+    apart = [w for w in members if w["id"] not in found or found[w["id"]].shared_s < need]
+    if any(_settled_s(w) < need for w in apart):
+        return None  # it hardly stayed on one CPU (a global queue): placement explains nothing
+    # The others stayed on CPUs without a comparable co-runner (alone, say): placement.
+    compared = [w for w in members if w not in apart]
+    if len(compared) < 2:
         return None
-    lo = min(members, key=lambda w: found[w["id"]].ratio)["id"]
-    hi = max(members, key=lambda w: found[w["id"]].ratio)["id"]
+    lo = min(compared, key=lambda w: found[w["id"]].ratio)["id"]
+    hi = max(compared, key=lambda w: found[w["id"]].ratio)["id"]
     low, high = found[lo].ratio, found[hi].ratio
     if not tl.finite(low, high) or low <= 0:
         return None
     ratio = high / low
     limit = th["fairness.max_shared_ratio"]
+    alone = (
+        f"; worker{'s' if len(apart) > 1 else ''} {', '.join(str(w['id']) for w in apart)} "
+        "hardly shared a CPU with a comparable co-runner"
+        if apart
+        else ""
+    )
     return Sharing(
         ratio <= limit,
         ratio,
         f"sharing a CPU, worker {lo} ran {low:.2f}x and worker {hi} {high:.2f}x "
-        f"as much as their co-runners (ratio {ratio:.2f}, limit {limit:g})",
+        f"as much as their co-runners (ratio {ratio:.2f}, limit {limit:g}){alone}",
     )
+
+
+def _settled_s(worker: dict) -> float:
+    """Seconds the worker stayed put on one CPU (between progress points, no move)."""
+    return sum(s.end_s - s.start_s for s in colocated.stretches(worker))
 
 
 def fairness(record: dict, th: dict) -> list[Finding]:
