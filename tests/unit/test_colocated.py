@@ -177,6 +177,18 @@ def test_weights_off_by_placement_pass_when_shared_cpus_follow_the_weights():
     )
 
 
+def test_weights_judged_where_tasks_met_when_one_sat_alone_on_a_cpu():
+    # both heavy tasks and a light one share CPU 0 by weight (3:3:1) all run; the other
+    # light one has CPU 1 to itself and meets no heavy task: whole-run light 57 %
+    # against 25 %, placement's
+    heavy = [placed(i, "heavy", [(DURATION, 0, 3 / 7)]) for i in (0, 1)]
+    light = [placed(2, "light", [(DURATION, 0, 1 / 7)]), placed(3, "light", [(DURATION, 1, 1.0)])]
+    rec = weighted(heavy + light)
+    weights = [f for f in fairness(rec) if f.kind.startswith("weight")]
+    assert [f.status for f in weights] == ["pass"], weights
+    assert "sharing a CPU, heavy:light tasks 3.00, expected 3.00" in weights[0].message
+
+
 def test_weights_ignored_on_shared_cpus_fail():
     # the same placement, but a heavy and a light task share a CPU equally
     heavy = [placed(i, "heavy", [(3.0, i, 0.5), (DURATION, 0, 0.5)]) for i in (0, 1)]

@@ -87,6 +87,11 @@ def stretches(worker: dict) -> list[Stretch]:
     return out
 
 
+def settled_s(worker: dict) -> float:
+    """Seconds the worker stayed put on one CPU (in its stretches)."""
+    return sum(s.end_s - s.start_s for s in stretches(worker))
+
+
 def overlaps(workers: list[dict]) -> Iterator[tuple[Stretch, Stretch, float]]:
     """Every two stretches of different workers on the same CPU at the same time, with
     how long they overlapped."""

@@ -106,7 +106,7 @@ def _sharing(record: dict, members: list[dict], everyone: list[dict], th: dict) 
     found = colocated.compare(members, *_peers(record, members, everyone))
     need = th["fairness.min_shared_s"]
     apart = [w for w in members if w["id"] not in found or found[w["id"]].shared_s < need]
-    if any(_settled_s(w) < need for w in apart):
+    if any(colocated.settled_s(w) < need for w in apart):
         return None  # it hardly stayed on one CPU (a global queue): placement explains nothing
     # The others stayed on CPUs without a comparable co-runner (alone, say): placement.
     compared = [w for w in members if w not in apart]
@@ -131,11 +131,6 @@ def _sharing(record: dict, members: list[dict], everyone: list[dict], th: dict) 
         f"sharing a CPU, worker {lo} ran {low:.2f}x and worker {hi} {high:.2f}x "
         f"as much as their co-runners (ratio {ratio:.2f}, limit {limit:g}){alone}",
     )
-
-
-def _settled_s(worker: dict) -> float:
-    """Seconds the worker stayed put on one CPU (between progress points, no move)."""
-    return sum(s.end_s - s.start_s for s in colocated.stretches(worker))
 
 
 def fairness(record: dict, th: dict) -> list[Finding]:

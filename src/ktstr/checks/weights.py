@@ -90,10 +90,16 @@ def _by_sharing(
     group: list[str], by_path: dict[str, list[dict]], declared: dict[str, float], th: dict
 ) -> tuple[bool, str] | None:
     """Whether siblings shared CPUs by weight where their workers met, and how it went;
-    None when some worker hardly met another cgroup's on a CPU."""
+    None when some worker hardly met another cgroup's on a CPU because it hardly stayed
+    on one (a global queue: placement explains nothing then).  A worker that stayed put
+    but met no other cgroup's worker (alone on a CPU) is placement's."""
     found = colocated.across({p: by_path[p] for p in group})
     need = th["fairness.min_shared_s"]
-    if any(found.shared_s.get(w["id"], 0.0) < need for p in group for w in by_path[p]):
+    if any(
+        found.shared_s.get(w["id"], 0.0) < need and colocated.settled_s(w) < need
+        for p in group
+        for w in by_path[p]
+    ):
         return None
     tol = th["fairness.weight_tolerance_pct"]
     worst, text = 0.0, []
