@@ -145,3 +145,16 @@ def test_the_guest_enables_each_controller_down_the_path_and_reads_the_files_bac
         assert (d / "cgroup.subtree_control").read_text() == "+cpu +memory\n"
     with pytest.raises(ValueError, match="not one a plan may set"):
         cgroups.set_controls("p/c", {"cgroup.procs": "1"})
+
+
+def test_a_fraction_quota_scales_with_the_cpus_the_cgroup_may_use():
+    def quota(topo: str, cg: CgroupDef) -> str:
+        return first_ops(run_defs([cg]), Topology.parse(topo))[0]["controls"]["cpu.max"]
+
+    quarter = CgroupDef("a", cpu_max=0.25)
+    assert quota("1n2l2c1t", quarter) == "100000 100000"
+    assert quota("1n2l4c2t", quarter) == "400000 100000"
+    pinned = CgroupDef("a", cpu_max=0.5, cpuset=CpusetSpec.llc(0))
+    assert quota("1n2l4c2t", pinned) == "400000 100000"
+    with pytest.raises(ConfigError, match=r"cpu_max 1\.5 is not a fraction of its CPUs"):
+        CgroupDef("a", cpu_max=1.5)

@@ -158,3 +158,39 @@ def test_a_cpu_idle_cgroup_is_not_weighed_against_its_siblings():
     rec["plan"]["steps"][0]["ops"][0]["controls"] = {"cpu.idle": "1"}
     assert quota.idle(rec) == {"a"}
     assert not [f for f in fairness(rec) if f.kind in ("weights_ok", "weight_mismatch")]
+
+
+def beside_held(held_rates: tuple[float, float], free_rates: tuple[float, float]) -> dict:
+    """Free workers 0 and 1 alone on CPUs 0 and 1, each beside a quota-held worker (2, 3)
+    running at the given rates; every rate is CPU seconds per second, steady for 6 s."""
+
+    def steady(wid, path, cpu, rate, **extra):
+        points = [[t / 2, t, cpu, int(rate * t / 2 * 1e9)] for t in range(13)]
+        return worker(wid, path, cpu_s=rate * 6, progress=points, residency=[[0.0, cpu]], **extra)
+
+    workers = [steady(i, "free", i, r) for i, r in enumerate(free_rates)]
+    workers += [
+        steady(i + 2, "held", i, r, throttled={"held": THROTTLED}) for i, r in enumerate(held_rates)
+    ]
+    events = [
+        {"at_s": 0.0, "op": "add_cgroup", "path": "free", "cpus": None},
+        {"at_s": 0.0, "op": "spawn", "path": "free", "ids": [0, 1]},
+        {"at_s": 0.0, "op": "add_cgroup", "path": "held", "cpus": None},
+        {"at_s": 0.0, "op": "spawn", "path": "held", "ids": [2, 3]},
+    ]
+    rec = record(workers, events=events, cpus=2)
+    rec["plan"] = plan(
+        {"op": "add_cgroup", "path": "free"},
+        {"op": "add_cgroup", "path": "held", "controls": {"cpu.max": "50000 100000"}},
+    )
+    return rec
+
+
+def test_free_workers_are_judged_on_the_cpu_time_quota_held_workers_left_them():
+    # the quota's runtime went 0.1 to CPU 0 and 0.4 to CPU 1: the free workers' off-CPU
+    # shares spread 30 points, yet each got all the CPU time left to it
+    fair = [f for f in fairness(beside_held((0.1, 0.4), (0.9, 0.6))) if f.kind == "ok"]
+    assert fair and "of the CPU time quota-held workers left them" in fair[0].message
+    # a scheduler that leaves CPU 1 mostly idle beside a throttled worker still fails
+    (unfair,) = fairness(beside_held((0.1, 0.2), (0.9, 0.2)), "fail")
+    assert unfair.kind == "unfair" and "worker 1 got 0.25" in unfair.message

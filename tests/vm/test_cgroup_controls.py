@@ -115,7 +115,7 @@ def test_the_throttled_scenario_passes_with_the_quota_enforced():
     limited = [w for w in record["workers"] if w["cgroup_path"] == "limited"]
     assert all(w["throttled"]["limited"][1] > 0 for w in limited)
     (weighed,) = [f for f in record["findings"] if f["kind"] == "weights_ok"]
-    assert "limited held to 0.5 CPUs by cpu.max" in weighed["message"]
+    assert "limited held to 1 CPUs by cpu.max" in weighed["message"]  # a quarter of 4
 
 
 def test_numa_bind_passes_with_each_cgroups_memory_on_its_node():

@@ -19,10 +19,16 @@ cannot explain it.
 
 A cgroup held back by an enforced cpu.max quota (quota.py) is contended when its
 workers outnumber the CPUs its quota allows, and its workers are compared with each
-other only: they are throttled together, so among themselves they still share equally,
-while a free sibling's co-runner runs on while they wait on purpose.
-Workers of a ``cpu.idle`` cgroup run at the lowest weight, so they are no fair
-co-runners of another cgroup's either.
+other only, on shared CPUs: on one CPU they are throttled together and share equally,
+while a free sibling's co-runner runs on while they wait on purpose.  Their whole-run
+spread alone does not fail: the kernel hands the quota's runtime out in slices per
+CPU, so workers on different CPUs get unequal parts of it.
+Free workers beside quota-held ones get their CPU whenever the held ones are throttled,
+however the kernel spread the quota's runtime over the CPUs; where the shared-CPU
+comparison cannot tell, each one's CPU time is set against its part of the CPU time the
+held workers left on the CPUs it stayed on (quota_room.py).  Workers of a ``cpu.idle``
+cgroup run at the lowest weight, so they are no fair co-runners of another cgroup's
+either.
 
 Reads: ``workers[].work, cgroup_path, start_s, end_s, cpu_time_ns, killed, error``,
 ``duration_s``; colocated.py and weights.py read more.
@@ -34,7 +40,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from ktstr.checks import colocated, cpu_load, quota
+from ktstr.checks import colocated, cpu_load, quota, quota_room
 from ktstr.checks import timeline as tl
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, SKIP, Finding
 from ktstr.checks.weights import cgroup_weights, weights
@@ -101,6 +107,28 @@ def _peers(record: dict, members: list[dict], everyone: list[dict]) -> tuple[lis
     return peers, weight
 
 
+def _room_sharing(
+    record: dict, members: list[dict], everyone: list[dict], th: dict
+) -> Sharing | None:
+    """Judge members beside quota-held workers on their part of the CPU time those left
+    them (quota_room.py); None without such workers, or too little time to tell."""
+    held_paths = quota.limited(record)
+    if not held_paths or members[0].get("cgroup_path") in held_paths:
+        return None
+    held = [w for w in everyone if w.get("cgroup_path") in held_paths]
+    got = quota_room.room_ratios(members, held, th["fairness.min_shared_s"]) if held else None
+    if not got or min(got.values()) <= 0:
+        return None
+    lo, hi = min(got, key=got.__getitem__), max(got, key=got.__getitem__)
+    ratio, limit = got[hi] / got[lo], th["fairness.max_shared_ratio"]
+    return Sharing(
+        ratio <= limit,
+        ratio,
+        f"of the CPU time quota-held workers left them, worker {lo} got {got[lo]:.2f} and "
+        f"worker {hi} {got[hi]:.2f} of its part (ratio {ratio:.2f}, limit {limit:g})",
+    )
+
+
 def _sharing(record: dict, members: list[dict], everyone: list[dict], th: dict) -> Sharing | None:
     """Judge the group on shared CPUs, or None when some worker hardly shared one."""
     found = colocated.compare(members, *_peers(record, members, everyone))
@@ -144,6 +172,7 @@ def fairness(record: dict, th: dict) -> list[Finding]:
     out, judged, within, worst, uncontended = [], 0, 0, 0.0, 0
     placed: list[str] = []  # groups whose spread placement explains
     everyone = [w for ws in groups.values() for w in ws]
+    held = quota.limited(record)
     for (path, kind), members in sorted(groups.items()):
         if len(members) < th["fairness.min_workers"]:
             continue
@@ -164,13 +193,21 @@ def fairness(record: dict, th: dict) -> list[Finding]:
             continue
         judged += 1
         spread = (max(shares) - min(shares)) * 100
-        sharing = _sharing(record, members, everyone, th)
+        sharing = _sharing(record, members, everyone, th) or _room_sharing(
+            record, members, everyone, th
+        )
         if sharing is None or sharing.fair:
             if spread <= limit:
                 worst, within = max(worst, spread), within + 1
                 continue
             if sharing is not None:
                 placed.append(f"cgroup {path}: {spread:.1f} points by placement; {sharing.text}")
+                continue
+            if path in held:
+                placed.append(
+                    f"cgroup {path}: {spread:.1f} points under its cpu.max quota, whose runtime "
+                    "the kernel hands out per CPU; too little time sharing a CPU to compare"
+                )
                 continue
         if spread <= limit:
             # equal whole-run shares can hide unequal sharing: a pair split 2:1 on a CPU

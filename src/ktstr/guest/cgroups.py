@@ -91,19 +91,32 @@ def set_controls(rel: str, controls: dict[str, str]) -> dict[str, str]:
     return {name: read(f"{path(rel)}/{name}") for name in controls}
 
 
+def lift_quotas(rel: str) -> None:
+    """cpu.max back to ``max`` on a cgroup and its ancestors under the base, once the
+    scenario's time is over: its workers need CPU to write their results (under
+    emulation, eight workers held to half a CPU could not within the stop grace)."""
+    while rel:
+        try:
+            if not read(f"{path(rel)}/cpu.max").startswith("max"):
+                write(f"{path(rel)}/cpu.max", "max")
+        except OSError:
+            pass  # removed, or no cpu controller
+        rel = os.path.dirname(rel)
+
+
 def throttling() -> dict[str, list[int]]:
-    """For the calling task's cgroup and each ancestor under the base with a cpu.max
-    quota: [periods, throttled periods, throttled us] from cpu.stat, so the host knows
-    whether the kernel (or the scheduler) enforced the quota at all."""
+    """For the calling task's cgroup and each ancestor under the base that had a cpu.max
+    quota (bandwidth periods counted): [periods, throttled periods, throttled us] from
+    cpu.stat, so the host knows whether the kernel (or the scheduler) enforced it."""
     with open("/proc/self/cgroup") as f:
         rel = f.read().strip().rpartition(":")[2].lstrip("/")
     base = CG_BASE[len(CG_ROOT) + 1 :]
     rel = rel[len(base) + 1 :] if rel.startswith(base + "/") else ""
     out = {}
+    keys = ("nr_periods", "nr_throttled", "throttled_usec")
     while rel:
-        if not read(f"{path(rel)}/cpu.max").startswith("max"):
-            stat = dict(line.split() for line in read(f"{path(rel)}/cpu.stat").splitlines())
-            keys = ("nr_periods", "nr_throttled", "throttled_usec")
+        stat = dict(line.split() for line in read(f"{path(rel)}/cpu.stat").splitlines())
+        if int(stat.get("nr_periods", 0)):
             out[rel] = [int(stat.get(k, 0)) for k in keys]
         rel = os.path.dirname(rel)
     return out

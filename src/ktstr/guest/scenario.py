@@ -172,6 +172,7 @@ class Runner(Context):
                 cgroups.set_frozen(path, False)
             except OSError:
                 pass  # removed, or never frozen
+            cgroups.lift_quotas(path)  # the run is over: let throttled workers write results
         self.payloads.stop_all(self.plan.get("stop_grace_s", STOP_GRACE_S))
         pool.wait_for(
             pool.live(),

@@ -251,15 +251,13 @@ def _build() -> dict[str, Scenario]:
         ),
         Scenario(
             "throttled",
-            "two cgroups of spinners, one per CPU each; cpu.max holds one to half a CPU, "
-            "so the other gets what it leaves",
+            "two cgroups of spinners, one per CPU each; cpu.max holds one to a quarter "
+            "of the CPUs, so the other gets what it leaves",
             [
                 Step(
                     [
                         Op.add_cgroup(
-                            CgroupDef(
-                                "limited", workers=0, workers_pct=1.0, cpu_max=(50_000, 100_000)
-                            )
+                            CgroupDef("limited", workers=0, workers_pct=1.0, cpu_max=0.25)
                         ),
                         Op.add_cgroup(CgroupDef("free", workers=0, workers_pct=1.0)),
                     ]

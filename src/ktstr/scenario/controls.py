@@ -37,8 +37,19 @@ def _bad(cgroup: str, what: str, fix: str) -> ConfigError:
     return ConfigError(f"cgroup {cgroup}: {what}", fix)
 
 
-def cpu_max(cgroup: str, value: object) -> tuple[int, int]:
-    """``quota_us`` or ``(quota_us, period_us)`` -> (quota, period), within the kernel's bounds."""
+def cpu_max(cgroup: str, value: object) -> tuple[int, int] | float:
+    """``quota_us`` or ``(quota_us, period_us)`` -> (quota, period), within the kernel's
+    bounds; a float in (0, 1] stays a fraction of the CPUs the cgroup may use, which
+    the plan compiler turns into a quota once it knows them (so a catalog scenario
+    limits a 16-vCPU guest as much as a 4-vCPU one)."""
+    if isinstance(value, float):
+        if not 0 < value <= 1:
+            raise _bad(
+                cgroup,
+                f"cpu_max {value} is not a fraction of its CPUs in (0, 1]",
+                "give e.g. 0.25 for a quarter of its CPUs, or a quota in microseconds",
+            )
+        return value
     pair = (value, DEFAULT_PERIOD_US) if isinstance(value, int) else value
     if (
         not isinstance(pair, tuple | list)
@@ -48,7 +59,7 @@ def cpu_max(cgroup: str, value: object) -> tuple[int, int]:
         raise _bad(
             cgroup,
             f"cpu_max {value!r} is not a quota or a (quota_us, period_us) pair",
-            "write cpu_max=(50_000, 100_000) for half a CPU",
+            "write cpu_max=(50_000, 100_000) for half a CPU, or 0.5 for half its CPUs",
         )
     quota, period = pair
     if not MIN_PERIOD_US <= period <= MAX_PERIOD_US:

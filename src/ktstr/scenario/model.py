@@ -96,7 +96,8 @@ class CgroupDef:
     children: tuple[CgroupDef, ...] = ()
     workers_pct: float | None = None  # a fraction of the cpuset's CPUs, instead of a count
     # cgroup v2 controls (scenario/controls.py); None leaves the kernel's default.
-    cpu_max: int | tuple[int, int] | None = None  # quota_us, or (quota_us, period_us)
+    # quota_us, (quota_us, period_us), or a float: that fraction of the CPUs it may use
+    cpu_max: int | tuple[int, int] | float | None = None
     cpu_idle: bool | None = None
     memory_max: int | str | None = None  # bytes, or "64M"
     memory_high: int | str | None = None

@@ -157,8 +157,12 @@ class _Compiler:
                 )
             cg.mems = values["mems"]
         if "cpu_max" in values:
-            quota, period = values["cpu_max"]
             usable = len(self.usable(path))
+            if isinstance(values["cpu_max"], float):  # a fraction of the CPUs it may use
+                period = controls.DEFAULT_PERIOD_US
+                quota = max(controls.MIN_QUOTA_US, round(values["cpu_max"] * usable * period))
+                values = {**values, "cpu_max": (quota, period)}
+            quota, period = values["cpu_max"]
             if quota > period * usable:
                 raise ConfigError(
                     f"cgroup {path}: cpu.max {quota} us every {period} us is {quota / period:g} "
