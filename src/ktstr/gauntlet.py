@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ktstr.disk import Disk, check_shareable
 from ktstr.errors import ConfigError
-from ktstr.host import mem_available_mib
+from ktstr.host import mem_available_mib, memory_problem
 from ktstr.monitor.settings import MonitorSettings
 from ktstr.presets import DEFAULT_MAX_CPUS, Variant, select, shard
 from ktstr.runner import run_scenario
@@ -61,16 +61,6 @@ class Plan:
         if any("guest RAM" in line for line in self.left_out):
             fix += ", or free memory"
         return ConfigError(f"nothing left to run: {why}", fix)
-
-
-def memory_problem(topology: Topology, available_mib: int | None) -> str | None:
-    """Why the host cannot hold this guest's RAM, or None (unknown availability: None)."""
-    if available_mib and topology.memory > available_mib:
-        return (
-            f"its {topology.cpus} vCPUs need {topology.memory} MiB of guest RAM and this host "
-            f"has {available_mib} MiB available"
-        )
-    return None
 
 
 def prepare(

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ktstr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ktstr.topology import Topology
+
+
+def memory_problem(topology: Topology, available_mib: int | None) -> str | None:
+    """Why the host cannot hold this guest's RAM, or None (unknown availability: None)."""
+    if available_mib and topology.memory > available_mib:
+        return (
+            f"its {topology.cpus} vCPUs need {topology.memory} MiB of guest RAM and this host "
+            f"has {available_mib} MiB available"
+        )
+    return None
 
 
 def mem_available_mib() -> int:

@@ -46,3 +46,14 @@ def test_gauntlet_refuses_a_backing_file_parallel_vms_would_share(tmp_path):
     )  # fmt: skip
     assert_one_sentence(shared, "2 VMs would share", "--jobs 1")
     assert not (tmp_path / "shared.img").exists()  # refused before any VM booted
+
+
+def test_a_guest_bigger_than_the_hosts_free_memory_is_refused_before_boot(monkeypatch, tmp_path):
+    monkeypatch.setenv("KTSTR_RUNS_DIR", str(tmp_path))
+    too_big = 64 * 1024 * 1024  # MiB: 64 TiB
+    for argv in (
+        ("run", "steady", "--topology", "1n1l2c1t", "--memory", str(too_big)),
+        ("vm", "probe", "--topology", "1n1l2c1t", "--memory", str(too_big)),
+    ):
+        proc = ktstr(*argv)
+        assert_one_sentence(proc, "MiB of guest RAM and this host has", "free memory")

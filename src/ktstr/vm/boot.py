@@ -14,7 +14,8 @@ from typing import Any
 
 from ktstr import wire
 from ktstr.disk import Disk
-from ktstr.errors import QemuStartError, VmError
+from ktstr.errors import ConfigError, QemuStartError, VmError
+from ktstr.host import mem_available_mib, memory_problem
 from ktstr.initramfs.image import base_image, write_initrd
 from ktstr.kernel.image import KernelInfo
 from ktstr.kernel.modules import guest_modules
@@ -68,6 +69,12 @@ def boot(
     judges it (a scenario run turns a guest panic into a failed verdict).
     Disks get backing files in ``run_dir`` (removed afterwards unless kept).
     """
+    problem = memory_problem(topology, mem_available_mib())
+    if problem:  # QEMU would die allocating it, or the host's OOM killer would pick it
+        raise ConfigError(
+            f"topology {topology.name} cannot start here: {problem}",
+            "choose a smaller topology (or memory size), or free memory",
+        )
     base = base_image()
     if base.built:
         log.info("built the guest base image (%.1f MiB) in %.2f s", base.size / 2**20, base.build_s)
