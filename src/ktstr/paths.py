@@ -48,7 +48,7 @@ def runs_dir() -> Path:
     override = _RUNS_ROOT.get()
     if override is not None:
         return override
-    return Path(os.environ.get("KTSTR_RUNS_DIR", "runs"))
+    return Path(os.environ.get("KTSTR_RUNS_DIR") or "runs")  # set but empty: the default
 
 
 @contextmanager

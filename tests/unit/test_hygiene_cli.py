@@ -68,3 +68,10 @@ def test_missing_apt_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     proc = ktstr("kernel", "fetch", "--mirror", "http://mirror.invalid/debian")
     assert_one_sentence(proc, "apt-get is not installed", "sudo apt-get install apt")
+
+
+def test_an_empty_runs_directory_setting_means_the_default(monkeypatch):
+    from ktstr import paths
+
+    monkeypatch.setenv("KTSTR_RUNS_DIR", "")
+    assert str(paths.runs_dir()) == "runs"  # not the working directory itself
