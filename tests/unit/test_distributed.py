@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
 import sys
 from pathlib import Path
@@ -144,7 +145,12 @@ def test_infrastructure_failures_stop_after_two_retries(runs, monkeypatch):
         raise QemuStartError("QEMU failed (exit 1): no")
 
     monkeypatch.setattr("ktstr.runner.run_scenario", broken)
-    with pytest.raises(VmError, match=r"steady\[tiny-2llc\] failed on 3 attempts: QEMU failed"):
+    host = re.escape(platform.node())
+    with pytest.raises(
+        VmError,
+        match=rf"steady\[tiny-2llc\] failed on 3 attempts \(on {host}, {host}, {host}\), the "
+        r"last with: QEMU failed",
+    ):
         run(steady_cells(["tiny-2llc"]))
     assert len(calls) == 3
 

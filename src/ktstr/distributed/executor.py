@@ -299,8 +299,10 @@ def run(
                     if len(attempts[index]) <= executor.retries:
                         submit(index)
                         continue
+                    hosts = ", ".join(str(a.get("host")) for a in attempts[index])
                     raise VmError(
-                        f"{label} failed on {len(attempts[index])} attempts: {outcome['error']}",
+                        f"{label} failed on {len(attempts[index])} attempts (on {hosts}), the "
+                        f"last with: {outcome['error']}",
                         "check the workers' hosts (ktstr doctor)",
                     )
                 if outcome["outcome"] == REFUSED:
