@@ -159,8 +159,11 @@ def test_a_users_scenario_file_and_include_files_travel_to_a_worker_process(tmp_
         env=env,
     )
     assert "with_files[tiny-1llc]: " in proc.stdout, proc.stdout + proc.stderr
-    (record,) = runs.glob("*-with_files-*/record.json")
-    assert json.loads(record.read_text())["distributed"]["attempts"][-1]["outcome"] == "done"
+    (path,) = runs.glob("*-with_files-*/record.json")
+    record = json.loads(path.read_text())
+    assert record["distributed"]["attempts"][-1]["outcome"] == "done"
+    packed = set(record["include_files"])  # what the worker packed into the guest
+    assert {"/include-files/user_include.txt", "/include-files/tree/note.txt"} <= packed
     for host_path in (user, tree, user.parent / "user_include.txt"):
         shipment = shipping.pack(str(host_path))
         cached = paths.cache_dir() / "shipped" / shipping.digest(shipment) / host_path.name
