@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -257,6 +258,9 @@ def test_a_worker_of_another_version_is_refused(runs, monkeypatch):
     )
     outcome = dask_task.execute(task.to_wire(), "k")
     assert outcome["outcome"] == "refused" and "client 0.0.1" in outcome["error"]
+    newer = json.dumps({**json.loads(task.to_wire()), "version": "9.0", "a_later_field": 1})
+    outcome = dask_task.execute(newer, "k")
+    assert outcome["outcome"] == "refused" and "client 9.0" in outcome["error"]
 
 
 def test_no_worker_big_enough_is_refused_before_anything_runs(runs, monkeypatch):

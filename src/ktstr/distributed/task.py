@@ -139,14 +139,15 @@ def execute(payload: str, key: str, shipped: dict[str, Shipment] | None = None) 
 
     host, address, local = _where()
     base = {"host": host, "worker": address, "ktstr": __version__}
-    task = Task.from_wire(payload)
-    if task.version != __version__:
+    data = wire.loads(payload)
+    theirs = data.get("version") if isinstance(data, dict) else None
+    if theirs != __version__:  # before the fields: another version may have others
         return {
             **base,
             "outcome": REFUSED,
-            "error": f"worker {address} on {host} runs ktstr {__version__} and the client "
-            f"{task.version}",
+            "error": f"worker {address} on {host} runs ktstr {__version__} and the client {theirs}",
         }
+    task = Task.from_wire(payload)
     _announce(key, host, address)
     scratch = Path(tempfile.mkdtemp(prefix="ktstr-variant-", dir=local))
     oom_before = oom_kills()
