@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 kernel: venv
-	$(BIN)/ktstr kernel fetch
+	$(BIN)/ktstr kernel fetch --debug
 	$(BIN)/ktstr qemu fetch
 	$(BIN)/ktstr schedulers build
 
