@@ -15,6 +15,7 @@ MOUNTS = [
     ("proc", "/proc", "proc", ""),
     ("sysfs", "/sys", "sysfs", ""),
     ("devtmpfs", "/dev", "devtmpfs", ""),
+    ("tmpfs", "/dev/shm", "tmpfs", ""),  # POSIX shared memory (shm_open): cyclictest, fio
     ("tmpfs", "/tmp", "tmpfs", ""),
     ("tmpfs", "/run", "tmpfs", ""),
     ("cgroup2", "/sys/fs/cgroup", "cgroup2", "nsdelegate"),
@@ -44,6 +45,7 @@ def mount_all() -> list[str]:
     failures = []
     for source, target, fstype, options in MOUNTS:
         try:
+            os.makedirs(target, exist_ok=True)  # devtmpfs has no /dev/shm
             mount(source, target, fstype, options)
         except OSError as err:
             failures.append(str(err))

@@ -67,7 +67,7 @@ CYCLICTEST = Payload(
 PERF_MESSAGING = Payload(
     "perf-messaging",
     "perf",
-    ("bench", "sched", "messaging", "-g", "2", "-l", "50"),
+    ("bench", "sched", "messaging", "-g", "1", "-l", "20"),
     package="linux-perf",
     output="regex",
     metrics=(_TOTAL_TIME,),
@@ -76,7 +76,7 @@ PERF_MESSAGING = Payload(
 PERF_PIPE = Payload(
     "perf-pipe",
     "perf",
-    ("bench", "sched", "pipe", "-l", "5000"),
+    ("bench", "sched", "pipe", "-l", "1000"),
     package="linux-perf",
     output="regex",
     metrics=(
