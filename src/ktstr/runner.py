@@ -31,6 +31,7 @@ from ktstr.scenario.model import Scenario
 from ktstr.scenario.plan import compile_plan
 from ktstr.scheduler import EEVDF, Scheduler
 from ktstr.topology import Topology
+from ktstr.verifier import shim
 from ktstr.vm import accel as accel_mod
 from ktstr.vm import lifecycle
 from ktstr.vm.boot import boot, check_end, default_timeout
@@ -107,12 +108,15 @@ def run_scenario(
     disks: tuple[Disk, ...] | None = None,
     include: tuple[str, ...] = (),
     monitor: monitor_settings.MonitorSettings | None = None,
+    verifier: bool = False,
 ) -> tuple[RunRecord, Path]:
     """Boot, run, judge; the record is saved in the run directory and returned.
 
     ``disks`` replaces the scenario's own disks when given; ``include`` adds
     host files to the scenario's ``include_files``; ``monitor`` sets the
-    host-side monitor (default: see ``monitor.settings``).
+    host-side monitor (default: see ``monitor.settings``); ``verifier`` loads the
+    scheduler under the verifier statistics library and keeps what it reports in
+    ``record["verifier"]`` (``ktstr verifier``).
     """
     duration = float(scenario.duration_s if duration_s is None else duration_s)
     if not math.isfinite(duration) or duration <= 0:
@@ -147,6 +151,8 @@ def run_scenario(
             chosen_profile.args + tuple(extra_args) + scheduler.config_args(),
             info.release,
         )
+        if verifier:
+            shim.attach(plan["scheduler"], files)
     check_plan_needs(plan, scheduler, info)
     plan["expect"] = expect or {}
     chosen = accel_mod.choose(accel, info.boot_path)
@@ -195,6 +201,8 @@ def run_scenario(
         record["include_files"] = sorted(included)
     summary = sampling.summary() if sampling else sampler.off_summary(monitor_plan)
     record["monitor"] = summary  # type: ignore[typeddict-unknown-key]
+    if verifier:
+        record["verifier"] = result.first(wire.VERIFIER) or {}  # type: ignore[typeddict-unknown-key]
     builder.with_verdict(record, judge(record))
     save(record, run_dir)
     return record, run_dir

@@ -49,6 +49,8 @@ EXEC_END = "exec_end"  # the command's exit status, or that it ran out of time
 PAYLOAD_OUTPUT = "payload_out"  # a chunk of a payload's stdout or stderr, as it comes
 PAYLOAD_END = "payload_end"  # how a payload ended: exit code or signal, who stopped it
 
+VERIFIER = "verifier"  # each BPF program load the scheduler made, with the verifier's log
+
 KINDS = frozenset(
     {
         HELLO,
@@ -70,6 +72,7 @@ KINDS = frozenset(
         EXEC_END,
         PAYLOAD_OUTPUT,
         PAYLOAD_END,
+        VERIFIER,
     }
 )
 

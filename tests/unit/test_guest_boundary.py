@@ -185,6 +185,7 @@ WRONG = [
     ({"kind": "exec_end", "timed_out": False, "elapsed_s": 1.0, "code": 300}, "code: 300 is"),
     ({"kind": "payload_out", "id": 0, "stream": "stdout"}, "data: missing"),
     ({"kind": "payload_end", "id": 0, "at_s": 1.0, "elapsed_s": 1.0, "code": -1}, "code: -1 is"),
+    ({"kind": "verifier", "loads": [{"log": "x"}], "live": []}, "loads[0].log_bytes: missing"),
 ]
 
 

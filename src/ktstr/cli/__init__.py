@@ -24,6 +24,7 @@ from ktstr.cli import (
     results,
     runs,
     schedulers,
+    verifier,
     vms,
     worker,
 )
@@ -45,7 +46,19 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"ktstr {__version__}")
     top.add_argument("-v", "--verbose", action="store_true", help="debug output")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (kernels, qemus, vms, runs, schedulers, gauntlet, worker, results, dumps, doctor):
+    for group in (
+        kernels,
+        qemus,
+        vms,
+        runs,
+        schedulers,
+        verifier,
+        gauntlet,
+        worker,
+        results,
+        dumps,
+        doctor,
+    ):
         group.register(sub)
     return top
 

@@ -13,7 +13,7 @@ import signal
 import time
 
 from ktstr import wire
-from ktstr.guest import topo
+from ktstr.guest import topo, verifier
 from ktstr.guest.channel import Channel
 
 SCX = "/sys/kernel/sched_ext"
@@ -109,6 +109,10 @@ class SchedulerProcess:
         read_fd, write_fd = os.pipe()
         argv = [self.spec["path"], *self.spec["args"]]
         env = {"PATH": "/bin:/sbin", "LD_LIBRARY_PATH": self.spec.get("ld_library_path", "")}
+        vstats = self.spec.get("verifier")
+        if vstats:  # ktstr verifier: the loader runs under the statistics library
+            os.makedirs(vstats["dir"], exist_ok=True)
+            env.update(LD_PRELOAD=vstats["preload"], KTSTR_VSTATS_DIR=vstats["dir"])
         self.pid = os.fork()
         if self.pid == 0:
             try:
@@ -126,6 +130,7 @@ class SchedulerProcess:
             self.poll()
             if self.state == ("enabled", self.spec["ops"]):
                 self.send("attached", ops=self.state[1], events=events())
+                self.report_verifier()
                 return True
             if self.exit is not None:
                 break
@@ -138,7 +143,14 @@ class SchedulerProcess:
             exited=self.exit is not None,
             timeout_s=self.spec.get("attach_timeout_s", 30),
         )
+        self.report_verifier()
         return False
+
+    def report_verifier(self) -> None:
+        """Under ``ktstr verifier``: what the verifier said about each program loaded."""
+        vstats = self.spec.get("verifier")
+        if vstats:
+            verifier.report(self.channel, vstats["dir"], self.pid if self.exit is None else 0)
 
     def on_exit(self, status: int) -> None:
         """Record how the scheduler process ended (the reaper passes its wait status)."""

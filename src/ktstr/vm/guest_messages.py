@@ -232,6 +232,25 @@ _DISK = obj(
 _DISK_END = obj({"serial": string()}, {"name": string(), "stat_end": STATS})
 _SCX_VALUE = either(COUNT, string())
 
+# ktstr verifier: one BPF program load (the log is at most 256 KiB and a marker) and
+# one program the attached scheduler holds.
+_VERIFIER_LOAD = obj(
+    {"log": string(300 * 1024), "log_bytes": COUNT},
+    {
+        "name": string(64),
+        "type": integer(0, 1 << 32),
+        "fd": integer(-(2**63), 2**63),
+        "errno": integer(0, 1 << 16),
+        "id": integer(0, 1 << 32),
+        "verified_insns": integer(0, 1 << 32),
+        "log_level": integer(0, 1 << 32),
+    },
+)
+_VERIFIER_LIVE = obj(
+    {"id": integer(0, 1 << 32)},
+    {"type": integer(0, 1 << 32), "insns": integer(0, 1 << 32)},
+)
+
 SCHEMAS: dict[str, Check] = {
     wire.HELLO: obj(
         {},
@@ -396,6 +415,10 @@ SCHEMAS: dict[str, Check] = {
             "stopped_by": nullable(string(64)),
             "dropped": dict_of(COUNT, 4),
         },
+    ),
+    wire.VERIFIER: obj(
+        {"loads": list_of(_VERIFIER_LOAD, 4096), "live": list_of(_VERIFIER_LIVE, 4096)},
+        {"problem": string(TEXT)},
     ),
 }
 

@@ -1,0 +1,86 @@
+"""The verifier's statistics of the scheduler's programs, read in the guest.
+
+The preload library (host: ``ktstr/verifier/shim.py``) writes one file per
+program load the scheduler's loader made: a header of ``key value`` lines,
+a blank line, then the verifier's log. This module reads them, adds which
+programs the scheduler process still holds (``/proc/<pid>/fdinfo`` of its
+``bpf-prog`` descriptors: program id, type and verified instructions) and
+sends both as one ``verifier`` message. The host parses the logs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ktstr import wire
+from ktstr.guest.channel import Channel
+
+MAX_LOADS = 4096
+# A rejected program's log may be megabytes; its start and its end (where the error
+# is) are kept.
+LOG_HEAD = 32 * 1024
+LOG_TAIL = 224 * 1024
+_HEADER_INTS = ("type", "fd", "errno", "id", "verified_insns", "log_level")
+
+
+def read_load(path: str) -> dict:
+    """One load file -> its header fields and its log (bounded: head and tail)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    head, _, log = data.partition(b"\n\n")
+    out: dict = {"log_bytes": len(log)}
+    for line in head.decode(errors="replace").splitlines():
+        key, _, value = line.partition(" ")
+        if key in _HEADER_INTS:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                continue
+        elif key == "name":
+            out["name"] = value[:64]
+    if len(log) > LOG_HEAD + LOG_TAIL:
+        left_out = len(log) - LOG_HEAD - LOG_TAIL
+        log = log[:LOG_HEAD] + b"\n... %d bytes left out ...\n" % left_out + log[-LOG_TAIL:]
+    out["log"] = log.decode(errors="replace")
+    return out
+
+
+def live_programs(pid: int) -> list[dict]:
+    """The BPF programs process ``pid`` holds open: id, type, verified instructions."""
+    out = []
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        prog = {}
+        for key, name in (("prog_id", "id"), ("prog_type", "type"), ("verified_insns", "insns")):
+            value = fields.get(key, "").strip()
+            if value.isdigit():
+                prog[name] = int(value)
+        if "id" in prog:
+            out.append(prog)
+    return out
+
+
+def report(channel: Channel, directory: str, pid: int) -> None:
+    """Send every recorded load and the programs ``pid`` holds (none once it exited)."""
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith("load-"))
+    except OSError as err:
+        channel.send(wire.VERIFIER, loads=[], live=[], problem=f"{directory}: {err.strerror}")
+        return
+    loads = []
+    for name in names[:MAX_LOADS]:
+        try:
+            loads.append(read_load(os.path.join(directory, name)))
+        except OSError:
+            continue
+    channel.send(wire.VERIFIER, loads=loads, live=live_programs(pid) if pid else [])

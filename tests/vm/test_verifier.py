@@ -1,0 +1,53 @@
+"""ktstr verifier in real VMs: the kernel's example schedulers loaded, counted, rejected.
+
+Three cells of about 20 s of VM time each (1n1l2c1t, a 3 s steady).
+"""
+
+import json
+
+import pytest
+
+from tests.helpers import assert_one_sentence, ktstr
+
+
+def _clang19_qmap() -> str:
+    rows = json.loads(ktstr("schedulers", "list", "--json").stdout)
+    return next(r["path"] for r in rows if r["name"] == "scx_qmap" and r["compiler"] == "clang-19")
+
+
+def test_simple_and_qmap_load_and_every_program_has_its_counts():
+    proc = ktstr("verifier", "--scheduler", "scx_simple", "--scheduler", "scx_qmap", "--json")
+    assert proc.returncode == 0, proc.stderr
+    cells = json.loads(proc.stdout)["cells"]
+    assert [c["scheduler"] for c in cells] == ["scx_simple", "scx_qmap"]
+    for cell in cells:
+        assert cell["attached"] and cell["dispatched"], cell
+        names = {p["name"] for p in cell["programs"]}
+        prefix = cell["scheduler"].removeprefix("scx_") + "_"
+        assert any(n.startswith(prefix + "enqueue") for n in names), names
+        for prog in cell["programs"]:
+            assert prog["verified_insns"] > 0, prog
+            assert prog["limit"] == 1_000_000 and prog["states"] is not None
+            assert prog["peak_states"] <= prog["states"] and prog["time_us"] > 0
+    # scx_qmap's programs are bigger than scx_simple's
+    total = [sum(p["verified_insns"] for p in c["programs"]) for c in cells]
+    assert total[1] > total[0]
+
+
+def test_a_rejected_scheduler_shows_the_error_and_the_instruction_before_it():
+    proc = ktstr("verifier", "--scheduler", _clang19_qmap())
+    assert proc.returncode == 1, proc.stderr
+    assert "REJECTED" in proc.stdout
+    line = next(ln for ln in proc.stdout.splitlines() if "the verifier rejected" in ln)
+    assert "qmap_dequeue: R7 invalid mem access 'scalar'" in line
+    assert "instruction before it: " in proc.stdout and "r7" in proc.stdout
+    assert "verifier log (" in proc.stdout
+
+
+def test_a_kernel_without_sched_ext_is_one_sentence():
+    listed = ktstr("kernel", "list").stdout.splitlines()
+    without = [ln.split()[0] for ln in listed[2:] if ln.split()[1:2] == ["no"]]
+    if not without:
+        pytest.skip("no cached kernel without sched_ext")
+    proc = ktstr("verifier", "--scheduler", "scx_simple", "--kernel", without[0])
+    assert_one_sentence(proc, "lacks CONFIG_SCHED_CLASS_EXT")
