@@ -14,9 +14,11 @@ harness traceback); a topology the test's constraints exclude skips it.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -221,6 +223,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="I/N",
         help="run only shard I of N of the gauntlet (deterministic, balanced by cost)",
     )
+    group.addoption(
+        "--ktstr-verifier",
+        action="store_true",
+        help="add one item per sched_ext scheduler the collected @ktstr_tests declare: "
+        "'ktstr verifier' for it (loads, attaches, dispatches; per-program verifier "
+        "figures); select only these with -k ktstr_verifier",
+    )
 
 
 @pytest.fixture
@@ -277,6 +286,60 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for name, reason in excluded
     ]
     metafunc.parametrize("ktstr_variant", params)
+
+
+class VerifierItem(pytest.Item):
+    """``--ktstr-verifier``: one scheduler's verifier cell, on the kernel the tests use."""
+
+    def __init__(self, *, scheduler: Scheduler, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scheduler = scheduler
+        self.add_marker(pytest.mark.vm)
+
+    def runtest(self) -> None:
+        from ktstr.verifier import report, sweep
+
+        error = None
+        try:
+            sweep.check_cells([self.scheduler], [None])
+            cell = sweep.run_cell(self.scheduler, None, Topology.parse(sweep.DEFAULT_TOPOLOGY))
+        except KtstrError as err:
+            error = err
+        if error is not None:  # outside the except block: no chained traceback
+            pytest.fail(f"ktstr: {error}", pytrace=False)
+        self.user_properties.append(("ktstr_verifier", json.dumps(cell)))
+        lines = report.sweep_lines([cell])
+        if not (cell["attached"] and cell["dispatched"]):
+            pytest.fail("\n".join(lines), pytrace=False)
+        for line in report.warnings([cell]):
+            self.warn(pytest.PytestWarning(line))
+        print("\n".join(lines))
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, f"ktstr verifier {self.scheduler.name}"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k and -m select among the items
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--ktstr-verifier"):
+        return
+    seen: dict[tuple, pytest.Item] = {}
+    for item in items:
+        info = getattr(getattr(item, "function", None), "ktstr", None)
+        sched: Scheduler | None = info["scheduler"] if info else None
+        if sched is not None and not sched.is_eevdf:
+            seen.setdefault((sched.name, sched.binary, tuple(sched.args)), item)
+    names: dict[str, int] = {}
+    for (name, _, _), first in seen.items():
+        names[name] = names.get(name, 0) + 1
+        label = name if names[name] == 1 else f"{name}-{names[name]}"
+        items.append(
+            VerifierItem.from_parent(
+                first.parent,
+                name=f"ktstr_verifier[{label}]",
+                scheduler=first.function.ktstr["scheduler"],  # type: ignore[attr-defined]
+            )
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:

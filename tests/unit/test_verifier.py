@@ -14,6 +14,7 @@ from ktstr.verifier import report, sweep
 from ktstr.vm.guest_messages import validate
 from tests.helpers import assert_one_sentence, ktstr
 
+pytest_plugins = ["pytester"]
 DATA = Path(__file__).resolve().parents[1] / "data" / "verifier"
 SIMPLE_OPS = {
     "simple_select_c",
@@ -171,3 +172,37 @@ def test_a_scheduler_that_does_not_exist_is_one_sentence():
     assert_one_sentence(
         ktstr("verifier", "--scheduler", "scx_does_not_exist"), "scx_does_not_exist"
     )
+
+
+PLUGIN_FILE = """
+from ktstr import CgroupDef, Scheduler, ktstr_test
+
+SIMPLE = Scheduler("scx_simple", "scx_simple")
+
+@ktstr_test(topology="1n1l2c1t")
+def test_eevdf(ctx):
+    return ctx.run_defs([CgroupDef("cg")])
+
+@ktstr_test(topology="1n1l2c1t", scheduler=SIMPLE)
+def test_one(ctx):
+    return ctx.run_defs([CgroupDef("cg")])
+
+@ktstr_test(topology="1n2l2c1t", scheduler=SIMPLE)
+def test_two(ctx):
+    return ctx.run_defs([CgroupDef("cg")])
+"""
+
+
+def test_pytest_ktstr_verifier_adds_one_item_per_declared_scheduler(pytester):
+    pytester.makepyfile(test_v=PLUGIN_FILE)
+    args = ("--collect-only", "-q", "-p", "no:cacheprovider")
+    plain = pytester.runpytest_subprocess(*args).stdout.str()
+    assert "ktstr_verifier" not in plain
+    out = pytester.runpytest_subprocess(*args, "--ktstr-verifier").stdout.str()
+    items = [ln for ln in out.splitlines() if "::" in ln]
+    assert [i for i in items if "ktstr_verifier" in i] == ["test_v.py::ktstr_verifier[scx_simple]"]
+    assert len(items) == 4
+    only = pytester.runpytest_subprocess(*args, "--ktstr-verifier", "-k", "ktstr_verifier")
+    assert [ln for ln in only.stdout.str().splitlines() if "::" in ln] == [
+        "test_v.py::ktstr_verifier[scx_simple]"
+    ]

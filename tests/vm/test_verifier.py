@@ -1,13 +1,17 @@
 """ktstr verifier in real VMs: the kernel's example schedulers loaded, counted, rejected.
 
-Three cells of about 20 s of VM time each (1n1l2c1t, a 3 s steady).
+Four cells of at most about 20 s of VM time each (1n1l2c1t, a 3 s steady).
 """
 
 import json
 
 import pytest
 
+from ktstr import paths
 from tests.helpers import assert_one_sentence, ktstr
+
+pytest_plugins = ["pytester"]
+CACHE = str(paths.cache_dir())  # read before pytester points HOME elsewhere
 
 
 def _clang19_qmap() -> str:
@@ -51,3 +55,27 @@ def test_a_kernel_without_sched_ext_is_one_sentence():
         pytest.skip("no cached kernel without sched_ext")
     proc = ktstr("verifier", "--scheduler", "scx_simple", "--kernel", without[0])
     assert_one_sentence(proc, "lacks CONFIG_SCHED_CLASS_EXT")
+
+
+PLUGIN_TESTS = """
+from ktstr import CgroupDef, Scheduler, ktstr_test
+
+SIMPLE = Scheduler("scx_simple", "scx_simple")
+
+
+@ktstr_test(topology="1n1l2c1t", scheduler=SIMPLE, duration_s=3)
+def test_simple(ctx):
+    return ctx.run_defs([CgroupDef("cg_0", workers=2)])
+"""
+
+
+def test_pytest_ktstr_verifier_runs_the_cell_of_each_declared_scheduler(pytester, monkeypatch):
+    monkeypatch.setenv("KTSTR_CACHE_DIR", CACHE)  # pytester moves HOME
+    pytester.makepyfile(test_user=PLUGIN_TESTS)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--ktstr-verifier", "-k", "ktstr_verifier", "-rA", "-s"
+    )
+    result.assert_outcomes(passed=1)
+    text = result.stdout.str()
+    assert "ktstr_verifier[scx_simple]" in text
+    assert "attached, dispatched" in text and "simple_enqueue" in text
