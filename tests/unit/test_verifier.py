@@ -206,3 +206,21 @@ def test_pytest_ktstr_verifier_adds_one_item_per_declared_scheduler(pytester):
     assert [ln for ln in only.stdout.str().splitlines() if "::" in ln] == [
         "test_v.py::ktstr_verifier[scx_simple]"
     ]
+
+
+def test_the_guest_keeps_a_report_under_its_log_budget(tmp_path, monkeypatch):
+    sent = []
+    monkeypatch.setattr(guest_verifier, "LOG_BUDGET", 600 * 1024)
+    for i in range(4):
+        body = b"line\n" * 100_000 + b"R7 invalid mem access 'scalar'\n"
+        (tmp_path / f"load-{i:06d}").write_bytes(b"name p\nfd -1\nerrno 13\n\n" + body)
+
+    class Channel:
+        def send(self, kind, **fields):
+            sent.append(fields)
+
+    guest_verifier.report(Channel(), str(tmp_path), 0)
+    logs = [load["log"] for load in sent[0]["loads"]]
+    assert len(logs) == 4 and sum(map(len, logs)) < 600 * 1024 + 3 * 4200
+    assert all(log.endswith("R7 invalid mem access 'scalar'\n") for log in logs)
+    assert len(logs[-1]) < 4200

@@ -20,10 +20,14 @@ MAX_LOADS = 4096
 # is) are kept.
 LOG_HEAD = 32 * 1024
 LOG_TAIL = 224 * 1024
+# All logs of one report together stay far below the channel's line cap (8 MiB): past
+# this, a log keeps only its last SHORT_TAIL bytes (where a rejection's error is).
+LOG_BUDGET = 2 * 1024 * 1024
+SHORT_TAIL = 4096
 _HEADER_INTS = ("type", "fd", "errno", "id", "verified_insns", "log_level")
 
 
-def read_load(path: str) -> dict:
+def read_load(path: str, head_bytes: int = LOG_HEAD, tail_bytes: int = LOG_TAIL) -> dict:
     """One load file -> its header fields and its log (bounded: head and tail)."""
     with open(path, "rb") as f:
         data = f.read()
@@ -38,9 +42,9 @@ def read_load(path: str) -> dict:
                 continue
         elif key == "name":
             out["name"] = value[:64]
-    if len(log) > LOG_HEAD + LOG_TAIL:
-        left_out = len(log) - LOG_HEAD - LOG_TAIL
-        log = log[:LOG_HEAD] + b"\n... %d bytes left out ...\n" % left_out + log[-LOG_TAIL:]
+    if len(log) > head_bytes + tail_bytes:
+        left_out = len(log) - head_bytes - tail_bytes
+        log = log[:head_bytes] + b"\n... %d bytes left out ...\n" % left_out + log[-tail_bytes:]
     out["log"] = log.decode(errors="replace")
     return out
 
@@ -78,9 +82,13 @@ def report(channel: Channel, directory: str, pid: int) -> None:
         channel.send(wire.VERIFIER, loads=[], live=[], problem=f"{directory}: {err.strerror}")
         return
     loads = []
+    budget = LOG_BUDGET
     for name in names[:MAX_LOADS]:
+        short = budget < LOG_HEAD + LOG_TAIL
         try:
-            loads.append(read_load(os.path.join(directory, name)))
+            load = read_load(os.path.join(directory, name), *((0, SHORT_TAIL) if short else ()))
         except OSError:
             continue
+        budget -= len(load["log"])
+        loads.append(load)
     channel.send(wire.VERIFIER, loads=loads, live=live_programs(pid) if pid else [])
