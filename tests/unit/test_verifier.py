@@ -224,3 +224,10 @@ def test_the_guest_keeps_a_report_under_its_log_budget(tmp_path, monkeypatch):
     assert len(logs) == 4 and sum(map(len, logs)) < 600 * 1024 + 3 * 4200
     assert all(log.endswith("R7 invalid mem access 'scalar'\n") for log in logs)
     assert len(logs[-1]) < 4200
+
+
+def test_a_scheduler_that_loaded_but_did_not_attach_points_at_its_run():
+    cell = _cell(_message("scx_simple.json"), attached=False)
+    assert cell["rejection"] is None
+    text = "\n".join(report.sweep_lines([cell]))
+    assert "did not attach" in text and "runs/x" in text

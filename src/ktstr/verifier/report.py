@@ -100,6 +100,11 @@ def sweep_lines(cells: list[dict[str, Any]]) -> list[str]:
         out += [f"{name} ({mine[0]['binary']})", *scheduler_table(mine), ""]
     for c in cells:
         out += rejection_lines(c)
+        if not c["attached"] and not c.get("rejection"):
+            out.append(
+                f"{c['scheduler']} on {c['kernel']}: loaded but did not attach; its output and "
+                f"the kernel's log are in {c['run_dir']}"
+            )
         if c.get("problem"):
             out.append(f"{c['scheduler']} on {c['kernel']}: {escape(c['problem'], limit=300)}")
     out += warnings(cells)
