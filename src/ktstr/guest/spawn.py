@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import select
+import time
 
 from ktstr.guest import cgroups, ioworkers, mempolicy, workers
 
@@ -23,6 +25,7 @@ POLICIES = {
     "rr": os.SCHED_RR,
     "ext": SCHED_EXT,
 }  # every other policy but "normal"; workers start normal (SCHED_RESET_ON_FORK)
+READY_TIMEOUT_S = 60.0  # for forked workers to join their cgroups (memory migrates)
 # Workers per group for the kinds that work together; every other kind works alone.
 PAIRS = ("pipe_pingpong", "futex_pingpong")
 
@@ -91,13 +94,15 @@ def fork_workers(
     every pipe end it made here once all are forked.
     """
     members, fds = groups(op, disks)
+    ready_r, ready_w = os.pipe()  # each worker closes its copy once in its cgroup
     pids = {}
     for wid, group in zip(op["ids"], members, strict=True):
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                _become_worker(op, wid, group, fds + [gate_w], gate_fd, t0, deadline)
+                inherited = fds + [gate_w, ready_r]
+                _become_worker(op, wid, group, inherited, gate_fd, t0, deadline, ready_w)
             except BaseException as err:  # a worker must never return into the agent
                 print(f"ktstr-worker {wid}: {err!r}", flush=True)
                 code = 1
@@ -105,18 +110,44 @@ def fork_workers(
         pids[wid] = pid
     for fd in fds:
         os.close(fd)
+    os.close(ready_w)
+    _wait_in_cgroups(ready_r)
     return pids
 
 
+def _wait_in_cgroups(ready_r: int, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Until every worker forked has joined its cgroup (the pipe's EOF), at most
+    ``timeout_s``: joining a cgroup whose cpuset.mems lacks a node the worker's memory
+    is on migrates that memory first (cgroup v2 always does), seconds under emulation,
+    and that is no scheduler's wait once the workers are released."""
+    end = time.monotonic() + timeout_s
+    try:
+        while (left := end - time.monotonic()) > 0:
+            if select.select([ready_r], [], [], left)[0] and not os.read(ready_r, 64):
+                return
+    finally:
+        os.close(ready_r)
+
+
 def _become_worker(
-    op: dict, wid: int, group: dict, inherited: list[int], gate_fd: int, t0: float, deadline: float
+    op: dict,
+    wid: int,
+    group: dict,
+    inherited: list[int],
+    gate_fd: int,
+    t0: float,
+    deadline: float,
+    ready_w: int = -1,
 ) -> None:
-    """In the child: drop the fds it does not use, join the cgroup, set nice, policy
-    and affinity, then run the work until the deadline."""
+    """In the child: drop the fds it does not use, join the cgroup (then tell the agent
+    through ``ready_w``), set nice, policy and affinity, then run the work until the
+    deadline."""
     for fd in inherited:
         if fd >= 0 and fd not in group.get("keep", ()):
             os.close(fd)
     cgroups.enter(op["path"], 0)
+    if ready_w >= 0:
+        os.close(ready_w)
     if op["nice"]:
         os.setpriority(os.PRIO_PROCESS, 0, op["nice"])
     name, prio, *reservation = op["policy"]
