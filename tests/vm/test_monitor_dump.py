@@ -64,6 +64,11 @@ def test_a_scheduler_that_stalls_kernel_threads_is_dumped_from_the_host(debug):
     lines = [json.loads(x) for x in (run_dir / sampler.FILE).read_text().splitlines()]
     assert sum(1 for s in lines if s["t"] > stalled["at_s"]) >= 5
     assert mon["longest_wait"]["jiffies"] >= stalled["jiffies"]
+    # The kernel's own account of the exit, read before it was freed with the scheduler.
+    assert body["exit"]["kind"] == "SCX_EXIT_ERROR_STALL" and info["has_exit"], body["exit"]
+    # Its message: the task that failed to run, or the watchdog itself failing to check in
+    # (it runs from a kernel thread the scheduler may be the one starving).
+    assert "failed to run for" in body["exit"]["msg"] or "watchdog" in body["exit"]["msg"]
     assert record["verdict"] == "fail"  # the stall ejected the scheduler: a scheduler finding
 
 
