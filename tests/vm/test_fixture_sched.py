@@ -5,6 +5,7 @@ pass (``only_fails``)."""
 
 import dataclasses
 
+from ktstr.checks import judge
 from ktstr.fixture_sched import CONTROL_FILE, SCX_KTSTR, knob_args
 from ktstr.runner import run_scenario
 from ktstr.scenario.catalog import get
@@ -168,6 +169,39 @@ def test_unfair_odd_shares_a_cpu_unequally_and_fails_fairness_where_they_share_i
         assert "sharing a CPU, worker" in f["message"], f
         favoured = int(f["message"].split(" and worker ")[1].split(" ")[0])
         assert pids[favoured] % 2 == 1, (f, pids)
+
+
+def test_unfairness_in_one_step_fails_named_by_its_step_while_the_whole_run_passes():
+    # the pairs above, shared equally for 7 s; then the odd pid of each pair gets three
+    # times the slice for 5 s: diluted over 12 s, the whole run's shares pass
+    pairs = [
+        Op.add_cgroup(
+            CgroupDef(
+                f"p{i}", workers=0, children=(CgroupDef(f"cpu{i}", workers=2, cpuset=C.exact([i])),)
+            )
+        )
+        for i in range(TOPO.cpus - 1)
+    ]
+    scenario = Scenario(
+        "pairs_then_unfair",
+        "two spinners on each CPU but the last; the odd pids favoured in the second step",
+        [
+            Step(pairs, HoldSpec(seconds=7)),
+            Step([Op.fixture_knob("unfair_odd", "3")], HoldSpec(seconds=5)),
+        ],
+        duration_s=12,
+    )
+    record, _ = run_scenario(scenario, TOPO, scheduler=SCX_KTSTR)
+    only_fails(record, "fairness")
+    unfair = failures(record, "fairness")
+    assert unfair and all(f.get("step") == "step 2 (fixture_knob)" for f in unfair), unfair
+    assert all(f["message"].startswith("step 2 (fixture_knob): cgroup ") for f in unfair), unfair
+    # judged over the whole run only, the same record passes fairness
+    whole = {**record, "plan": {**record["plan"], "steps": record["plan"]["steps"][:1]}}
+    assert all(f.status != "fail" for f in judge(whole).findings if f.check == "fairness")
+    steps = record["steps"]
+    assert [s["step"] for s in steps] == ["step 1 (add_cgroup, spawn)", "step 2 (fixture_knob)"]
+    assert all(s["metrics"]["work_units"] > 0 for s in steps), steps
 
 
 def test_a_scenario_step_sets_a_knob_through_the_control_file():

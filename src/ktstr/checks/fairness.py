@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from ktstr.checks import colocated, cpu_load, quota, quota_room
 from ktstr.checks import timeline as tl
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, SKIP, Finding
+from ktstr.checks.thresholds import PROVEN_ONLY
 from ktstr.checks.weights import cgroup_weights, weights
 from ktstr.checks.workers import CPU_BOUND
 
@@ -209,6 +210,8 @@ def fairness(record: dict, th: dict) -> list[Finding]:
                     "the kernel hands out per CPU; too little time sharing a CPU to compare"
                 )
                 continue
+            if th.get(PROVEN_ONLY):
+                continue  # one step on its own: only what shared CPUs show counts
         if spread <= limit:
             # equal whole-run shares can hide unequal sharing: a pair split 2:1 on a CPU
             # that other tasks also use spreads less than the limit

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ktstr.checks import steps
 from ktstr.checks.coverage import coverage
 from ktstr.checks.disks import disk_errors, io_throughput
 from ktstr.checks.expectations import apply_expectations
@@ -80,4 +81,7 @@ def judge(record: dict, overrides: dict[str, float] | None = None) -> Verdict:
         if check.judges_workload and not workload_ran:
             continue  # no workload ran: only the scheduler's failure counts
         findings += check.run(record, th)
+    if workload_ran and enabled.get("fairness", True):
+        findings += steps.per_step(record, th, {"fairness": fairness}, findings)
+    findings = steps.named(record, findings)
     return Verdict.of(apply_expectations(findings, (record.get("plan") or {}).get("expect", {})))

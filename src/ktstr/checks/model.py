@@ -23,6 +23,7 @@ class Finding:
     at_s: float | None = None
     value: float | None = None
     limit: float | None = None
+    step: str | None = None  # the scenario step it happened in, when it has several
 
     def __post_init__(self) -> None:
         # Messages quote guest text (console lines, scheduler output): never let it

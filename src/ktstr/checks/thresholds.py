@@ -6,6 +6,10 @@ import math
 
 from ktstr.errors import ConfigError
 
+# Not a threshold: set by checks/steps.py when it judges one step on its own, where a
+# spread that shared CPUs cannot explain either way is too little data to fail on.
+PROVEN_ONLY = "fairness.proven_only"
+
 DEFAULTS: dict[str, float] = {
     # not_stuck: every worker progressed, and no gap between progress stamps was longer.
     "not_stuck.max_gap_ms": 2000.0,
@@ -25,6 +29,12 @@ DEFAULTS: dict[str, float] = {
     # fairness across sibling cgroups with different cpu.weight: allowed deviation of the
     # measured CPU-time ratio from the weight ratio, in percent.
     "fairness.weight_tolerance_pct": 25.0,
+    # steps (checks/steps.py): a scenario step at least this long is also judged on its own
+    # by the checks that average over time (fairness and weights), where every compared
+    # worker must have shared a CPU this long: ratios over 1 s of sharing ranged 0.3-3.1
+    # under EEVDF on 15 vCPUs.
+    "steps.min_judged_s": 4.0,
+    "steps.min_shared_s": 2.0,
     # isolation: how long after a cpuset change a worker may still be seen on an old CPU.
     "isolation.grace_ms": 250.0,
     # work_conservation: CPUs idle while tasks waited in other run queues they could use,

@@ -31,6 +31,7 @@ from collections import defaultdict
 from ktstr.checks import colocated, quota
 from ktstr.checks import timeline as tl
 from ktstr.checks.model import FAIL, INCONCLUSIVE, PASS, Finding
+from ktstr.checks.thresholds import PROVEN_ONLY
 
 
 def _water_fill(capacity: float, weights: dict[str, float], caps: dict[str, float]) -> dict:
@@ -223,6 +224,8 @@ def weights(record: dict, th: dict) -> list[Finding]:
         mismatched = [share for share in shares if share[3] > tol]
         quotas = held & set(group)
         sharing = _by_sharing(group, by_path, declared, th) if mismatched and not quotas else None
+        if sharing is None and th.get(PROVEN_ONLY):
+            continue  # one step on its own: only what shared CPUs show counts
         if mismatched and (sharing is None or not sharing[0]):
             note = (
                 sharing[1]

@@ -45,7 +45,12 @@ def cmd_results_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from ktstr.results.metrics import METRICS, PAYLOAD_ABS_THRESHOLD, PAYLOAD_REL_THRESHOLD
+    from ktstr.results.metrics import (
+        METRICS,
+        PAYLOAD_ABS_THRESHOLD,
+        PAYLOAD_REL_THRESHOLD,
+        STEP_METRICS,
+    )
 
     rows = [("metric", "unit", "better", "abs threshold", "rel threshold", "meaning")]
     for m in METRICS.values():
@@ -67,6 +72,16 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             f"{PAYLOAD_ABS_THRESHOLD:g}",
             f"{PAYLOAD_REL_THRESHOLD:.0%}",
             "each metric of a payload run (docs/payloads.md)",
+        )
+    )
+    rows.append(
+        (
+            "step<N>.<metric>",
+            "as <metric>",
+            "as <metric>",
+            "as <metric>",
+            "as <metric>",
+            f"one of {', '.join(STEP_METRICS)} over step N of a scenario of several",
         )
     )
     print("\n".join(table(rows)))

@@ -20,6 +20,7 @@ from ktstr.record.disks import disk_records
 from ktstr.record.payloads import payload_records
 from ktstr.record.schema import MAX_CONSOLE_LINES, SCHEMA, Channel, RunRecord
 from ktstr.results import store
+from ktstr.results.metrics import step_metrics
 from ktstr.scenario.model import Scenario
 from ktstr.topology import Topology
 from ktstr.vm.boot import timings
@@ -51,6 +52,9 @@ def with_verdict(record: RunRecord, verdict: Verdict) -> RunRecord:
     """The record with its verdict and findings (replacing any earlier judgement)."""
     record["verdict"] = verdict.status
     record["findings"] = [f.as_dict() for f in verdict.findings]
+    per_step = step_metrics(record)
+    if per_step:
+        record["steps"] = per_step
     return record
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ktstr.errors import ConfigError
-from ktstr.results.metrics import METRICS, Metric, definition, values
+from ktstr.results.metrics import METRICS, Metric, definition, step_definition, values
 
 ALPHA = 0.05
 EXACT_LIMIT = 16  # samples in all, up to which the Mann-Whitney p-value is exact
@@ -79,7 +79,11 @@ def load_policy(path: str | None) -> dict[str, dict]:
             'give a JSON file like {"worst_gap": {"abs": 100, "rel": 0.2}}',
         ) from None
     # Payload metrics ("<cgroup>/<payload>.<metric>") are named by the runs, not known here.
-    unknown = [k for k in policy if k not in METRICS and k != "alpha" and "/" not in k]
+    unknown = [
+        k
+        for k in policy
+        if k not in METRICS and k != "alpha" and "/" not in k and step_definition(k) is None
+    ]
     if unknown:
         raise ConfigError(
             f"policy names unknown metric {unknown[0]!r}", "see 'ktstr metrics' for the names"

@@ -11,6 +11,8 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ktstr.checks import steps
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -263,6 +265,8 @@ def definition(name: str, records: list[dict]) -> Metric | None:
     """A built-in metric, or a payload metric as the first record holding it declares it."""
     if name in METRICS:
         return METRICS[name]
+    if (per_step := step_definition(name)) is not None:
+        return per_step
     for r in records:
         found = payload_metrics(r).get(name)
         if found:
@@ -270,14 +274,60 @@ def definition(name: str, records: list[dict]) -> Metric | None:
     return None
 
 
-def values(record: dict) -> dict[str, float]:
-    """Every metric the record supports (finite values only), payload metrics included."""
-    out = {name: value for name, (_, value) in payload_metrics(record).items()}
-    for name, metric in METRICS.items():
+# Metrics a step's cut supports (the others need whole-run figures or findings).
+STEP_METRICS = ("work_units", "work_rate", "worst_gap", "migrations", "imbalance")
+
+
+def _builtin(record: dict, names: tuple[str, ...] | list[str]) -> dict[str, float]:
+    out = {}
+    for name in names:
         try:
-            value = metric.fn(record)
+            value = METRICS[name].fn(record)
         except (KeyError, TypeError, ZeroDivisionError, statistics.StatisticsError):
             value = None
         if value is not None and math.isfinite(value):
             out[name] = float(value)
+    return out
+
+
+def step_metrics(record: dict) -> list[dict]:
+    """Per step of a scenario of several: its label, span and STEP_METRICS."""
+    all_steps = steps.steps(record)
+    if len(all_steps) < 2 or not record.get("workers"):
+        return []
+    return [
+        {
+            "step": s.label,
+            "start_s": s.start_s,
+            "end_s": s.end_s,
+            "metrics": _builtin(steps.cut(record, s), STEP_METRICS),
+        }
+        for s in all_steps
+    ]
+
+
+def step_definition(name: str) -> Metric | None:
+    """``step2.work_rate`` is ``work_rate`` over the second step."""
+    head, dot, base = name.partition(".")
+    if not (dot and head.startswith("step") and head[4:].isdigit() and base in STEP_METRICS):
+        return None
+    m = METRICS[base]
+    return Metric(
+        name,
+        m.unit,
+        m.higher_is_better,
+        m.abs_threshold,
+        m.rel_threshold,
+        f"{m.description}, in step {head[4:]}",
+        m.fn,
+    )
+
+
+def values(record: dict) -> dict[str, float]:
+    """Every metric the record supports (finite values only), payload and step metrics
+    included."""
+    out = {name: value for name, (_, value) in payload_metrics(record).items()}
+    out.update(_builtin(record, list(METRICS)))
+    for n, step in enumerate(step_metrics(record), 1):
+        out.update({f"step{n}.{k}": v for k, v in step["metrics"].items()})
     return out
