@@ -7,6 +7,8 @@ loading, scx_qmap built by clang 19 rejected).
 import json
 from pathlib import Path
 
+import pytest
+
 from ktstr import wire
 from ktstr.guest import verifier as guest_verifier
 from ktstr.verifier import log as vlog
@@ -231,3 +233,32 @@ def test_a_scheduler_that_loaded_but_did_not_attach_points_at_its_run():
     assert cell["rejection"] is None
     text = "\n".join(report.sweep_lines([cell]))
     assert "did not attach" in text and "runs/x" in text
+
+
+def test_the_guest_names_a_btf_type_as_the_host_reader_does():
+    from ktstr.monitor.btf import Btf
+
+    vmlinux = Path("/sys/kernel/btf/vmlinux")
+    if not vmlinux.is_file():
+        pytest.skip("this host's kernel has no BTF")
+    blob = vmlinux.read_bytes()
+    btf = Btf(blob)
+    for type_id in (1, 2, 100, len(btf.types) // 2, len(btf.types) - 1):
+        assert guest_verifier.btf_name(blob, type_id) == btf.types[type_id].name
+    assert guest_verifier.btf_name(blob, len(btf.types) + 5) is None
+    assert guest_verifier.btf_name(b"junk", 1) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (
+            ("--compare", "nosuch1", "nosuch2"),
+            "names neither two scheduler binaries nor two kernels",
+        ),
+        (("--scheduler", "eevdf"), "loads no BPF programs"),
+        (("--scheduler", "scx_simple", "--topology", "9x"), "'9x' is not of the form"),
+    ],
+)
+def test_bad_input_is_one_sentence(args, needle):
+    assert_one_sentence(ktstr("verifier", *args), needle)

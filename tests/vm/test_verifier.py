@@ -29,10 +29,13 @@ def test_simple_and_qmap_load_and_every_program_has_its_counts():
         names = {p["name"] for p in cell["programs"]}
         prefix = cell["scheduler"].removeprefix("scx_") + "_"
         assert any(n.startswith(prefix + "enqueue") for n in names), names
+        assert len(names) == len(cell["programs"])  # full names: none cut to 15 characters
         for prog in cell["programs"]:
             assert prog["verified_insns"] > 0, prog
             assert prog["limit"] == 1_000_000 and prog["states"] is not None
-            assert prog["peak_states"] <= prog["states"] and prog["time_us"] > 0
+            assert prog["peak_states"] is not None and prog["time_us"] > 0
+        assert any(p["states"] > 0 and p["peak_states"] > 0 for p in cell["programs"])
+    assert "qmap_cgroup_set_weight" in {p["name"] for p in cells[1]["programs"]}
     # scx_qmap's programs are bigger than scx_simple's
     total = [sum(p["verified_insns"] for p in c["programs"]) for c in cells]
     assert total[1] > total[0]

@@ -46,7 +46,8 @@ def check_kernel(ref: str | None) -> KernelInfo:
 def programs(message: dict[str, Any]) -> list[dict[str, Any]]:
     """The programs the attached scheduler held, each with the verifier's figures.
 
-    A program is matched to its load by id; the load's log gives states, peak
+    A program is matched to its load by id and named by its BTF function (the
+    kernel's own name is cut at 15 characters); the load's log gives states, peak
     states, time and stack depth, the kernel's own count the verified
     instructions (``verified_insns``), and the limit comes from the log too.
     """
@@ -60,7 +61,7 @@ def programs(message: dict[str, Any]) -> list[dict[str, Any]]:
         limit = st.limit or vlog.LIMIT
         out.append(
             {
-                "name": load.get("name", ""),
+                "name": load.get("func") or load.get("name", ""),
                 "type": PROG_TYPES.get(load.get("type", -1), str(load.get("type"))),
                 "verified_insns": insns,
                 "states": st.total_states,
@@ -90,7 +91,7 @@ def rejection(message: dict[str, Any]) -> dict[str, Any] | None:
     text = load.get("log", "")
     why = vlog.rejection(text, load.get("errno", 0))
     return {
-        "program": load["name"],
+        "program": load.get("func") or load["name"],
         "errno": load.get("errno", 0),
         "errno_name": errno_names.errorcode.get(load.get("errno", 0), ""),
         "error": why.error,

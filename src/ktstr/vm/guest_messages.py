@@ -244,6 +244,9 @@ _VERIFIER_LOAD = obj(
         "id": integer(0, 1 << 32),
         "verified_insns": integer(0, 1 << 32),
         "log_level": integer(0, 1 << 32),
+        "btf_id": integer(0, 1 << 32),
+        "func_type_id": integer(0, 1 << 32),
+        "func": string(256),
     },
 )
 _VERIFIER_LIVE = obj(

@@ -61,8 +61,51 @@ static void write_all(int fd, const char *buf, size_t len)
 	}
 }
 
+/*
+ * The program's BTF (its full function name is there: the kernel keeps only 15
+ * characters of a name) is written once per BTF object as btf-<id>; the load file
+ * names the object and the function's type id, the first func_info record's.
+ */
+static void save_btf(const union bpf_attr *attr, const char *dir, __u32 *btf_id, __u32 *type_id)
+{
+	struct bpf_btf_info info;
+	union bpf_attr req;
+	char path[4096];
+	void *data;
+	int fd;
+
+	if (!attr->func_info || !attr->func_info_cnt || attr->func_info_rec_size < 8)
+		return;
+	memset(&info, 0, sizeof(info));
+	memset(&req, 0, sizeof(req));
+	req.info.bpf_fd = attr->prog_btf_fd;
+	req.info.info_len = sizeof(info);
+	req.info.info = (unsigned long)&info;
+	if (libc_syscall()(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &req, sizeof(req)) < 0 || !info.btf_size)
+		return;
+	*type_id = ((const __u32 *)(unsigned long)attr->func_info)[1];
+	*btf_id = info.id;
+	snprintf(path, sizeof(path), "%s/btf-%u", dir, info.id);
+	if (access(path, F_OK) == 0)
+		return;
+	data = malloc(info.btf_size);
+	if (!data)
+		return;
+	info.btf = (unsigned long)data;
+	req.info.info_len = sizeof(info);
+	fd = -1;
+	if (libc_syscall()(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &req, sizeof(req)) == 0)
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		write_all(fd, data, info.btf_size);
+		close(fd);
+	}
+	free(data);
+}
+
 static void record(const union bpf_attr *attr, long ret, int err, const char *log, size_t log_cap)
 {
+	__u32 btf_id = 0, type_id = 0;
 	const char *dir = getenv("KTSTR_VSTATS_DIR");
 	struct bpf_prog_info info;
 	union bpf_attr req;
@@ -80,6 +123,8 @@ static void record(const union bpf_attr *attr, long ret, int err, const char *lo
 		req.info.info = (unsigned long)&info;
 		libc_syscall()(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &req, sizeof(req));
 	}
+	if (ret >= 0)
+		save_btf(attr, dir, &btf_id, &type_id);
 	memcpy(name, attr->prog_name, BPF_OBJ_NAME_LEN);
 	name[BPF_OBJ_NAME_LEN] = '\0';
 	if (log)
@@ -89,9 +134,10 @@ static void record(const union bpf_attr *attr, long ret, int err, const char *lo
 	if (fd < 0)
 		return;
 	n = snprintf(head, sizeof(head),
-		     "name %s\ntype %u\nfd %ld\nerrno %d\nid %u\nverified_insns %u\nlog_level %u\n\n",
+		     "name %s\ntype %u\nfd %ld\nerrno %d\nid %u\nverified_insns %u\nlog_level %u\n"
+		     "btf_id %u\nfunc_type_id %u\n\n",
 		     name, attr->prog_type, ret, ret < 0 ? err : 0, info.id, info.verified_insns,
-		     attr->log_level);
+		     attr->log_level, btf_id, type_id);
 	if (n > 0)
 		write_all(fd, head, (size_t)n < sizeof(head) ? (size_t)n : sizeof(head) - 1);
 	if (log_len)
