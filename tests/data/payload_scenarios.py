@@ -3,7 +3,16 @@
 from pathlib import Path
 
 from ktstr import CgroupDef, HoldSpec, Op, Payload, Scenario, Step
-from ktstr.payloads.catalog import HACKBENCH, STRESS_NG
+from ktstr.payloads.catalog import (
+    CYCLICTEST,
+    FIO,
+    HACKBENCH,
+    PERF_MESSAGING,
+    PERF_PIPE,
+    STRESS_NG,
+    SYSBENCH_CPU,
+    SYSBENCH_THREADS,
+)
 from ktstr.scenario.work import spin
 
 # Small enough to finish in a few seconds of an emulated 2-CPU guest.
@@ -48,4 +57,20 @@ bad_payloads = Scenario(
     ],
     duration_s=3,
     include_files=[str(Path(__file__).resolve().parent / "user_include.txt")],
+)
+
+# Every other shipped declaration, each in a cgroup of its own, all at once.
+OTHERS = (CYCLICTEST, FIO, PERF_MESSAGING, PERF_PIPE, SYSBENCH_CPU, SYSBENCH_THREADS)
+every_shipped = Scenario(
+    "every_shipped",
+    "cyclictest, fio, perf bench sched messaging and pipe, sysbench cpu and threads",
+    [
+        Step(
+            [
+                Op.add_cgroup(CgroupDef(p.name.replace("-", "_"), workers=0, payload=p))
+                for p in OTHERS
+            ]
+        )
+    ],
+    duration_s=16,
 )

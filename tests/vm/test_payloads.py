@@ -1,6 +1,7 @@
 """Payloads in real VMs: real programs next to spin workers, judged and compared.
 
-Two short VMs for the comparison, one for the stress tier, one for bad payloads.
+Two short VMs for the comparison, one each for the stress tier, bad payloads and the
+other shipped declarations.
 """
 
 import json
@@ -73,3 +74,16 @@ def test_a_failing_payload_fails_and_unreadable_output_is_kept(tmp_path):
     assert record["include_files"] == ["/include-files/user_include.txt"]
     run_dir = Path(proc.stdout.rsplit("run dir: ", 1)[1].strip())
     assert (run_dir / reader["stdout_file"]).read_text() == "hello from the host\n"
+
+
+def test_every_other_shipped_payload_runs_and_reports_its_numbers(tmp_path):
+    from tests.data.payload_scenarios import OTHERS
+
+    out = tmp_path / "record.json"
+    proc = ktstr("run", f"{USER}::every_shipped", "--topology", TOPO, "--json", str(out))
+    assert proc.returncode in (0, 2), proc.stdout + proc.stderr  # 2: one stopped at the end
+    record = json.loads(out.read_text())
+    assert [p["name"] for p in record["payloads"]] == [p.name for p in OTHERS]
+    for payload, declared in zip(record["payloads"], OTHERS, strict=True):
+        assert payload.get("stopped_by") or payload["code"] == 0, payload
+        assert set(payload["metrics"]) == {m.name for m in declared.metrics}, payload

@@ -92,7 +92,7 @@ FIO = Payload(
     (
         "--name=ktstr",
         "--filename=/tmp/fio.dat",
-        "--size=16M",
+        "--size=4M",
         "--rw=randrw",
         "--bs=4k",
         "--ioengine=psync",
