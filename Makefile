@@ -6,10 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Guest and VM runtime, then the toolchain that builds the kernel's example schedulers.
+# Guest and VM runtime, then the toolchain that builds the kernel's example schedulers
+# (and, with gcc and the kernel's UAPI headers, ktstr verifier's preload library).
 RUNTIME_PKGS   := qemu-system-x86 busybox-static cpio python3-venv binutils e2fsprogs chromium \
                   stress-ng rt-tests fio sysbench linux-perf
-TOOLCHAIN_PKGS := clang-19 llvm-19 lld-19 clang-22 llvm-22 lld-22 libelf-dev zlib1g-dev make pkg-config
+TOOLCHAIN_PKGS := clang-19 llvm-19 lld-19 clang-22 llvm-22 lld-22 libelf-dev zlib1g-dev make pkg-config \
+                  gcc linux-libc-dev
 DEMO_TOPOLOGY  ?= 2n4l2c1t
 
 .PHONY: setup system-packages venv kernel demo test test-unit test-vm lint bench clean

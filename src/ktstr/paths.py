@@ -21,6 +21,7 @@ TOOL_PACKAGES = {
     "tar": "tar",
     "xz": "xz-utils",
     "make": "make",
+    "cc": "gcc",
 }
 
 
