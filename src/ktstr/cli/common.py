@@ -21,6 +21,9 @@ def print_run(record: dict, run_dir: str) -> None:
         print(summary)
         print()
     print(run_summary(record, run_dir))
+    dump = (record.get("monitor") or {}).get("dump")
+    if dump:  # the host's view of the failure: say where it is and how to read it
+        print(f"failure dump ({dump['trigger']['reason']}): 'ktstr dump {run_dir}'")
 
 
 def positive(option: str, kind: type = float, example: str = "12") -> Callable[[str], float]:

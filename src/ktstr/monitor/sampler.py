@@ -124,7 +124,19 @@ class Sampler(threading.Thread):
         if qmp is None:
             raise RuntimeError("the VM has no QMP monitor")
         qmp.command("stop")
-        return lambda: qmp.command("cont")
+
+        def resume() -> None:
+            # A VM left paused would time out and fail a run the monitor only watched:
+            # try again before giving up (QEMU gone is the only way all three fail).
+            for attempt in range(3):
+                try:
+                    qmp.command("cont")
+                    return
+                except Exception as err:  # noqa: BLE001 - QmpError, or the session ending
+                    log.warning("monitor: resuming the VM failed (%s), attempt %d", err,
+                                attempt + 1)  # fmt: skip
+
+        return resume
 
     def stop(self) -> None:
         """End sampling (the VM is gone or going) and wait for the thread."""
