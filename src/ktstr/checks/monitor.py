@@ -74,7 +74,7 @@ def _stuck(series: dict) -> list[list[bool]]:
     return out
 
 
-def _rates(series: dict, name: str) -> list[float]:
+def event_rates(series: dict, name: str) -> list[float]:
     """Per sample, the counter's rate per second since the previous sample (0 at a reset:
     counters start again with each scheduler)."""
     times, events = series["t"], series.get("events") or []
@@ -140,7 +140,7 @@ def monitor(record: dict, th: dict) -> list[Finding]:
         rate_limit = th[key]
         if rate_limit <= 0:
             continue
-        rates = _rates(series, name)
+        rates = event_rates(series, name)
         for first, last in _runs([r > rate_limit for r in rates], need):
             worst = max(rates[first : last + 1])
             found(kind, f"{name} rose {worst:.0f}/s for {last - first + 1} samples in a row "

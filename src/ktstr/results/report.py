@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
+from ktstr.checks.monitor import event_rates  # noqa: E402
 from ktstr.results.terminal import (  # noqa: E402
     bug_summary,
     cgroup_table,
@@ -234,11 +235,7 @@ def monitor_event_rates(record: dict) -> bytes | None:
     t = series["t"]
     fig, ax = plt.subplots(figsize=(8, 3))
     for name in names:
-        rates = [0.0]
-        for i in range(1, min(len(t), len(events))):
-            before, now, dt = events[i - 1].get(name), events[i].get(name), t[i] - t[i - 1]
-            ok = before is not None and now is not None and now >= before and dt > 0
-            rates.append((now - before) / dt if ok else 0.0)
+        rates = event_rates(series, name)
         ax.plot(t[: len(rates)], rates, label=name.removeprefix("SCX_EV_").lower())
     ax.set_xlabel("seconds into sampling")
     ax.set_ylabel("events per second")
