@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ktstr.disk import Disk, check_shareable
 from ktstr.errors import ConfigError
 from ktstr.host import mem_available_mib, memory_problem
+from ktstr.monitor import settings as monitor_settings
 from ktstr.monitor.settings import MonitorSettings
 from ktstr.presets import DEFAULT_MAX_CPUS, Variant, select, shard
 from ktstr.runner import run_scenario
@@ -194,6 +195,9 @@ def run(
     for topology in {Topology.parse(v.topology) for _, v in cells}:
         choose_qemu(topology, tcg_mode)
     base_image()  # build the shared guest image once, before VMs race for it
+    # Decided once: an explicit period fetches missing debug info here, not in every VM.
+    monitored = monitor_settings.resolve(monitor, resolve(kernel)).period_s is not None
+    monitor_mib = monitor_settings.HOST_MIB if monitored else 0
 
     def one(scenario: str, variant: Variant) -> Cell:
         record, run_dir = run_scenario(
@@ -220,7 +224,7 @@ def run(
                 while pending and len(running) < budget.jobs:
                     index, (scenario, variant) = pending[0]
                     topo = Topology.parse(variant.topology)
-                    threads, mib = vm_threads(topo, accel_name), topo.memory
+                    threads, mib = vm_threads(topo, accel_name), topo.memory + monitor_mib
                     busy = sum(t for _, t, _ in running.values())
                     used = sum(m for _, _, m in running.values())
                     if running and (busy + threads > budget.cpus or used + mib > budget.memory_mib):

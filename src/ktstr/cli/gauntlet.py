@@ -199,7 +199,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=positive("--mem-budget", int, "4096"),
         default=None,
         metavar="MIB",
-        help="guest RAM of all running VMs together (default: 80%% of the host's available memory)",
+        help="guest RAM of all running VMs together, plus the host-side monitor's 400 MiB per "
+        "VM when it is on (default: 80%% of the host's available memory)",
     )
     gaunt.add_argument("--duration", type=positive("--duration"), default=None, metavar="S")
     disk_option(gaunt)

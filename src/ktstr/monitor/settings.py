@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 ENV = "KTSTR_MONITOR"
 DEFAULT_PERIOD_S = 0.1
 MIN_PERIOD_S, MAX_PERIOD_S = 0.01, 60.0
+HOST_MIB = 400  # host memory one VM's monitor takes (drgn's DWARF index peaks at ~370 MiB)
 
 
 @dataclass(frozen=True)
