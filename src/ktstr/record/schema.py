@@ -110,7 +110,7 @@ class RunRecord(TypedDict, total=False):
     channel: Channel
     emulator: Emulator  # how long QEMU waited for a host CPU: a busy host stretches timings
     workload_skipped: str  # the guest never ran the workload, and why
-    monitor: dict[str, Any]  # the host-side monitor's summary (docs/monitor.md), when it ran
+    monitor: dict[str, Any]  # the host-side monitor's summary, or why it is off (docs/monitor.md)
     payloads: list[dict[str, Any]]  # each payload run: how it ended, its metrics (docs/payloads.md)
     include_files: list[str]  # the guest paths of the files packed under /include-files
     verdict: str
