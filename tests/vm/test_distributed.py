@@ -65,7 +65,7 @@ def results_list(runs: Path) -> str:
 
 
 def start(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
-    """The gauntlet client in its own session, its runs and its temp files under tmp_path."""
+    """The gauntlet client leading its own process group, its runs and temp files in tmp_path."""
     runs, scratch = tmp_path / "runs", tmp_path / "tmp"
     scratch.mkdir()
     env = dict(os.environ, KTSTR_RUNS_DIR=str(runs), TMPDIR=str(scratch))
