@@ -83,3 +83,20 @@ def test_a_program_that_cannot_start_exits_127_saying_why(running):
     _until_ended(p, [0])
     assert channel.of(wire.PAYLOAD_END)[0]["code"] == 127
     assert "cannot start /nonexistent/prog" in _text(channel, "stderr")
+
+
+def test_an_exit_the_worker_pools_reaper_collects_still_reaches_the_payload(running):
+    from ktstr.guest.pool import Pool
+
+    p, channel = running
+    pool = Pool()
+    pool.other_exit = p.exited
+    p.start(_op(0, "exit 4"))
+
+    def reaped_by_the_pool() -> bool:
+        pool.reap()  # waitpid(-1): takes the payload's status before the payloads look
+        return p.running[0].status is not None
+
+    wait_until(reaped_by_the_pool, "the pool reaped the payload")
+    _until_ended(p, [0])
+    assert channel.of(wire.PAYLOAD_END)[0]["code"] == 4

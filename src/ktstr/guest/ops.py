@@ -28,6 +28,7 @@ class Context:
         self.disks = {d["index"]: d for d in disks or []}  # as ktstr.guest.disks describes them
         self.faults = faults.Faults()
         self.payloads = Payloads(channel)
+        pool.other_exit = self.payloads.exited  # the pool's reaper may collect a payload
         self.waiting_for: list[int] = []  # payload ids a wait_payload op holds the plan for
         self.t0 = 0.0  # scenario time 0 (monotonic); 0.0 until the plan starts
         self.deadline = 0.0

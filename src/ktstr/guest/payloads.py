@@ -121,11 +121,20 @@ class Payloads:
                     os.close(fd)
                     del proc.fds[fd]
 
+    def exited(self, pid: int, status: int) -> None:
+        """A payload's exit status, collected by another reaper (the worker pool's)."""
+        for proc in self.running.values():
+            if proc.pid == pid:
+                proc.status = status
+
     def reap(self) -> None:
         """Send the end of every payload that exited (after the rest of its output)."""
         for pid_id, proc in list(self.running.items()):
             if proc.status is None:
-                done, status = os.waitpid(proc.pid, os.WNOHANG)
+                try:
+                    done, status = os.waitpid(proc.pid, os.WNOHANG)
+                except ChildProcessError:
+                    continue  # reaped elsewhere: ``exited`` has its status
                 if not done:
                     continue
                 proc.status = status
@@ -138,9 +147,10 @@ class Payloads:
                     break
             os.close(fd)
         proc.fds.clear()
-        status = proc.status or 0
-        end = {"code": os.WEXITSTATUS(status)} if os.WIFEXITED(status) else {}
-        if os.WIFSIGNALED(status):
+        status, end = proc.status, {}
+        if status is not None and os.WIFEXITED(status):
+            end["code"] = os.WEXITSTATUS(status)
+        elif status is not None and os.WIFSIGNALED(status):
             end["signal"] = os.WTERMSIG(status)
         now = time.monotonic()
         self.channel.send(
@@ -178,5 +188,8 @@ class Payloads:
         self.kill(list(self.running), "end", signal.SIGKILL)
         for pid_id, proc in list(self.running.items()):
             if proc.status is None:
-                proc.status = os.waitpid(proc.pid, 0)[1]
+                try:
+                    proc.status = os.waitpid(proc.pid, 0)[1]
+                except ChildProcessError:
+                    pass  # reaped elsewhere without telling: its end says no code
             self._finish(pid_id, proc)

@@ -2,13 +2,14 @@
 
 Ops look workers up by cgroup (``members`` of one, the ``subtree`` a
 removal takes down); the reaper marks exits, and hands the scheduler's
-own exit to it.
+own exit to it, and any other child's (a payload's) to ``other_exit``.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from ktstr.guest.sched import SchedulerProcess
 
@@ -19,6 +20,8 @@ class Pool:
         self.pids: dict[int, int] = {}  # worker id -> pid
         self.path_of: dict[int, str] = {}  # worker id -> cgroup path (relative)
         self.exited: set[int] = set()
+        # Children that are not workers (payloads): their exit status goes here.
+        self.other_exit: Callable[[int, int], None] | None = None
 
     def add(self, pids: dict[int, int], path: str) -> None:
         """Workers just forked into cgroup ``path``."""
@@ -66,9 +69,11 @@ class Pool:
             if self.sched and pid == self.sched.pid:
                 self.sched.on_exit(status)
                 continue
-            for wid, p in self.pids.items():
-                if p == pid:
-                    self.exited.add(wid)
+            wid = next((w for w, p in self.pids.items() if p == pid), None)
+            if wid is not None:
+                self.exited.add(wid)
+            elif self.other_exit:
+                self.other_exit(pid, status)
 
     def wait_for(self, ids: list[int], timeout_s: float, while_exiting_s: float = 0.0) -> None:
         """Reap until these workers have all exited, or ``timeout_s`` passed.
