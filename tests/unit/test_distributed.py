@@ -588,3 +588,50 @@ def test_tls_options_are_checked_in_one_sentence(runs, certificate):
     assert_one_sentence(proc, "the TLS certificate file /nowhere.pem does not exist")
     proc = ktstr(*base, "--dask", "local:1", "--dask-tls-ca", cert, "--dask-tls-cert", cert)
     assert_one_sentence(proc, "which is not tls://")
+
+
+def test_ktstr_worker_joins_a_tls_scheduler_with_its_tls_options(tmp_path, certificate):
+    import signal
+    import subprocess
+
+    import distributed
+
+    from tests.helpers import HANG_GUARD_S
+
+    cert, key = certificate
+    everyone = distributed.Security(
+        require_encryption=True,
+        tls_ca_file=cert,
+        **{
+            f"tls_{role}_{part}": path
+            for role in ("scheduler", "client")
+            for part, path in (("cert", cert), ("key", key))
+        },
+    )
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    with (
+        distributed.LocalCluster(
+            n_workers=0,
+            processes=False,
+            protocol="tls://",
+            security=everyone,
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        worker = [sys.executable, "-m", "ktstr.cli", "worker", cluster.scheduler_address]
+        proc = subprocess.Popen(
+            [*worker, "--tls-ca", cert, "--tls-cert", cert, "--tls-key", key],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            client.wait_for_workers(1, timeout=HANG_GUARD_S)
+            joined = list(client.scheduler_info()["workers"])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=HANG_GUARD_S)
+    assert len(joined) == 1 and joined[0].startswith("tls://"), err
+    assert "Traceback" not in err
