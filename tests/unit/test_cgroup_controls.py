@@ -6,6 +6,7 @@ from ktstr import CgroupDef, CpusetSpec, HoldSpec, MemPolicy, Op, Scenario, Step
 from ktstr.errors import ConfigError
 from ktstr.guest import cgroups
 from ktstr.scenario.plan import compile_plan
+from tests.helpers import assert_one_sentence, ktstr
 
 NUMA2 = Topology.parse("2n2l2c1t")
 
@@ -158,3 +159,21 @@ def test_a_fraction_quota_scales_with_the_cpus_the_cgroup_may_use():
     assert quota("1n2l4c2t", pinned) == "400000 100000"
     with pytest.raises(ConfigError, match=r"cpu_max 1\.5 is not a fraction of its CPUs"):
         CgroupDef("a", cpu_max=1.5)
+
+
+@pytest.mark.parametrize(
+    ("declare", "says"),
+    [
+        ("CgroupDef('a', mempolicy=MemPolicy('bind', (1,)))", "names node(s) 1"),
+        ("CgroupDef('a', cpu_max=(900_000, 100_000))", "9 CPUs, more than the 4 it may use"),
+        ("CgroupDef('a', mems=(1,))", "cpuset.mems names node(s) 1"),
+    ],
+)
+def test_the_cli_refuses_bad_controls_in_one_sentence_before_boot(tmp_path, declare, says):
+    user = tmp_path / "mine.py"
+    user.write_text(
+        "from ktstr import CgroupDef, MemPolicy, run_defs\n"
+        f"S = run_defs([{declare}], name='mine')\n"
+    )
+    proc = ktstr("run", f"{user}::S", "--topology", "1n2l2c1t")
+    assert_one_sentence(proc, says)
