@@ -82,17 +82,25 @@ def _in_force(changes: list[tuple[float, float | None]], start: float, end: floa
 def share(record: dict, worker: dict, start: float, end: float, lim: Limits | None = None) -> float:
     """The least share of one CPU the worker could get in [start, end] under the quotas
     of its cgroup and its ancestors: a quota's CPUs spread over the workers under it
-    (1.0 when no quota bit)."""
+    that ran at some time in [start, end] (1.0 when no quota bit)."""
     lim = limits(record) if lim is None else lim
     best, workers = 1.0, record.get("workers", [])
     for node, changes in lim.items():
         if not _under(worker, node):
             continue
-        under = sum(1 for w in workers if _under(w, node))
+        under = sum(1 for w in workers if _under(w, node) and _ran_within(w, start, end))
         for cpus in _in_force(changes, start, end):
             if cpus is not None and under:
                 best = min(best, cpus / under)
     return best
+
+
+def _ran_within(worker: dict, start: float, end: float) -> bool:
+    """Whether the worker ran at some time in [start, end] (unknown times: yes)."""
+    began, ended = worker.get("start_s"), worker.get("end_s")
+    if not tl.finite(began, ended):
+        return True
+    return began <= end and ended >= start
 
 
 def _under(worker: dict, node: str) -> bool:
