@@ -47,7 +47,7 @@ def _cell(message: dict, attached: bool = True, kernel: str = "7.2") -> dict:
 
 
 def test_recorded_reports_pass_the_host_validation():
-    for name in ("scx_simple.json", "scx_qmap-clang19.json"):
+    for name in ("scx_simple.json", "scx_qmap.json", "scx_qmap-clang19.json"):
         assert validate(_message(name)) is None
 
 
@@ -262,3 +262,12 @@ def test_the_guest_names_a_btf_type_as_the_host_reader_does():
 )
 def test_bad_input_is_one_sentence(args, needle):
     assert_one_sentence(ktstr("verifier", *args), needle)
+
+
+def test_programs_are_named_by_their_btf_function():
+    cell = _cell(_message("scx_qmap.json"))
+    names = [p["name"] for p in cell["programs"]]
+    assert len(names) == len(set(names)) == 20
+    assert {"qmap_cgroup_set_weight", "qmap_cgroup_set_bandwidth"} <= set(names)
+    dispatch = next(p for p in cell["programs"] if p["name"] == "qmap_dispatch")
+    assert dispatch["verified_insns"] == 8365 and dispatch["peak_states"] == 753
