@@ -165,8 +165,11 @@ static long prog_load(union bpf_attr *attr, unsigned long size)
 	}
 	ret = libc_syscall()(SYS_bpf, BPF_PROG_LOAD, attr, size);
 	err = errno;
-	/* A log cut short must not fail a load that the loader's request would pass. */
-	if (own && ret < 0 && err == ENOSPC) {
+	/*
+	 * A log cut short must not fail a load that the loader's own request would pass:
+	 * the statistics lines may be what filled a buffer.
+	 */
+	if (ret < 0 && err == ENOSPC && !(level & BPF_LOG_STATS)) {
 		attr->log_level = level;
 		attr->log_buf = log_buf;
 		attr->log_size = log_size;
