@@ -271,3 +271,10 @@ def test_programs_are_named_by_their_btf_function():
     assert {"qmap_cgroup_set_weight", "qmap_cgroup_set_bandwidth"} <= set(names)
     dispatch = next(p for p in cell["programs"] if p["name"] == "qmap_dispatch")
     assert dispatch["verified_insns"] == 8365 and dispatch["peak_states"] == 753
+
+
+def test_several_topologies_name_their_columns():
+    a, b = _cell(_message("scx_simple.json")), _cell(_message("scx_simple.json"))
+    b["topology"] = "2n2l1c1t"
+    head = report.scheduler_table([a, b])[0]
+    assert "7.2 @ 1n1l2c1t" in head and "7.2 @ 2n2l1c1t" in head
