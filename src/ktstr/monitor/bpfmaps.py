@@ -64,8 +64,8 @@ def _btf(prog: drgn.Program, m: drgn.Object, cache: dict[int, Btf | None]) -> Bt
 
 
 def _render(btf: Btf | None, type_id: int, data: bytes) -> Any:
-    if btf is None or not type_id:
-        return data.hex()
+    if btf is None or not type_id:  # no type: a 4- or 8-byte value is most likely a number
+        return int.from_bytes(data, "little") if len(data) in (4, 8) else data.hex()
     try:
         return btf.render(type_id, data)
     except (ValueError, IndexError, KeyError, struct.error):
