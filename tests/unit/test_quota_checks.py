@@ -194,3 +194,35 @@ def test_free_workers_are_judged_on_the_cpu_time_quota_held_workers_left_them():
     # a scheduler that leaves CPU 1 mostly idle beside a throttled worker still fails
     (unfair,) = fairness(beside_held((0.1, 0.2), (0.9, 0.2)), "fail")
     assert unfair.kind == "unfair" and "worker 1 got 0.25" in unfair.message
+
+
+def held_pair(seconds: int) -> dict:
+    """Two workers of a cgroup held to half a CPU share CPU 0 for ``seconds``, one
+    getting nine times the other's time."""
+
+    def steady(wid, rate):
+        points = [[t / 2, t, 0, int(rate * t / 2 * 1e9)] for t in range(2 * seconds + 1)]
+        return worker(
+            wid,
+            "held",
+            cpu_s=rate * seconds,
+            end=float(seconds),
+            progress=points,
+            residency=[[0.0, 0]],
+            throttled={"held": THROTTLED},
+        )
+
+    rec = record([steady(0, 0.05), steady(1, 0.45)], cpus=1, duration=float(seconds))
+    rec["events"][0]["path"] = rec["events"][1]["path"] = "held"
+    rec["plan"] = plan(
+        {"op": "add_cgroup", "path": "held", "controls": {"cpu.max": "50000 100000"}}
+    )
+    return rec
+
+
+def test_a_held_cgroup_is_compared_on_a_shared_cpu_once_its_share_gave_enough_evidence():
+    # a quarter of a CPU each: 4 s of sharing carry what 1 s carries for a free worker
+    (unfair,) = fairness(held_pair(6), "fail")
+    assert "worker 0 ran 0.11x and worker 1 9.00x" in unfair.message
+    (ok,) = [f for f in fairness(held_pair(3)) if f.kind == "ok"]
+    assert "under its cpu.max quota" in ok.message

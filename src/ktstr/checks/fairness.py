@@ -134,6 +134,10 @@ def _sharing(record: dict, members: list[dict], everyone: list[dict], th: dict) 
     """Judge the group on shared CPUs, or None when some worker hardly shared one."""
     found = colocated.compare(members, *_peers(record, members, everyone))
     need = th["fairness.min_shared_s"]
+    if members[0].get("cgroup_path") in quota.limited(record):
+        # a throttled worker gains CPU time, the evidence of how it shared, at its share's
+        # pace, and a rate between its stamps spans whole throttled periods
+        need /= min(quota.share(record, w, w.get("start_s", 0), w.get("end_s", 0)) for w in members)
     apart = [w for w in members if w["id"] not in found or found[w["id"]].shared_s < need]
     if any(colocated.settled_s(w) < need for w in apart):
         return None  # it hardly stayed on one CPU (a global queue): placement explains nothing
