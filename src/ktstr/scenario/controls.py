@@ -172,7 +172,8 @@ def validate(cgroup: str, given: dict[str, object]) -> dict[str, object]:
 
 
 def files(controls: dict[str, object]) -> dict[str, str]:
-    """Validated controls -> {control file: the line the guest writes}, in writing order."""
+    """Validated controls -> {control file: the line the guest writes}, in writing order
+    (a fractional cpu_max already turned into a quota by the plan compiler)."""
     out = {}
     for name, file in FILES.items():
         value = controls.get(name)

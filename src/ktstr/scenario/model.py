@@ -161,10 +161,6 @@ class CgroupDef:
                 "write mempolicy=MemPolicy('bind', (0,))",
             )
 
-    def control_files(self) -> dict[str, str]:
-        """The cgroup v2 control files it sets, and what is written to each."""
-        return controls.files({name: getattr(self, name) for name in controls.FILES})
-
 
 @dataclass(frozen=True)
 class Op:
