@@ -1,6 +1,6 @@
 """ktstr verifier in real VMs: the kernel's example schedulers loaded, counted, rejected.
 
-Four cells of at most about 20 s of VM time each (1n1l2c1t, a 3 s steady).
+Five cells of at most about 20 s of VM time each (1n1l2c1t, a 3 s steady).
 """
 
 import json
@@ -41,14 +41,17 @@ def test_simple_and_qmap_load_and_every_program_has_its_counts():
     assert total[1] > total[0]
 
 
-def test_a_rejected_scheduler_shows_the_error_and_the_instruction_before_it():
-    proc = ktstr("verifier", "--scheduler", _clang19_qmap())
+def test_compare_a_rejected_build_with_one_that_loads():
+    # scx_qmap built by clang 19 is refused by the verifier, the clang 22 build loads
+    proc = ktstr("verifier", "--compare", _clang19_qmap(), "scx_qmap")
     assert proc.returncode == 1, proc.stderr
-    assert "REJECTED" in proc.stdout
-    line = next(ln for ln in proc.stdout.splitlines() if "the verifier rejected" in ln)
+    out = proc.stdout
+    assert "(REJECTED)" in out.splitlines()[0] and "(attached, dispatched)" in out.splitlines()[1]
+    line = next(ln for ln in out.splitlines() if "the verifier rejected" in ln)
     assert "qmap_dequeue: R7 invalid mem access 'scalar'" in line
-    assert "instruction before it: " in proc.stdout and "r7" in proc.stdout
-    assert "verifier log (" in proc.stdout
+    assert "instruction before it: " in out and "r7" in out and "verifier log (" in out
+    dispatch = next(ln.split() for ln in out.splitlines() if ln.startswith("qmap_dispatch "))
+    assert dispatch[1] == "-" and int(dispatch[2]) > 0  # only B has the program
 
 
 def test_a_kernel_without_sched_ext_is_one_sentence():

@@ -31,17 +31,24 @@ def _compare_kind(a: str, b: str, kernel: str | None) -> str:
     from ktstr.errors import ConfigError, KtstrError
     from ktstr.kernel.store import resolve
 
-    def works(fn) -> bool:
+    def is_scheduler(ref: str, release: str) -> bool:
         try:
-            fn()
+            userfile.scheduler(ref).resolve_binary(release)
+        except KtstrError:
+            return False
+        return True
+
+    def is_kernel(ref: str) -> bool:
+        try:
+            resolve(ref)
         except KtstrError:
             return False
         return True
 
     release = resolve(kernel).release
-    if all(works(lambda r=r: userfile.scheduler(r).resolve_binary(release)) for r in (a, b)):
+    if is_scheduler(a, release) and is_scheduler(b, release):
         return "scheduler"
-    if all(works(lambda r=r: resolve(r)) for r in (a, b)):
+    if is_kernel(a) and is_kernel(b):
         return "kernel"
     raise ConfigError(
         f"--compare {a} {b} names neither two scheduler binaries nor two kernels",
