@@ -186,9 +186,12 @@ def test_ktstr_dump_prints_what_waited_where_the_maps_and_the_exit(tmp_path):
     assert "scx_qmap.bss (id 7, ARRAY" in out and '"nr_enqueued": 12' in out
     assert "scheduler exit: SCX_EXIT_ERROR_STALL (runnable task stall)" in out
     assert "line two" in out
-    missing = ktstr("dump", str(tmp_path / "nothing"))
+    (tmp_path / "clean").mkdir()
+    missing = ktstr("dump", str(tmp_path / "clean"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "no failure dump" in missing.stderr
+    nowhere = ktstr("dump", str(tmp_path / "nothing"))
+    assert nowhere.returncode == 2 and "does not exist; pass a run directory" in nowhere.stderr
 
 
 def test_the_report_plots_the_monitor_series_and_shows_the_dump():

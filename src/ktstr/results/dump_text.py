@@ -21,6 +21,8 @@ MAX_LINES_PER_MAP = 40
 def load(run: str | Path) -> dict[str, Any]:
     """The dump of a run directory (or the file itself); one sentence when there is none."""
     path = Path(run)
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist", "pass a run directory made by 'ktstr run'")
     if path.is_dir():
         path = path / FILE
     try:
