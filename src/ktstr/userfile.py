@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ktstr.errors import ConfigError
+from ktstr.errors import ConfigError, KtstrError
 
 if TYPE_CHECKING:
     from ktstr.scenario.model import Scenario
@@ -60,6 +60,15 @@ def import_file(path: Path) -> ModuleType:
         failure = err
     if failure is not None:  # outside the except block: no chained ktstr frames
         sys.modules.pop(name, None)
+        if isinstance(failure, KtstrError):
+            # ktstr refused a declaration in the file: its sentence, at the file's line
+            lines = [
+                f.lineno
+                for f in traceback.extract_tb(failure.__traceback__)
+                if Path(f.filename) == key
+            ]
+            where = f"{path}, line {lines[-1]}" if lines else str(path)
+            raise type(failure)(f"{where}: {failure.cause}", failure.fix)
         print_user_traceback(failure, key)
         what = f"{type(failure).__name__}: {failure}".strip().rstrip(":")
         raise ConfigError(

@@ -155,3 +155,15 @@ def test_a_ktstr_test_gives_a_shell_its_declaration(tmp_path):
     scenario = _declared_test(f"{USER}::with_files")
     assert scenario["include_files"] == (str(DATA / "user_include.txt"),)
     assert isinstance(userfile.scenario_or_test(f"{USER}::with_files"), Scenario)
+
+
+def test_a_declaration_ktstr_refuses_at_import_is_its_sentence_at_the_files_line(tmp_path):
+    bad = tmp_path / "refused.py"
+    bad.write_text(
+        "from ktstr import CgroupDef, Scenario, Step\n\n"
+        "x = Scenario('x', 'x', [Step([])], duration_s=-1)\n"
+    )
+    proc = ktstr("run", f"{bad}::x")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"ktstr: error: {bad}, line 3: "), line
