@@ -56,3 +56,27 @@ def test_a_busy_host_makes_the_run_inconclusive_with_the_fix():
     assert tighter.status == "inconclusive"
     # a reading that covers a small part of the VM's life (an interrupted run) is not used
     assert emulator(record(0.62, total_s=60.0)) == []
+
+
+def test_timing_failures_of_a_busy_host_say_how_long_qemu_waited():
+    stuck = {
+        "id": 0,
+        "cgroup_path": "cg_0",
+        "work": "spin",
+        "units": 10,
+        "start_s": 0.0,
+        "end_s": 6.0,
+        "cpu_time_ns": 1_000_000_000,
+        "gaps": [[3.0, 1.0, 0, 0.0, 1]],
+        "residency": [[0.0, 0]],
+        "error": None,
+    }
+    rec = {**record(0.4), "workers": [stuck]}
+    (f,) = [f for f in judge(rec).findings if f.check == "not_stuck"]
+    assert f.status == "fail" and "QEMU waited for a host CPU 40% of the time" in f.message
+    (f,) = [
+        f
+        for f in judge({**rec, **record(0.05), "workers": [stuck]}).findings
+        if f.check == "not_stuck"
+    ]
+    assert f.status == "fail" and "QEMU waited" not in f.message  # a quiet host: no note

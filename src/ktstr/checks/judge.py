@@ -15,7 +15,14 @@ from ktstr.checks.disks import disk_errors, io_throughput
 from ktstr.checks.expectations import apply_expectations
 from ktstr.checks.fairness import fairness
 from ktstr.checks.imbalance import imbalance
-from ktstr.checks.integrity import bad_numbers, channel, host_busy, uncalibrated, vm_end
+from ktstr.checks.integrity import (
+    bad_numbers,
+    busy_host_note,
+    channel,
+    host_busy,
+    uncalibrated,
+    vm_end,
+)
 from ktstr.checks.isolation import isolation
 from ktstr.checks.kernel_health import kernel_health
 from ktstr.checks.limits import worker_limits
@@ -83,5 +90,5 @@ def judge(record: dict, overrides: dict[str, float] | None = None) -> Verdict:
         findings += check.run(record, th)
     if workload_ran and enabled.get("fairness", True):
         findings += steps.per_step(record, th, {"fairness": fairness}, findings)
-    findings = steps.named(record, findings)
+    findings = busy_host_note(record, th, steps.named(record, findings))
     return Verdict.of(apply_expectations(findings, (record.get("plan") or {}).get("expect", {})))

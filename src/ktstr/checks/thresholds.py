@@ -63,6 +63,9 @@ DEFAULTS: dict[str, float] = {
     # Off (0) until records place it: a VM alone on this 2-core host waited 0.3-0.7 %, two
     # VMs with other jobs beside them 18-26 %, when 16-vCPU runs under EEVDF failed falsely.
     "emulator.max_wait_share": 0.0,
+    # ... and beyond this share, timing failures (not_stuck, fairness, work_conservation,
+    # imbalance) say how long QEMU waited, so a user knows to rerun on a quieter host.
+    "emulator.note_wait_share": 0.15,
     # monitor: conditions the host-side monitor saw in the guest kernel, each judged only
     # when it lasts this many samples in a row (0.5 s at the default 0.1 s period).
     # Report-only unless monitor.enforce is 1 (or the run's --monitor-enforce); 0 turns a
