@@ -67,7 +67,13 @@ def test_output_is_streamed_bounded_and_the_exit_code_reported(running, tmp_path
 def test_kill_and_the_end_stop_the_whole_session(running):
     p, channel = running
     p.start(_op(0, "sleep 600 & sleep 600; wait"))
-    p.start(_op(1, "trap '' TERM; sleep 600 & wait"))
+    p.start(_op(1, "trap '' TERM; echo ready; sleep 600 & wait"))
+
+    def trapped() -> bool:  # SIGTERM before the trap would end it too early
+        p.drain()
+        return "ready" in _text(channel, "stdout")
+
+    wait_until(trapped, "payload 1 ignores SIGTERM")
     p.kill([0], "kill_payload")
     _until_ended(p, [0])
     p.stop_all(grace_s=0.2)  # payload 1 ignores SIGTERM: SIGKILL after the grace
@@ -100,3 +106,11 @@ def test_an_exit_the_worker_pools_reaper_collects_still_reaches_the_payload(runn
     wait_until(reaped_by_the_pool, "the pool reaped the payload")
     _until_ended(p, [0])
     assert channel.of(wire.PAYLOAD_END)[0]["code"] == 4
+
+
+def test_a_kill_right_after_the_start_still_stops_it(running):
+    p, channel = running
+    p.start(_op(0, "sleep 600"))
+    p.kill([0], "kill_payload")  # maybe before the child made its session
+    _until_ended(p, [0])
+    assert channel.of(wire.PAYLOAD_END)[0]["signal"] == signal.SIGTERM

@@ -173,8 +173,11 @@ class Payloads:
             proc.stopped_by = proc.stopped_by or why
             try:
                 os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
+            except ProcessLookupError:  # not yet in a session of its own: just the child
+                try:
+                    os.kill(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
 
     def stop_all(self, grace_s: float) -> None:
         """At the end: SIGTERM every payload, SIGKILL those left after ``grace_s``."""
