@@ -25,10 +25,10 @@ class Script:
     def getcpu(self) -> int:
         return self.cpus.pop(0)
 
-    def ran_and_switches(self) -> tuple[float, int]:
-        """The thread's rusage: 2 ms of CPU and 3 departures more at each read."""
+    def ran_and_switches(self) -> tuple[float, int, int]:
+        """The thread's rusage: 2 ms of CPU, a sleep and 3 preemptions more at each read."""
         self.reads = getattr(self, "reads", -1) + 1
-        return self.reads * 0.002, self.reads * 3
+        return self.reads * 0.002, self.reads, self.reads * 3
 
     def thread_time_ns(self) -> int:
         """The worker's CPU time: 1 ms more at each read."""
@@ -67,8 +67,8 @@ def test_stamps_keep_the_longest_gaps_longest_first_with_when_and_where(monkeypa
     assert [round(g[0], 6) for g in rec.gaps] == [0.9, 0.5, 0.3, 0.2, 0.1]
     # Each gap is dated by its start: the stamp before it.
     assert [round(g[1], 6) for g in rec.gaps] == [0.85, 0.1, 1.75, 0.6, 0.0]
-    # ... and carries the CPU time and departures between its two stamps
-    assert {(round(g[3], 6), g[4]) for g in rec.gaps} == {(0.002, 3)}
+    # ... and carries the CPU time, sleeps and preemptions between its two stamps
+    assert {(round(g[3], 6), g[4], g[5]) for g in rec.gaps} == {(0.002, 1, 3)}
     assert rec.units == len(times)
     assert rec.last == 102.06
 

@@ -67,7 +67,7 @@ def test_timing_failures_of_a_busy_host_say_how_long_qemu_waited():
         "start_s": 0.0,
         "end_s": 6.0,
         "cpu_time_ns": 1_000_000_000,
-        "gaps": [[3.0, 1.0, 0, 0.0, 1]],
+        "gaps": [[3.0, 1.0, 0, 0.0, 0, 1]],
         "residency": [[0.0, 0]],
         "error": None,
     }

@@ -106,9 +106,9 @@ def test_a_guest_gap_equal_to_the_tail_does_not_crash_the_check():
 
 
 def gap_with_turns(gap: float, ran: float, turns: int) -> dict:
-    """A spinner whose gap at 2 s carries the CPU time and departures between its stamps."""
+    """A spinner whose gap at 2 s carries the CPU time and preemptions between its stamps."""
     w = spinner(gap_at=2.0, gap=gap, ran_in_gap=ran)
-    w["gaps"][0] += [ran, turns]
+    w["gaps"][0] += [ran, 0, turns]
     return w
 
 
@@ -122,6 +122,14 @@ def test_time_off_a_cpu_spread_over_many_turns_is_not_a_stall():
     assert f.status == "pass"
 
 
+def test_a_gap_in_which_it_slept_or_blocked_counts_whole():
+    # a writer blocked 5 s on a frozen filesystem between writes and fsyncs
+    w = gap_with_turns(2.8, 0.6, 20)
+    w["gaps"][0][4] = 3
+    (f,) = not_stuck(record(w))
+    assert f.status == "fail" and f.value == 2200.0
+
+
 def test_one_departure_and_a_long_time_off_a_cpu_is_a_stall():
     (f,) = not_stuck(record(gap_with_turns(2.8, 0.6, 1)))
     assert f.status == "fail" and f.value == 2200.0
@@ -131,7 +139,7 @@ def test_few_departures_still_prove_a_long_wait():
     (f,) = not_stuck(record(gap_with_turns(3.5, 0.1, 1)))
     assert f.status == "fail" and f.value == 3400.0
     w = spinner(gap_at=1.0, gap=4.6, ran_in_gap=0.2)
-    w["gaps"][0] += [0.2, 2]
+    w["gaps"][0] += [0.2, 0, 2]
     (f,) = not_stuck(record(w))
     assert f.status == "fail" and f.value == 2200.0
     assert "off a CPU 4400 ms in 2 turns" in f.message

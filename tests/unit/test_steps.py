@@ -80,7 +80,7 @@ def test_unfairness_in_one_step_fails_named_by_its_step_while_the_whole_run_pass
 def test_even_steps_add_nothing_and_timed_findings_name_their_step():
     rec = two_steps((0.5, 0.5))
     assert all(f.status != "fail" for f in judge(rec).findings)
-    rec["workers"][1]["gaps"] = [[3.0, 8.5, 0, 0.0, 1]]  # 3 s off its CPU in the second step
+    rec["workers"][1]["gaps"] = [[3.0, 8.5, 0, 0.0, 0, 1]]  # 3 s off its CPU in the second step
     rec["workers"][1]["progress"] = [
         p for p in rec["workers"][1]["progress"] if not 8.5 < p[0] < 11.5
     ]

@@ -87,8 +87,10 @@ def test_timeout_kills_qemu(kernel, accel):
     assert_clean(run_dir)
 
 
-def test_qemu_failure_carries_its_stderr(kernel, accel):
+def test_qemu_failure_carries_its_stderr(kernel, accel, monkeypatch):
     huge = Topology(1, 1, 1, 1, memory_mib=64 * 2**20)  # 64 TiB of guest RAM
+    # with the host's free memory unknown, ktstr does not refuse it first: QEMU fails
+    monkeypatch.setattr("ktstr.vm.boot.mem_available_mib", lambda: 0)
     run_dir, go = run(kernel, accel, "probe", topology=huge)
     with pytest.raises(VmError, match="QEMU failed") as err:
         go()

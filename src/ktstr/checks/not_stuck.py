@@ -9,11 +9,13 @@ once in it.  Its time off a CPU is the gap less the CPU time the kernel charged 
 meanwhile.  Under emulation a task can be on a vCPU that the emulator is not running
 for a while: the guest charges it that time, and its next stamp comes late, but no
 scheduler kept it waiting (on 16 busy vCPUs, one short unit of work was charged
-0.4-1.0 s).  And time off a CPU is not one wait when the worker left and got back a
-CPU many times in the gap: each stretch off a CPU began with it leaving one, so with n
-departures the longest stretch was at least the total over n.  Each gap carries the
-CPU time and departures (the thread's rusage) between its two stamps.  A starved (or
-stopped) worker leaves its CPU once and gets no turn, so its whole gap counts.  From
+0.4-1.0 s).  And time off a CPU is not one wait when the worker was preempted and got
+its CPU back many times in the gap: each stretch off a CPU began with a preemption, so
+with n of them the longest stretch was at least the total over n.  Each gap carries
+the CPU time, the times the worker slept or blocked and the times it was preempted
+(the thread's rusage) between its two stamps.  A gap in which it slept or blocked (a
+writer on a frozen filesystem) counts whole, as does one with a single preemption (a
+starved or stopped worker).  From
 its release to its first stamp, the CPU time it had when released
 (``released_cpu_ns``) stands in for a stamp.  Gaps nothing brackets (the tail) count
 whole; older records' gaps are judged from the progress points around them.
@@ -44,10 +46,14 @@ class Wait:
 def waited(worker: dict, gap: float, at: float) -> Wait:
     """How the worker was off a CPU in the gap at ``at`` (in all, at most the gap)."""
     for entry in worker.get("gaps") or []:
-        if len(entry) >= 5 and entry[0] == gap and entry[1] == at and tl.finite(*entry[3:5]):
-            # measured between the gap's own two stamps: each stretch off a CPU began
-            # with the worker leaving it, so n departures leave one of at least total/n
-            total, turns = min(gap, max(0.0, gap - entry[3])), max(0, int(entry[4]))
+        if len(entry) >= 6 and entry[0] == gap and entry[1] == at and tl.finite(*entry[3:6]):
+            # measured between the gap's own two stamps
+            total = min(gap, max(0.0, gap - entry[3]))
+            if entry[4] > 0:  # it slept or blocked: one of those stretches may be all of it
+                return Wait(total, total)
+            # only preempted: each stretch began with a preemption, so n of them leave
+            # one of at least total/n
+            turns = max(0, int(entry[5]))
             return Wait(total / turns if turns > 1 else total, total, turns)
     return _around(worker, gap, at)
 

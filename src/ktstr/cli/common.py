@@ -20,10 +20,14 @@ def print_run(record: dict, run_dir: str) -> None:
     if summary:
         print(summary)
         print()
-    print(run_summary(record, run_dir))
+    text = run_summary(record, run_dir)
     dump = (record.get("monitor") or {}).get("dump")
-    if dump:  # the host's view of the failure: say where it is and how to read it
-        print(f"failure dump ({dump['trigger']['reason']}): 'ktstr dump {run_dir}'")
+    if dump:  # the host's view of the failure: where it is and how to read it, before the
+        # run dir, which stays the last line (scripts take it from there)
+        head, sep, tail = text.rpartition("\nrun dir: ")
+        note = f"failure dump ({dump['trigger']['reason']}): 'ktstr dump {run_dir}'"
+        text = f"{head}\n{note}{sep}{tail}" if sep else f"{text}\n{note}"
+    print(text)
 
 
 def positive(option: str, kind: type = float, example: str = "12") -> Callable[[str], float]:

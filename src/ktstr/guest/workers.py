@@ -42,10 +42,11 @@ class Stop(Exception):
     """Raised inside the work loop when the worker must stop."""
 
 
-def _ran_and_switches() -> tuple[float, int]:
-    """This thread's CPU seconds and the times it left a CPU (voluntarily or not)."""
+def _ran_and_switches() -> tuple[float, int, int]:
+    """This thread's CPU seconds and the times it left a CPU: to sleep or block
+    (voluntarily), and preempted."""
     ru = resource.getrusage(resource.RUSAGE_THREAD)
-    return ru.ru_utime + ru.ru_stime, ru.ru_nvcsw + ru.ru_nivcsw
+    return ru.ru_utime + ru.ru_stime, ru.ru_nvcsw, ru.ru_nivcsw
 
 
 class Recorder:
@@ -60,11 +61,12 @@ class Recorder:
         self.cpus: dict[int, int] = {self.cpu: 1}
         self.migrations = 0
         self.residency = [[round(self.last - t0, 6), self.cpu]]
-        # [gap_s, at_s (start of gap), cpu, CPU s charged in it, times it left a CPU in it]:
-        # under emulation a task is charged while its vCPU is not run, and time off a CPU
-        # split over many turns is sharing, not one long wait (see checks/not_stuck.py)
+        # [gap_s, at_s (start of gap), cpu, CPU s charged in it, times it slept or blocked
+        # in it, times it was preempted in it]: under emulation a task is charged while its
+        # vCPU is not run, and time off a CPU split over many preemptions is sharing, not
+        # one long wait (see checks/not_stuck.py)
         self.gaps: list[list[float]] = []
-        self.ran, self.switches = _ran_and_switches()
+        self.ran, self.slept, self.preempted = _ran_and_switches()
         self.wakes: list[float] = []
         self.started = self.last
         # [scenario s, units, cpu, CPU time ns]: for plots, for isolation to see where a
@@ -83,14 +85,21 @@ class Recorder:
         if not where_known:
             cpu = self.cpu
         gap = now - self.last
-        ran, switches = _ran_and_switches()
+        ran, slept, preempted = _ran_and_switches()
         if len(self.gaps) < TOP_GAPS or gap > self.gaps[-1][0]:
             self.gaps.append(
-                [gap, self.last - self.t0, cpu, round(ran - self.ran, 6), switches - self.switches]
+                [
+                    gap,
+                    self.last - self.t0,
+                    cpu,
+                    round(ran - self.ran, 6),
+                    slept - self.slept,
+                    preempted - self.preempted,
+                ]
             )
             self.gaps.sort(key=lambda g: -g[0])
             del self.gaps[TOP_GAPS:]
-        self.ran, self.switches = ran, switches
+        self.ran, self.slept, self.preempted = ran, slept, preempted
         if cpu != self.cpu:
             self.migrations += 1
             self.cpu = cpu
@@ -386,7 +395,7 @@ def result(wid: int, kind: str, rec: Recorder, error: str | None) -> dict:
         "units": rec.units,
         "start_s": round(rec.started - rec.t0, 6),
         "end_s": round(rec.last - rec.t0, 6),
-        "gaps": [[round(g, 6), round(a, 6), c, ran, left] for g, a, c, ran, left in rec.gaps],
+        "gaps": [[round(g[0], 6), round(g[1], 6), *g[2:]] for g in rec.gaps],
         "cpus": {str(c): n for c, n in sorted(rec.cpus.items())},
         "migrations": rec.migrations,
         "residency": rec.residency,

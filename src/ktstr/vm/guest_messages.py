@@ -339,6 +339,7 @@ SCHEMAS: dict[str, Check] = {
                     nullable(CPU),
                     number(0, MAX_SECONDS),
                     COUNT,
+                    COUNT,
                     min_len=3,
                 ),
                 1000,
