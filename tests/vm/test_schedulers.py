@@ -53,15 +53,22 @@ def test_steady_passes_under_a_real_scheduler(name):
         (["--sched-arg=-l", "--sched-arg=100"], "dispatch_loop|stall|kthread_stall", "", "12"),
         # Every 20th kernel thread enqueued is dropped: the kernel's own threads starve.
         # (Kernel threads are told by name; one the list lacks is reported as a stall of
-        # that thread, never of a worker.)
-        (["--sched-arg=-T", "--sched-arg=20"], "kthread_stall|stall", "did not run for", "12"),
+        # that thread, never of a worker.)  The starved thread may be the watchdog's own
+        # kernel worker: then the kernel says it failed to check in.
+        (
+            ["--sched-arg=-T", "--sched-arg=20"],
+            "kthread_stall|stall",
+            "did not run for|could not run for",
+            "12",
+        ),
     ],
 )
 def test_injected_faults_are_named(args, kind, needle, duration):
     out, record = run("--scheduler", "scx_qmap", *args, duration=duration)
     assert record["_rc"] == 1, out
     (finding,) = sched_failures(record)
-    assert finding["kind"] in kind.split("|") and needle in finding["message"]
+    assert finding["kind"] in kind.split("|"), finding
+    assert any(n in finding["message"] for n in needle.split("|")), finding
     if "--sched-arg=-T" in args:  # a kernel thread starved, not a worker
         assert "python" not in finding["message"].split("kernel:")[0], finding
     assert out.startswith(f"BUG SUMMARY: [scheduler/{finding['kind']}]")
