@@ -40,7 +40,7 @@ class Wait:
 
     longest: float  # seconds it was surely off a CPU at once
     total: float  # seconds it was off a CPU in all
-    turns: int | None = None  # times it left a CPU in the gap, when known
+    turns: int | None = None  # times it was preempted in the gap, when that split it
 
 
 def waited(worker: dict, gap: float, at: float) -> Wait:
